@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` (install, train the demo model, export it)
+# and `make test` (install, run the tests). Everything lives in .venv.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast models arm64-check clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m train --preset demo --out runs/demo
+	$(BIN)/python -m export --model runs/demo --formats tflite,onnx --quantize none,int8
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+models: $(STAMP)
+	$(BIN)/python -m benchmarks.make_models --out models
+
+clean:
+	rm -rf runs build *.egg-info

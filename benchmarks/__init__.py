@@ -1,0 +1,1 @@
+"""edgeloc benchmarks package."""

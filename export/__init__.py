@@ -1,0 +1,1 @@
+"""edgeloc export package."""

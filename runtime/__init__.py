@@ -1,0 +1,1 @@
+"""edgeloc lean runtime: numpy, OpenCV and one inference engine; never TensorFlow."""

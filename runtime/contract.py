@@ -1,0 +1,239 @@
+"""The one preprocessing and model-I/O contract of edgeloc.
+
+Training, calibration, export verification and the runtime all call the functions here,
+so a model sees the same pixels everywhere. This module needs numpy and OpenCV only: it
+is imported by the lean runtime and must never import TensorFlow.
+
+The contract, in short:
+- input: one uint8 RGB image, NHWC, resized (stretched, no letterbox) to the model's fixed
+  size with OpenCV's INTER_AREA; the model rescales pixels for its backbone itself;
+- output ``box``: 4 numbers in [0, 1], normalized to the input image, in ``box_format``
+  (``xyxy`` = x1, y1, x2, y2, the default; ``xywh`` = top-left x, y, width, height);
+- output ``score``: softmax probabilities over ``labels``; ``labels[0]`` is always
+  ``"none"``, the no-object class, so ``1 - score[0]`` is the probability that an object
+  is there at all.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+CONTRACT_KEY = "edgeloc_contract"  # metadata key in ONNX metadata_props and TFLite metadata
+CONTRACT_VERSION = 1
+NO_OBJECT = "none"
+INPUT_NAME = "image"
+BOX_OUTPUT = "box"
+SCORE_OUTPUT = "score"
+BOX_FORMATS = ("xyxy", "xywh")
+RESIZE = "area"  # cv2.INTER_AREA: no aliasing when shrinking camera frames
+
+
+def preprocess(image: np.ndarray, size: int | tuple[int, int], *, bgr: bool = False) -> np.ndarray:
+    """Turn one image into the model input: (H, W, 3) uint8 RGB at the model's size.
+
+    Args:
+        image: (h, w, 3) uint8 RGB (or BGR with ``bgr=True``, as OpenCV decodes), (h, w)
+            grayscale or (h, w, 4) with alpha.
+        size: model input size, an int for square inputs or (height, width).
+        bgr: the image is in OpenCV's BGR order.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    if not isinstance(image, np.ndarray) or image.size == 0:
+        raise ValueError("preprocess() needs a non-empty numpy image array")
+    if image.dtype != np.uint8:
+        raise ValueError(f"preprocess() needs a uint8 image, got {image.dtype}")
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)  # gray has no channel order
+        bgr = False
+    elif image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"preprocess() needs an (h, w, 3) image, got shape {image.shape}")
+    elif image.shape[2] == 4:
+        image = image[:, :, :3]
+    # Resize first, then swap channels: the swap then touches only the small image.
+    out = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)  # (H, W, 3)
+    if bgr:
+        out = cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
+    return out
+
+
+def to_xyxy(box: Any, box_format: str, xp: Any = np) -> Any:
+    """Convert boxes (..., 4) in ``box_format`` to x1, y1, x2, y2; ``xp`` is np, tf or keras.ops."""
+    check_box_format(box_format)
+    if box_format == "xyxy":
+        return box
+    x, y, w, h = box[..., 0], box[..., 1], box[..., 2], box[..., 3]
+    return xp.stack([x, y, x + w, y + h], axis=-1)
+
+
+def from_xyxy(box: Any, box_format: str, xp: Any = np) -> Any:
+    """Convert x1, y1, x2, y2 boxes (..., 4) to ``box_format``; ``xp`` is np, tf or keras.ops."""
+    check_box_format(box_format)
+    if box_format == "xyxy":
+        return box
+    x1, y1, x2, y2 = box[..., 0], box[..., 1], box[..., 2], box[..., 3]
+    return xp.stack([x1, y1, x2 - x1, y2 - y1], axis=-1)
+
+
+def check_box_format(box_format: str) -> None:
+    if box_format not in BOX_FORMATS:
+        raise ValueError(f"unknown box format {box_format!r}; valid: {', '.join(BOX_FORMATS)}")
+
+
+def box_to_pixels(box_xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Scale a normalized x1, y1, x2, y2 box to pixels of a (height, width) image, clipped and ordered."""
+    b = np.clip(np.asarray(box_xyxy, dtype=np.float64), 0.0, 1.0)
+    x1, x2 = sorted((b[0] * width, b[2] * width))
+    y1, y2 = sorted((b[1] * height, b[3] * height))
+    return np.array([x1, y1, x2, y2])
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of matching x1, y1, x2, y2 boxes (..., 4); degenerate boxes give 0, never NaN."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    area_a = np.clip(a[..., 2] - a[..., 0], 0, None) * np.clip(a[..., 3] - a[..., 1], 0, None)
+    area_b = np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
+    union = area_a + area_b - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def decode_score(score: np.ndarray, labels: list[str]) -> tuple[str, float]:
+    """Pick the best object class from one score vector: (label, probability of that label)."""
+    score = np.asarray(score, dtype=np.float64).reshape(-1)
+    if len(labels) != score.size:
+        raise ValueError(f"score has {score.size} entries but the contract lists {len(labels)} labels")
+    if score.size == 1:  # a presence-only head
+        return labels[0], float(score[0])
+    best = int(np.argmax(score[1:])) + 1  # index 0 is "none"
+    return labels[best], float(score[best])
+
+
+@dataclass
+class Contract:
+    """What an exported model promises; embedded in every model file edgeloc writes.
+
+    Attributes:
+        input_size: (height, width) of the uint8 RGB input.
+        labels: class names for the ``score`` output; ``labels[0]`` is ``"none"``.
+        box_format: ``xyxy`` or ``xywh``, normalized to [0, 1].
+        input_dtype: dtype of the input tensor (``uint8``, ``int8`` = pixel - 128, ``float32``).
+        color: channel order of the input, always ``RGB``.
+        resize: interpolation used by ``preprocess``.
+        precision: ``fp32``, ``fp16``, ``dynamic`` or ``int8``.
+        calibration: source name and sample count for int8 models, else None.
+        source_sha256: hash of the Keras model the file was exported from.
+        extra: anything else (backbone, training data, export tool versions).
+    """
+
+    input_size: tuple[int, int]
+    labels: list[str]
+    box_format: str = "xyxy"
+    input_dtype: str = "uint8"
+    color: str = "RGB"
+    resize: str = RESIZE
+    precision: str = "fp32"
+    calibration: dict[str, Any] | None = None
+    source_sha256: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    version: int = CONTRACT_VERSION
+
+    def __post_init__(self) -> None:
+        self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
+        self.labels = list(self.labels)
+        check_box_format(self.box_format)
+        if not self.labels or self.labels[0] != NO_OBJECT:
+            raise ValueError(f"contract labels must start with {NO_OBJECT!r}, got {self.labels}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Contract:
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"model contract is not valid JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise ValueError("model contract must be a JSON object")
+        if int(data.get("version", 0)) > CONTRACT_VERSION:
+            raise ValueError(
+                f"model contract version {data['version']} is newer than this edgeloc "
+                f"({CONTRACT_VERSION}); upgrade edgeloc"
+            )
+        known = set(cls.__dataclass_fields__)
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as err:
+            raise ValueError(f"model contract is incomplete: {err}") from None
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    """The JSON file that carries a model's contract next to it (same stem)."""
+    return Path(model_path).with_suffix(".json")
+
+
+def read_tflite_metadata(data: bytes) -> dict[str, bytes]:
+    """Read the ``metadata`` entries (name -> bytes) of a TFLite flatbuffer, without TensorFlow.
+
+    A tiny reader for the three tables involved (Model, Metadata, Buffer) of the TFLite
+    schema, so the runtime needs no flatbuffers schema module.
+    """
+    if len(data) < 8:
+        raise ValueError("file too short to be a TFLite model")
+
+    def table_field(table: int, index: int) -> int | None:
+        vtable = table - struct.unpack_from("<i", data, table)[0]
+        vt_size = struct.unpack_from("<H", data, vtable)[0]
+        if 4 + 2 * index >= vt_size:
+            return None
+        off = struct.unpack_from("<H", data, vtable + 4 + 2 * index)[0]
+        return table + off if off else None
+
+    def deref(pos: int) -> int:
+        return pos + struct.unpack_from("<I", data, pos)[0]
+
+    def vector(pos: int) -> tuple[int, int]:
+        start = deref(pos)
+        return struct.unpack_from("<I", data, start)[0], start + 4
+
+    try:
+        model = deref(0)
+        meta_pos, buf_pos = table_field(model, 6), table_field(model, 4)
+        if meta_pos is None or buf_pos is None:
+            return {}
+        n_buf, buf_start = vector(buf_pos)
+        n_meta, meta_start = vector(meta_pos)
+        out: dict[str, bytes] = {}
+        for i in range(n_meta):
+            entry = deref(meta_start + 4 * i)
+            name_pos, index_pos = table_field(entry, 0), table_field(entry, 1)
+            if name_pos is None:
+                continue
+            n_chars, chars = vector(name_pos)
+            name = data[chars : chars + n_chars].decode("utf-8")
+            index = struct.unpack_from("<I", data, index_pos)[0] if index_pos else 0
+            if index >= n_buf:
+                continue
+            buffer = deref(buf_start + 4 * index)
+            data_pos = table_field(buffer, 0)
+            if data_pos is not None:
+                n_bytes, start = vector(data_pos)
+                out[name] = bytes(data[start : start + n_bytes])
+            else:  # models over 2 GB keep buffers after the flatbuffer: offset, size
+                off_pos, size_pos = table_field(buffer, 1), table_field(buffer, 2)
+                if off_pos and size_pos:
+                    off = struct.unpack_from("<Q", data, off_pos)[0]
+                    size = struct.unpack_from("<Q", data, size_pos)[0]
+                    out[name] = bytes(data[off : off + size])
+        return out
+    except (struct.error, UnicodeDecodeError, IndexError) as err:
+        raise ValueError(f"not a readable TFLite flatbuffer ({err})") from None

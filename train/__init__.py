@@ -1,0 +1,1 @@
+"""edgeloc train package."""

@@ -1,0 +1,107 @@
+"""Data sources: the one interface every dataset (synthetic or on disk) implements.
+
+A source yields ``Sample``s: an RGB uint8 image at its own size, one box normalized to
+[0, 1] as x1, y1, x2, y2 (all zeros when there is no object) and an integer label index
+into ``source.labels``, where ``labels[0]`` is always ``"none"`` (no object).
+
+Sources are looked up by name in ``SOURCES``; ``get_source`` is the only constructor
+the rest of the code uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+
+from runtime.contract import NO_OBJECT
+
+
+@dataclass
+class Sample:
+    """One training example.
+
+    Attributes:
+        image: (h, w, 3) uint8 RGB, any size.
+        box: (4,) float32 normalized x1, y1, x2, y2; zeros when ``label == 0``.
+        label: index into the source's labels; 0 = no object.
+        name: where it came from (file path or a synthetic id), for error messages.
+    """
+
+    image: np.ndarray
+    box: np.ndarray
+    label: int
+    name: str = ""
+
+
+class Source(Protocol):
+    """What every data source provides."""
+
+    labels: list[str]  # labels[0] == "none"
+
+    def __len__(self) -> int:
+        """Number of distinct samples (synthetic sources: the size of one epoch)."""
+
+    def __getitem__(self, index: int) -> Sample:
+        """The sample at ``index``; deterministic for a given source seed and index."""
+
+
+@dataclass
+class SourceOptions:
+    """Options shared by all sources.
+
+    Attributes:
+        split: ``train``, ``val`` or ``test``; synthetic test splits use backgrounds and
+            objects that training never sees; file sources split by a seeded shuffle.
+        data_dir: folder (or file) for file sources.
+        size: number of samples for synthetic sources.
+        seed: makes sample ``i`` reproducible.
+        negatives: share of synthetic samples with no object (label 0).
+        multi: what to do with images holding several boxes: ``skip`` or ``largest``.
+        val_fraction: share of a file dataset held out for validation/test.
+    """
+
+    split: str = "train"
+    data_dir: Path | None = None
+    size: int = 1000
+    seed: int = 0
+    negatives: float = 0.0
+    multi: str = "skip"
+    val_fraction: float = 0.2
+
+
+SourceFactory = Callable[[SourceOptions], Source]
+SOURCES: dict[str, SourceFactory] = {}
+
+
+def register(name: str) -> Callable[[SourceFactory], SourceFactory]:
+    """Decorator: add a source factory to the registry under ``name``."""
+
+    def deco(factory: SourceFactory) -> SourceFactory:
+        SOURCES[name] = factory
+        return factory
+
+    return deco
+
+
+def get_source(name: str, **options: object) -> Source:
+    """Build the source registered as ``name``; unknown names list the valid ones."""
+    _load_builtin_sources()
+    if name not in SOURCES:
+        raise ValueError(f"unknown data source {name!r}; valid: {', '.join(sorted(SOURCES))}")
+    return SOURCES[name](SourceOptions(**options))  # type: ignore[arg-type]
+
+
+def iterate(source: Source) -> Iterator[Sample]:
+    for i in range(len(source)):
+        yield source[i]
+
+
+def _load_builtin_sources() -> None:
+    # Importing the modules runs their @register decorators.
+    from train import files, synthetic  # noqa: F401
+
+
+__all__ = ["NO_OBJECT", "SOURCES", "Sample", "Source", "SourceOptions", "get_source", "register"]
