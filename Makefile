@@ -26,7 +26,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 models: $(STAMP)
-	$(BIN)/python -m benchmarks.make_models --out models
+	$(BIN)/python -m export.make_models --out models
 
 clean:
 	rm -rf runs build *.egg-info
