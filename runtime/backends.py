@@ -1,0 +1,381 @@
+"""Inference engines behind one small interface, looked up by name in ``BACKENDS``.
+
+Each backend takes preprocessed uint8 RGB pixels (N, H, W, 3), converts them to the
+input tensor's dtype through its quantization parameters, runs the model and returns
+every output as float32 (dequantized). Engines are imported lazily, inside the
+factories: importing this module costs nothing and never pulls in TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from runtime.contract import CONTRACT_KEY, read_tflite_metadata
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("tflite", "onnx")
+_INPUT_DTYPES = (np.uint8, np.int8, np.float32)
+
+
+@dataclass
+class TensorInfo:
+    """One input or output tensor: name, shape (-1 or None for dynamic), dtype, (scale, zero point)."""
+
+    name: str
+    shape: tuple
+    dtype: np.dtype
+    quant: tuple[float, int] = (0.0, 0)
+    index: Any = None  # engine handle: TFLite tensor index or ONNX name
+
+
+@dataclass
+class Backend:
+    """A loaded model in one engine; ``run`` maps uint8 pixels to float32 outputs."""
+
+    name: str
+    provider: str
+    input: TensorInfo
+    outputs: list[TensorInfo]
+    metadata: dict[str, bytes] = field(default_factory=dict)
+    supports_batch: bool = False
+    threads: int | None = None
+
+    def run(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """Run one batch of (N, H, W, 3) uint8 pixels; returns every output as float32."""
+        raise NotImplementedError
+
+    def raw(self) -> Any:
+        """The engine object itself (interpreter or session), for bare timing."""
+        raise NotImplementedError
+
+
+def default_threads() -> int:
+    """One thread per CPU core this process may use, at most 4 (a Pi has 4)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+class _InputConverter:
+    """uint8 pixels -> input tensor values via the tensor's quantization, into a reused buffer."""
+
+    def __init__(self, info: TensorInfo):
+        self.dtype = np.dtype(info.dtype)
+        scale, zero = info.quant
+        if self.dtype not in [np.dtype(d) for d in _INPUT_DTYPES]:
+            raise ValueError(
+                f"model input {info.name!r} has dtype {self.dtype}; edgeloc models take "
+                "uint8, int8 or float32 pixels: re-export the model with edgeloc's exporter"
+            )
+        if self.dtype == np.uint8:
+            self.mode = "same" if (scale, zero) in ((0.0, 0), (1.0, 0)) else "quant"
+        elif self.dtype == np.int8:  # the contract's int8 input is pixel - 128
+            self.mode = "xor" if (scale, zero) in ((0.0, 0), (1.0, -128)) else "quant"
+        else:
+            self.mode = "float"
+        self.scale, self.zero = float(scale), int(zero)
+        self._buf: np.ndarray | None = None
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        if self.mode == "same":
+            return pixels
+        if self._buf is None or self._buf.shape != pixels.shape:
+            self._buf = np.empty(pixels.shape, self.dtype)
+        if self.mode == "float":
+            np.copyto(self._buf, pixels, casting="unsafe")
+        elif self.mode == "xor":  # uint8 p ^ 0x80 reinterpreted as int8 == p - 128
+            np.bitwise_xor(pixels, 0x80, out=self._buf.view(np.uint8))
+        else:
+            info = np.iinfo(self.dtype)
+            q = np.rint(pixels.astype(np.float32) / self.scale + self.zero)
+            np.copyto(self._buf, np.clip(q, info.min, info.max), casting="unsafe")
+        return self._buf
+
+
+def _dequantize(values: np.ndarray, quant: tuple[float, int]) -> np.ndarray:
+    scale, zero = quant
+    if values.dtype == np.float32:
+        return values
+    if scale:
+        return (values.astype(np.float32) - np.float32(zero)) * np.float32(scale)
+    return values.astype(np.float32)
+
+
+# --- TFLite -------------------------------------------------------------------------------
+
+
+class TFLiteBackend(Backend):
+    """A TFLite interpreter (ai_edge_litert, tflite_runtime or tf.lite)."""
+
+    def __init__(self, interpreter: Any, name: str, threads: int, metadata: dict[str, bytes]):
+        interpreter.allocate_tensors()
+        self._it = interpreter
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+        names_in, names_out = _signature_names(interpreter)
+        if len(inputs) != 1:
+            raise ValueError(f"model has {len(inputs)} inputs; an edgeloc localizer has one image input")
+        info = [_tflite_info(d, names_out.get(d["index"])) for d in outputs]
+        super().__init__(
+            name=name,
+            provider="CPU",
+            input=_tflite_info(inputs[0], names_in.get(inputs[0]["index"])),
+            outputs=info,
+            metadata=metadata,
+            threads=threads,
+        )
+        self._convert = _InputConverter(self.input)
+        self._in_index = self.input.index
+        self._out = [(o.index, o.quant) for o in self.outputs]
+
+    def run(self, pixels: np.ndarray) -> list[np.ndarray]:
+        it = self._it
+        if pixels.shape[0] != 1:  # the interpreter is allocated for batch 1
+            rows = [self.run(pixels[i : i + 1]) for i in range(pixels.shape[0])]
+            return [np.concatenate(parts) for parts in zip(*rows)]
+        it.set_tensor(self._in_index, self._convert(pixels))
+        it.invoke()
+        return [_dequantize(it.get_tensor(i), q) for i, q in self._out]
+
+    def raw(self) -> Any:
+        return self._it
+
+
+def _tflite_info(d: dict, signature_name: str | None) -> TensorInfo:
+    scale, zero = d.get("quantization", (0.0, 0))
+    return TensorInfo(
+        name=signature_name or d["name"],
+        shape=tuple(int(s) for s in d["shape"]),
+        dtype=np.dtype(d["dtype"]),
+        quant=(float(scale), int(zero)),
+        index=d["index"],
+    )
+
+
+def _signature_names(interpreter: Any) -> tuple[dict[int, str], dict[int, str]]:
+    """Tensor index -> signature name ("image", "box", "score"): converters rename tensors."""
+    try:
+        runner = interpreter.get_signature_runner()
+        ins = {d["index"]: n for n, d in runner.get_input_details().items()}
+        outs = {d["index"]: n for n, d in runner.get_output_details().items()}
+        return ins, outs
+    except Exception:  # no signature (older converters) or an old interpreter API
+        return {}, {}
+
+
+def _tflite_factory(interpreter_class: Callable[[], Any]) -> Callable[..., Backend]:
+    def make(path: Path, data: bytes, threads: int, providers: Any, name: str) -> Backend:
+        if providers:
+            warnings.warn(f"providers={providers!r} applies to ONNX Runtime only; ignored for TFLite")
+        interpreter_cls = interpreter_class()
+        metadata = read_tflite_metadata(data)
+        try:
+            it = interpreter_cls(model_content=data, num_threads=threads)
+        except ValueError as err:  # the flatbuffer verifier rejects broken files
+            raise ValueError(f"{path} is not a valid TFLite model ({err}); re-export it") from None
+        except RuntimeError as err:  # e.g. an op this interpreter build does not have
+            raise ValueError(f"{path} cannot run in {name} ({err})") from None
+        return TFLiteBackend(it, name, threads, metadata)
+
+    return make
+
+
+def _module_interpreter(module: str) -> Callable[[], Any]:
+    return lambda: importlib.import_module(module).Interpreter
+
+
+def _tf_lite_interpreter() -> Any:
+    import tensorflow as tf  # last resort only: heavy and deprecated
+
+    return tf.lite.Interpreter
+
+
+# --- ONNX Runtime ---------------------------------------------------------------------------
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+}
+_ONNX_DTYPES = {"tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(float)": np.float32,
+                "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def resolve_providers(requested: Any, available: list[str]) -> list[str]:
+    """Map provider names or aliases to the ones installed; warn about and drop the rest."""
+    if not requested:
+        return ["CPUExecutionProvider"]
+    if isinstance(requested, str):
+        requested = [p.strip() for p in requested.split(",") if p.strip()]
+    out = []
+    for p in requested:
+        full = PROVIDERS.get(str(p).lower(), p)
+        if full not in PROVIDERS.values():
+            raise ValueError(f"unknown ONNX Runtime provider {p!r}; valid: {', '.join(PROVIDERS)}")
+        if full in available:
+            out.append(full)
+        else:
+            warnings.warn(f"ONNX Runtime provider {full} is not available here (installed: "
+                          f"{', '.join(available)}); falling back to CPU")
+    if "CPUExecutionProvider" not in out:
+        out.append("CPUExecutionProvider")
+    return out
+
+
+class OnnxBackend(Backend):
+    """An ONNX Runtime inference session."""
+
+    def __init__(self, session: Any):
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        if len(inputs) != 1:
+            raise ValueError(f"model has {len(inputs)} inputs; an edgeloc localizer has one image input")
+        meta = session.get_modelmeta().custom_metadata_map
+        super().__init__(
+            name="onnxruntime",
+            provider=session.get_providers()[0],
+            input=_onnx_info(inputs[0]),
+            outputs=[_onnx_info(o) for o in outputs],
+            metadata={k: v.encode() for k, v in meta.items()},
+            supports_batch=not isinstance(inputs[0].shape[0], int) or inputs[0].shape[0] != 1,
+        )
+        self._session = session
+        self._convert = _InputConverter(self.input)
+        self._in_name = self.input.name
+        self._out_names = [o.name for o in self.outputs]
+
+    def run(self, pixels: np.ndarray) -> list[np.ndarray]:
+        if pixels.shape[0] != 1 and not self.supports_batch:
+            rows = [self.run(pixels[i : i + 1]) for i in range(pixels.shape[0])]
+            return [np.concatenate(parts) for parts in zip(*rows)]
+        out = self._session.run(self._out_names, {self._in_name: self._convert(pixels)})
+        return [_dequantize(np.asarray(o), (0.0, 0)) for o in out]
+
+    def raw(self) -> Any:
+        return self._session
+
+
+def _onnx_info(arg: Any) -> TensorInfo:
+    shape = tuple(s if isinstance(s, int) else -1 for s in arg.shape)
+    dtype = _ONNX_DTYPES.get(arg.type)
+    if dtype is None:
+        raise ValueError(f"model tensor {arg.name!r} has unsupported type {arg.type}")
+    return TensorInfo(name=arg.name, shape=shape, dtype=np.dtype(dtype), index=arg.name)
+
+
+def _onnx_factory(path: Path, data: bytes, threads: int, providers: Any, name: str) -> Backend:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3  # errors only: no provider chatter on every load
+    chosen = resolve_providers(providers, ort.get_available_providers())
+    try:
+        session = ort.InferenceSession(data, sess_options=opts, providers=chosen)
+    except Exception as err:  # onnxruntime raises its own InvalidProtobuf, Fail, ... types
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a loadable ONNX model ({first}); re-export it") from None
+    return OnnxBackend(session)
+
+
+# --- registry ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    """A registry entry: file format it reads, module that must import, pip package, factory."""
+
+    format: str
+    module: str
+    package: str
+    factory: Callable[..., Backend]
+
+
+BACKENDS: dict[str, BackendEntry] = {
+    "ai_edge_litert": BackendEntry(
+        "tflite", "ai_edge_litert.interpreter", "ai-edge-litert",
+        _tflite_factory(_module_interpreter("ai_edge_litert.interpreter"))),
+    "tflite_runtime": BackendEntry(
+        "tflite", "tflite_runtime.interpreter", "tflite-runtime",
+        _tflite_factory(_module_interpreter("tflite_runtime.interpreter"))),
+    "tensorflow": BackendEntry("tflite", "tensorflow", "tensorflow", _tflite_factory(_tf_lite_interpreter)),
+    "onnxruntime": BackendEntry("onnx", "onnxruntime", "onnxruntime", _onnx_factory),
+}
+ALIASES = {"auto": None, "tflite": "tflite", "litert": "ai_edge_litert", "onnx": "onnx", "ort": "onnxruntime"}
+
+
+def installed(name: str) -> bool:
+    """Whether a backend's engine imports here (imports it: call only when about to use it)."""
+    try:
+        importlib.import_module(BACKENDS[name].module)
+        return True
+    except Exception:  # ImportError, or a broken install raising anything else
+        return False
+
+
+def sniff_format(path: str | Path) -> tuple[str, bytes]:
+    """Check a model file and tell its format from its bytes: ("tflite" | "onnx", data)."""
+    path = Path(path)
+    hint = "pass --model PATH to a .tflite or .onnx file (`make models` builds the defaults)"
+    if not path.exists():
+        raise FileNotFoundError(f"model file {path} not found; {hint}")
+    if path.is_dir():
+        raise ValueError(f"model path {path} is a directory; {hint}")
+    data = path.read_bytes()
+    suffix = path.suffix.lower()
+    if len(data) < 16:
+        raise ValueError(f"model file {path} is empty or truncated ({len(data)} bytes); re-export it")
+    if data[4:8] == b"TFL3":
+        try:
+            read_tflite_metadata(data)  # walks the header tables: catches most truncations
+        except ValueError as err:
+            raise ValueError(f"{path} is a damaged TFLite model ({err}); re-export it") from None
+        return "tflite", data
+    if suffix == ".tflite":
+        raise ValueError(f"{path} is not a TFLite model (no 'TFL3' identifier at bytes 4-8); re-export it")
+    if suffix == ".onnx" or data[0] == 0x08:  # ONNX ModelProto starts with ir_version (field 1)
+        return "onnx", data
+    raise ValueError(f"{path} is neither a TFLite nor an ONNX model; {hint}")
+
+
+def open_backend(path: str | Path, backend: str = "auto", threads: int | None = None,
+                 providers: Any = None) -> Backend:
+    """Load ``path`` in the named backend, or the first installed one for its format."""
+    fmt, data = sniff_format(path)
+    key = ALIASES.get(backend, backend)
+    if key is not None and key not in BACKENDS and key not in FORMATS:
+        valid = ", ".join([*ALIASES, *BACKENDS])
+        raise ValueError(f"unknown backend {backend!r}; valid: {valid}")
+    if key in BACKENDS:
+        if BACKENDS[key].format != fmt:
+            raise ValueError(f"backend {key} runs {BACKENDS[key].format} models but {path} is {fmt}")
+        candidates = [key]
+    else:
+        if key in FORMATS and key != fmt:
+            raise ValueError(f"backend {backend!r} was asked for but {path} is a {fmt} model")
+        candidates = [n for n, e in BACKENDS.items() if e.format == fmt]
+    threads = default_threads() if threads is None else int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    for name in candidates:
+        if installed(name):
+            log.debug("loading %s with %s (%d threads)", path, name, threads)
+            return BACKENDS[name].factory(Path(path), data, threads, providers, name)
+    packages = " or ".join(BACKENDS[n].package for n in candidates if n != "tensorflow")
+    raise ValueError(f"no engine for {fmt} models is installed; pip install {packages}")
+
+
+__all__ = ["BACKENDS", "Backend", "CONTRACT_KEY", "TensorInfo", "open_backend", "sniff_format"]

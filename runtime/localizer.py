@@ -1,0 +1,228 @@
+"""The Localizer: one model file in, one box, label and score per image out."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from runtime.backends import Backend, TensorInfo, open_backend
+from runtime.contract import (
+    BOX_OUTPUT,
+    CONTRACT_KEY,
+    NO_OBJECT,
+    SCORE_OUTPUT,
+    Contract,
+    box_to_pixels,
+    decode_score,
+    preprocess,
+    sidecar_path,
+    to_xyxy,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Result:
+    """One prediction.
+
+    Attributes:
+        box: (x1, y1, x2, y2) in pixels of the input image.
+        box_norm: the same box normalized to [0, 1] (always x1, y1, x2, y2).
+        label: best object class (never ``"none"`` unless the model has a single output class).
+        score: probability of ``label``.
+        scores: all class probabilities, ``scores[0]`` is "none".
+        present: ``score >= threshold``.
+        latency_ms: model invoke time (quantize, run, dequantize).
+        total_ms: preprocess + invoke + postprocess.
+        backend: engine name (``ai_edge_litert``, ``onnxruntime``, ...).
+        provider: what ran it (``CPU`` for TFLite, the ONNX Runtime execution provider).
+    """
+
+    box: tuple[float, float, float, float]
+    box_norm: tuple[float, float, float, float]
+    label: str
+    score: float
+    scores: np.ndarray
+    present: bool
+    latency_ms: float
+    total_ms: float
+    backend: str
+    provider: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view (box rounded to 0.01 px)."""
+        return {
+            "box": [round(v, 2) for v in self.box],
+            "label": self.label,
+            "score": round(self.score, 4),
+            "present": self.present,
+            "latency_ms": round(self.latency_ms, 3),
+            "total_ms": round(self.total_ms, 3),
+        }
+
+
+class Localizer:
+    """A loaded localizer model; build one with ``Localizer.load(path)``."""
+
+    def __init__(self, backend: Backend, contract: Contract, path: Path, threshold: float = 0.5):
+        self._backend = backend
+        self.contract = contract
+        self.path = path
+        self.threshold = float(threshold)
+        self.backend_name = backend.name
+        self.provider = backend.provider
+        self._box_i, self._score_i = _pick_outputs(backend.outputs, len(contract.labels))
+        self._size = contract.input_size
+        self._labels = contract.labels
+
+    @classmethod
+    def load(cls, path: str | Path, backend: str = "auto", threads: int | None = None,
+             providers: Any = None, *, threshold: float = 0.5) -> Localizer:
+        """Open a .tflite or .onnx model with the chosen (or first installed) engine.
+
+        Args:
+            path: model file.
+            backend: ``auto``, ``tflite``, ``onnx`` or a name in ``runtime.BACKENDS``.
+            threads: CPU threads for the engine (None: one per core, at most 4).
+            providers: ONNX Runtime providers or aliases (``cuda``, ``tensorrt``,
+                ``openvino``, ``coreml``); unavailable ones warn and fall back to CPU.
+            threshold: score under which ``Result.present`` is False.
+        """
+        path = Path(path)
+        engine = open_backend(path, backend, threads, providers)
+        contract = _read_contract(path, engine)
+        _check_input(engine.input, contract, path)
+        return cls(engine, contract, path, threshold)
+
+    def invoke(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run preprocessed (N, H, W, 3) uint8 pixels: raw (box, score) in contract form."""
+        out = self._backend.run(tensor)
+        return out[self._box_i], out[self._score_i]
+
+    def predict(self, image: np.ndarray, *, bgr: bool = False) -> Result:
+        """Localize the object in one (h, w, 3) uint8 image (RGB, or BGR with ``bgr=True``)."""
+        t0 = time.perf_counter()
+        pixels = preprocess(image, self._size, bgr=bgr)[None]  # (1, H, W, 3)
+        t1 = time.perf_counter()
+        box, score = self.invoke(pixels)
+        t2 = time.perf_counter()
+        return self._result(box[0], score[0], image.shape, t2 - t1, t0)
+
+    def predict_batch(self, images: Sequence[np.ndarray], *, bgr: bool = False) -> list[Result]:
+        """Localize one object in each image; batched in one call where the engine allows."""
+        if len(images) == 0:
+            return []
+        t0 = time.perf_counter()
+        pixels = np.stack([preprocess(im, self._size, bgr=bgr) for im in images])  # (N, H, W, 3)
+        t1 = time.perf_counter()
+        box, score = self.invoke(pixels)
+        each = (time.perf_counter() - t1) / len(images)
+        results = [self._result(box[i], score[i], im.shape, each, t0) for i, im in enumerate(images)]
+        total = (time.perf_counter() - t0) * 1e3 / len(images)
+        for r in results:
+            r.total_ms = total
+        return results
+
+    def _result(self, box: np.ndarray, score: np.ndarray, shape: tuple, invoke_s: float,
+                t0: float) -> Result:
+        xyxy = np.clip(to_xyxy(box.astype(np.float64), self.contract.box_format), 0.0, 1.0)
+        h, w = shape[:2]
+        px = box_to_pixels(xyxy, w, h)
+        label, prob = decode_score(score, self._labels)
+        return Result(
+            box=(float(px[0]), float(px[1]), float(px[2]), float(px[3])),
+            box_norm=(float(xyxy[0]), float(xyxy[1]), float(xyxy[2]), float(xyxy[3])),
+            label=label,
+            score=prob,
+            scores=score,
+            present=prob >= self.threshold,
+            latency_ms=invoke_s * 1e3,
+            total_ms=(time.perf_counter() - t0) * 1e3,
+            backend=self.backend_name,
+            provider=self.provider,
+        )
+
+    def raw_engine(self) -> Any:
+        """The underlying interpreter or session (for bare-invoke benchmarks)."""
+        return self._backend.raw()
+
+    def __repr__(self) -> str:
+        h, w = self._size
+        return (f"Localizer({self.path.name}, {self.backend_name}/{self.provider}, {w}x{h}, "
+                f"labels={self._labels}, {self.contract.precision})")
+
+
+def _read_contract(path: Path, engine: Backend) -> Contract:
+    """The embedded contract, else the sidecar JSON, else one inferred from the tensors (warns)."""
+    if CONTRACT_KEY in engine.metadata:
+        return Contract.from_json(engine.metadata[CONTRACT_KEY])
+    side = sidecar_path(path)
+    if side.is_file() and side != path:
+        log.info("contract for %s read from %s", path, side)
+        return Contract.from_json(side.read_bytes())
+    return _infer_contract(path, engine)
+
+
+def _infer_contract(path: Path, engine: Backend) -> Contract:
+    shape = engine.input.shape
+    if len(shape) != 4 or not all(isinstance(s, int) and s > 0 for s in shape[1:3]):
+        raise ValueError(
+            f"{path} has no edgeloc contract and its input shape {shape} has no fixed size; "
+            f"re-export it with edgeloc or write a contract to {sidecar_path(path)}"
+        )
+    box_i, score_i = _pick_outputs(engine.outputs, None)
+    k = int(engine.outputs[score_i].shape[-1])
+    labels = [NO_OBJECT, "object"] if k == 2 else [NO_OBJECT] + [f"class{i}" for i in range(1, k)]
+    contract = Contract(input_size=(shape[1], shape[2]), labels=labels,
+                        input_dtype=str(engine.input.dtype), precision="unknown")
+    warnings.warn(
+        f"{path.name} carries no edgeloc contract; assuming {shape[2]}x{shape[1]} "
+        f"{contract.input_dtype} RGB input, xyxy boxes and labels {labels} "
+        f"(add {sidecar_path(path).name} or re-export with edgeloc to fix)",
+        stacklevel=4,
+    )
+    return contract
+
+
+def _check_input(info: TensorInfo, contract: Contract, path: Path) -> None:
+    shape = info.shape
+    if len(shape) != 4 or shape[-1] != 3:
+        layout = " (NCHW? edgeloc models are NHWC)" if len(shape) == 4 and shape[1] == 3 else ""
+        raise ValueError(f"{path} input {info.name!r} has shape {shape}{layout}; "
+                         "expected (1, H, W, 3) RGB: re-export the model with edgeloc")
+    h, w = shape[1], shape[2]
+    if h > 0 and w > 0 and (h, w) != tuple(contract.input_size):
+        raise ValueError(f"{path} input is {w}x{h} but its contract says "
+                         f"{contract.input_size[1]}x{contract.input_size[0]}; re-export the model")
+    if contract.input_dtype != str(info.dtype):
+        log.warning("%s: contract input dtype %s, tensor dtype %s; following the tensor",
+                    path, contract.input_dtype, info.dtype)
+
+
+def _pick_outputs(outputs: list[TensorInfo], k: int | None) -> tuple[int, int]:
+    """Indices of the box and score outputs: by name, else by shape (4 vs K)."""
+    if len(outputs) != 2:
+        raise ValueError(f"model has {len(outputs)} outputs; an edgeloc localizer has 'box' and "
+                         "'score' (boxes and scores must stay separate for int8)")
+    names = [o.name.lower() for o in outputs]
+    box = [i for i, n in enumerate(names) if BOX_OUTPUT in n]
+    score = [i for i, n in enumerate(names) if SCORE_OUTPUT in n]
+    if len(box) == 1 and len(score) == 1 and box != score:
+        return box[0], score[0]
+    last = [o.shape[-1] if o.shape else -1 for o in outputs]
+    fours = [i for i, d in enumerate(last) if d == 4]
+    if k is not None and k != 4 and len(fours) == 1 and k in last:
+        return fours[0], 1 - fours[0]
+    if k is None and len(fours) == 1:
+        return fours[0], 1 - fours[0]
+    if fours:
+        log.warning("outputs %s are not named box/score; taking the first 4-wide one as the box", names)
+        return fours[0], 1 - fours[0]
+    raise ValueError(f"cannot tell the box output among {names} with shapes {[o.shape for o in outputs]}")

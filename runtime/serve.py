@@ -1,0 +1,200 @@
+"""A tiny MJPEG server: one HTML page and a live multipart JPEG stream, standard library only.
+
+For a headless Raspberry Pi watched from a laptop browser. It binds to 127.0.0.1 unless
+told otherwise; binding to another address exposes the camera to that network.
+"""
+
+from __future__ import annotations
+
+import errno
+import html
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+BOUNDARY = "edgeloc-frame"
+_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{background:#111;color:#ddd;font:14px sans-serif;margin:1em}}
+img{{max-width:100%;border:1px solid #333}}</style></head>
+<body><h3>{title}</h3>
+<img id="stream" src="/stream.mjpg" alt="live stream">
+<pre id="stats">waiting for frames...</pre>
+<script>
+async function poll() {{
+  try {{
+    const r = await fetch('/stats.json', {{cache: 'no-store'}});
+    const s = await r.json();
+    const img = document.getElementById('stream');
+    s.shown_width = img.naturalWidth; s.shown_height = img.naturalHeight;
+    document.getElementById('stats').textContent = JSON.stringify(s, null, 1);
+  }} catch (e) {{}}
+}}
+setInterval(poll, 500);
+</script></body></html>
+"""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` or ``PORT`` -> (host, port); the host defaults to 127.0.0.1."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"--serve wants HOST:PORT such as 127.0.0.1:8080, got {text!r}")
+    return host, int(port)
+
+
+class MjpegServer:
+    """Serves the latest published frame as an MJPEG stream at /stream.mjpg, a page at /."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, title: str = "edgeloc",
+                 quality: int = 80):
+        self.host, self.port, self.title, self.quality = host, port, title, quality
+        self._cond = threading.Condition()
+        self._jpeg: bytes | None = None
+        self._seq = 0
+        self._stats: dict[str, Any] = {}
+        self._closed = False
+        self.viewers = 0
+        self.frames_sent = 0
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def start(self) -> MjpegServer:
+        """Bind and serve in a background thread; a busy port raises ValueError."""
+        server = self
+
+        class Handler(_Handler):
+            owner = server
+
+        try:
+            self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise ValueError(f"port {self.port} on {self.host} is already in use; pick another "
+                                 f"with --serve {self.host}:{self.port + 1}") from None
+            raise ValueError(f"cannot serve on {self.host}:{self.port} ({err.strerror}); "
+                             "pass --serve 127.0.0.1:8080 or a local address") from None
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]  # port 0 picks a free one
+        if self.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("serving on %s: anyone on that network can watch this stream", self.url)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="edgeloc-mjpeg",
+                                        kwargs={"poll_interval": 0.2}, daemon=True)
+        self._thread.start()
+        return self
+
+    def wants_frames(self) -> bool:
+        """Whether encoding a frame is worth it (a viewer is connected or none was sent yet)."""
+        return self.viewers > 0 or self._jpeg is None
+
+    def publish(self, bgr: np.ndarray, stats: dict[str, Any] | None = None) -> None:
+        """Offer a new frame (encoded only when someone watches) and the current stats."""
+        if stats is not None:
+            self._stats = stats
+        if not self.wants_frames():
+            return
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if not ok:
+            return
+        with self._cond:
+            self._jpeg = buf.tobytes()
+            self._seq += 1
+            self._cond.notify_all()
+
+    def next_frame(self, seen: int, timeout: float = 1.0) -> tuple[int, bytes | None]:
+        """Block until a frame newer than ``seen`` exists: (seq, jpeg); jpeg None when closed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._seq > seen or self._closed, timeout)
+            if self._closed:
+                return seen, None
+            return self._seq, self._jpeg if self._seq > seen else b""
+
+    def _count_viewer(self, delta: int) -> None:
+        with self._cond:
+            self.viewers += delta
+
+    def page(self) -> bytes:
+        return _PAGE.format(title=html.escape(self.title)).encode()
+
+    def stats(self) -> bytes:
+        return json.dumps({**self._stats, "viewers": self.viewers}).encode()
+
+    def latest(self) -> bytes | None:
+        return self._jpeg
+
+    def stop(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: MjpegServer
+    protocol_version = "HTTP/1.0"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        path = self.path.split("?", 1)[0]
+        if path in ("/", "/index.html"):
+            self._send(200, "text/html; charset=utf-8", self.owner.page())
+        elif path == "/stats.json":
+            self._send(200, "application/json", self.owner.stats())
+        elif path == "/frame.jpg":
+            jpeg = self.owner.latest()
+            self._send(200, "image/jpeg", jpeg) if jpeg else self._send(503, "text/plain", b"no frame yet")
+        elif path == "/stream.mjpg":
+            self._stream()
+        else:
+            self._send(404, "text/plain", b"not found")
+
+    def _send(self, code: int, ctype: str, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _stream(self) -> None:
+        owner = self.owner
+        self.send_response(200)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        owner._count_viewer(+1)
+        seen = 0
+        try:
+            while True:
+                seen, jpeg = owner.next_frame(seen)
+                if jpeg is None:
+                    break
+                if not jpeg:
+                    continue  # timed out without a new frame: wait again
+                head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+                self.wfile.write(head.encode() + jpeg + b"\r\n")
+                self.wfile.flush()
+                owner.frames_sent += 1
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # the viewer went away
+        finally:
+            owner._count_viewer(-1)
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        log.debug("mjpeg %s: " + fmt, self.address_string(), *args)

@@ -1,0 +1,248 @@
+"""Frame sources (camera, stream, video file, image folder or glob) and the capture thread.
+
+A live source (camera, rtsp/http stream) keeps only the newest frame: when inference is
+slower than the camera, stale frames are dropped and counted, never queued. A file
+source hands over every frame, in order, through a small bounded queue.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+_MAX_FAILS = 25  # consecutive read failures before a source counts as gone
+_HINT = "pass a camera index (0), a video file, an image folder, a glob ('frames/*.jpg') or an rtsp:// URL"
+
+
+@dataclass
+class Frame:
+    """One captured frame (BGR), or the reason it could not be read."""
+
+    index: int
+    image: np.ndarray | None
+    name: str = ""
+    error: str | None = None
+
+
+class Source:
+    """Base class: ``read()`` returns the next Frame or None at the end."""
+
+    live = False
+    fps = 30.0
+
+    def read(self) -> Frame | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def _quiet_capture(target: int | str, api: int = cv2.CAP_ANY) -> cv2.VideoCapture:
+    """Open a VideoCapture without OpenCV's backend chatter on stderr."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.VideoCapture(target, api)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+class CaptureSource(Source):
+    """A cv2.VideoCapture: camera index, stream URL or video file."""
+
+    def __init__(self, target: int | str, live: bool, loop: bool = False):
+        self.target, self.live, self.loop = target, live, loop
+        self._cap = _quiet_capture(target)
+        if not self._cap.isOpened():
+            self._cap.release()
+            if isinstance(target, int):
+                raise ValueError(f"no camera at index {target}; pass --source video.mp4 or an image folder")
+            if live:
+                raise ValueError(f"cannot open stream {target}; check the URL and that it is reachable")
+            raise ValueError(f"cannot decode video {target}; convert it to .mp4 (H.264) or pass an image folder")
+        ok, first = self._cap.read()
+        if not ok or first is None:
+            self._cap.release()
+            what = f"camera {target}" if isinstance(target, int) else str(target)
+            raise ValueError(f"{what} opened but gave no frame; it is not a readable video source")
+        self._pending: np.ndarray | None = first
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if 1 <= fps <= 240 else 30.0
+        self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not live else 0
+        self._index = 0
+        self._fails = 0
+
+    def read(self) -> Frame | None:
+        if self._pending is not None:
+            image, self._pending = self._pending, None
+            return self._frame(image)
+        ok, image = self._cap.read()
+        if ok and image is not None:
+            self._fails = 0
+            return self._frame(image)
+        if self._failed_midstream():
+            self._fails += 1
+            self._index += 1
+            return Frame(self._index - 1, None, str(self.target), "frame could not be read")
+        if self.loop and not self.live and self._index > 0:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, image = self._cap.read()
+            if ok and image is not None:
+                return self._frame(image)
+        return None
+
+    def _frame(self, image: np.ndarray) -> Frame:
+        self._index += 1
+        return Frame(self._index - 1, image, str(self.target))
+
+    def _failed_midstream(self) -> bool:
+        """A read failed: is it a bad frame to skip (True) or the end of the source (False)?"""
+        if self._fails >= _MAX_FAILS:
+            return False
+        if self.live:
+            time.sleep(0.01)
+            return True
+        pos = int(self._cap.get(cv2.CAP_PROP_POS_FRAMES))
+        return 0 < self.frame_count and pos < self.frame_count - 1
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class ImageSource(Source):
+    """A list of image files, read in order; an undecodable file becomes a failed frame."""
+
+    def __init__(self, paths: list[Path], loop: bool = False):
+        self.paths, self.loop = paths, loop
+        self._i = 0
+
+    def read(self) -> Frame | None:
+        if self._i >= len(self.paths):
+            if not self.loop:
+                return None
+            self._i = 0
+        path = self.paths[self._i]
+        self._i += 1
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            return Frame(self._i - 1, None, str(path), "cannot decode image")
+        return Frame(self._i - 1, image, str(path))
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in a folder, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
+def open_source(spec: str | int, loop: bool = False) -> Source:
+    """Open ``--source``: camera index, stream URL, video file, image folder, glob or image file."""
+    text = str(spec).strip()
+    if text.isdigit():
+        return CaptureSource(int(text), live=True)
+    if text.lower().startswith(STREAM_SCHEMES):
+        return CaptureSource(text, live=True)
+    if any(c in text for c in "*?["):
+        paths = sorted(Path(p) for p in glob.glob(text) if Path(p).suffix.lower() in IMAGE_EXTS)
+        if not paths:
+            raise FileNotFoundError(f"no images match {text!r}; {_HINT}")
+        return ImageSource(paths, loop)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        paths = list_images(path)
+        if not paths:
+            raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) in folder {path}; {_HINT}")
+        return ImageSource(paths, loop)
+    if not path.exists():
+        raise FileNotFoundError(f"source {path} not found; {_HINT}")
+    if path.suffix.lower() in IMAGE_EXTS:
+        return ImageSource([path], loop)
+    return CaptureSource(str(path), live=False, loop=loop)
+
+
+class Capture:
+    """Reads a Source in a background thread; iterate to get frames, ``stop()`` to end."""
+
+    def __init__(self, source: Source, queue_size: int = 4):
+        self.source = source
+        self.dropped = 0
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._latest: Frame | None = None
+        self._done = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="edgeloc-capture", daemon=True)
+
+    def start(self) -> Capture:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                frame = self.source.read()
+                if frame is None:
+                    break
+                self._hand_over(frame)
+        except Exception as err:  # a driver error must end the run cleanly, not hang it
+            self.error = f"{type(err).__name__}: {err}"
+            log.error("capture stopped: %s", self.error)
+        finally:
+            self._hand_over(None)
+
+    def _hand_over(self, frame: Frame | None) -> None:
+        if self.source.live:
+            with self._cond:
+                if frame is None:
+                    self._done = True
+                elif self._latest is not None:
+                    self.dropped += 1  # the consumer never saw the previous frame
+                    self._latest = frame
+                else:
+                    self._latest = frame
+                self._cond.notify_all()
+            return
+        while True:  # file source: block (in short steps) until the consumer takes it
+            try:
+                self._queue.put(frame, timeout=0.1)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    return
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """The next frame (live: the newest one), or None at the end of the source."""
+        if not self.source.live:
+            frame = self._queue.get(timeout=timeout)
+            if frame is None:
+                self._done = True
+            return frame
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._latest is not None or self._done, timeout):
+                raise queue.Empty
+            frame, self._latest = self._latest, None
+            return frame
+
+    def __iter__(self) -> Iterator[Frame]:
+        while (frame := self.get()) is not None:
+            yield frame
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=2.0)
+        self.source.close()
