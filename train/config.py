@@ -1,0 +1,289 @@
+"""Run configuration: dataclasses resolved from defaults, a preset and CLI flags.
+
+Resolution order (later wins): dataclass defaults -> ``PRESETS[preset]`` -> explicit flags.
+The resolved config is saved as ``config.json`` in the run directory; ``load_run`` reads a
+run back as (keras.Model, config dict).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from train.model import ModelSpec
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.keras"
+
+
+class UsageError(ValueError):
+    """A user mistake (bad name, path or value): CLIs print it in one line and exit 2."""
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from.
+
+    Attributes:
+        source: a synthetic source name or a file format (csv, voc, yolo, coco).
+        data_dir: folder (or file) for file sources.
+        train_size: distinct training samples of a synthetic source.
+        val_size: validation samples of a synthetic source (checked after every epoch).
+        test_size: test samples of a synthetic source (final evaluation and plots).
+        negatives: share of synthetic samples without an object.
+        multi: images with several boxes in file sources: ``skip`` or ``largest``.
+        val_fraction: share of a file dataset held out (split into val and test).
+        augment: box-consistent augmentation of the training split.
+        seed: seed of sources, shuffling and augmentation.
+    """
+
+    source: str = "cat-on-scenes"
+    data_dir: str | None = None
+    train_size: int = 2000
+    val_size: int = 200
+    test_size: int = 400
+    negatives: float = 0.0
+    multi: str = "skip"
+    val_fraction: float = 0.2
+    augment: bool = True
+    seed: int = 0
+
+
+@dataclass
+class OptimizerConfig:
+    """Adam with a staircase exponential learning-rate decay (reference design 2).
+
+    Attributes:
+        learning_rate: initial learning rate.
+        decay_rate: multiply the rate by this every ``decay_steps`` steps (1.0 = constant).
+        decay_steps: steps between decays.
+        staircase: decay in steps rather than continuously.
+        clipnorm: clip each gradient to this norm (None = off).
+    """
+
+    learning_rate: float = 3e-4
+    decay_rate: float = 0.8
+    decay_steps: int = 3600
+    staircase: bool = True
+    clipnorm: float | None = None
+
+
+@dataclass
+class TrainingConfig:
+    """How long and on what objective to train.
+
+    Attributes:
+        epochs: maximum number of epochs.
+        steps_per_epoch: batches per epoch (None = one pass over the training split).
+        batch_size: images per batch.
+        loss: a key of ``train.losses.BOX_LOSSES``.
+        score_weight: weight of the score (class) loss relative to the box loss.
+        patience: early stopping after this many epochs without a better monitor (0 = off).
+        monitor: validation metric that picks the best epoch and drives early stopping.
+    """
+
+    epochs: int = 10
+    steps_per_epoch: int | None = None
+    batch_size: int = 32
+    loss: str = "giou_l1"
+    score_weight: float = 0.2
+    patience: int = 5
+    monitor: str = "val_box_iou"
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    preset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["model"]["labels"] = list(self.model.labels)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        model = dict(data.get("model", {}))
+        if "labels" in model:
+            model["labels"] = tuple(model["labels"])
+        return cls(
+            data=_build(DataConfig, data.get("data", {})),
+            model=_build(ModelSpec, model),
+            optimizer=_build(OptimizerConfig, data.get("optimizer", {})),
+            training=_build(TrainingConfig, data.get("training", {})),
+            preset=data.get("preset"),
+        )
+
+
+def _build(cls: type, values: dict[str, Any]) -> Any:
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+# Presets: section -> field -> value, applied over the defaults.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "default": {},
+    # The README's main command: an edge-sized model trained from scratch on built-in data.
+    "demo": {
+        "data": {"source": "cat-on-scenes", "train_size": 4000, "val_size": 200, "test_size": 500},
+        "model": {"backbone": "small_cnn", "image_size": 128, "alpha": 1.0, "weights": "none",
+                  "vectorizer": "flatten", "head_units": 256},
+        "optimizer": {"learning_rate": 2e-3, "decay_rate": 0.5, "decay_steps": 1000},
+        "training": {"epochs": 12, "steps_per_epoch": 200, "batch_size": 32, "loss": "giou_l1",
+                     "patience": 4},
+    },
+    # Reference design 1: VGG16 transfer learning, (x, y, w, h) boxes, binary cross-entropy.
+    "reference-vgg": {
+        "data": {"source": "cat-on-scenes"},
+        "model": {"backbone": "vgg16", "image_size": 224, "weights": "imagenet", "box_format": "xywh",
+                  "vectorizer": "flatten", "head_units": 256},
+        "training": {"loss": "bce", "epochs": 10},
+    },
+    # Reference design 2: ResNet50 + Conv2D(1024, 3, 2) + GAP + Dense(512), MSE, batch 16.
+    "reference-resnet": {
+        "data": {"source": "csv"},
+        "model": {"backbone": "resnet50", "image_size": 300, "weights": "imagenet",
+                  "reduce_filters": 1024, "vectorizer": "gap", "head_units": 512},
+        "training": {"loss": "mse", "epochs": 10, "batch_size": 16},
+    },
+}
+
+# CLI flag (argparse dest) -> (section, field)
+FLAG_FIELDS: dict[str, tuple[str, str]] = {
+    "data": ("data", "source"),
+    "data_dir": ("data", "data_dir"),
+    "train_size": ("data", "train_size"),
+    "negatives": ("data", "negatives"),
+    "multi": ("data", "multi"),
+    "seed": ("data", "seed"),
+    "augment": ("data", "augment"),
+    "backbone": ("model", "backbone"),
+    "image_size": ("model", "image_size"),
+    "weights": ("model", "weights"),
+    "alpha": ("model", "alpha"),
+    "box_format": ("model", "box_format"),
+    "vectorizer": ("model", "vectorizer"),
+    "head_units": ("model", "head_units"),
+    "reduce_filters": ("model", "reduce_filters"),
+    "lr": ("optimizer", "learning_rate"),
+    "decay_rate": ("optimizer", "decay_rate"),
+    "decay_steps": ("optimizer", "decay_steps"),
+    "epochs": ("training", "epochs"),
+    "steps_per_epoch": ("training", "steps_per_epoch"),
+    "batch_size": ("training", "batch_size"),
+    "loss": ("training", "loss"),
+    "patience": ("training", "patience"),
+}
+
+
+def resolve_config(preset: str | None = None, **flags: Any) -> RunConfig:
+    """Defaults, then ``PRESETS[preset]``, then every flag that is not None."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    config = RunConfig(preset=preset)
+    for section, values in PRESETS.get(preset or "default", {}).items():
+        _set(config, section, values)
+    for flag, value in flags.items():
+        if flag not in FLAG_FIELDS:
+            raise ValueError(f"unknown config flag {flag!r}; valid: {', '.join(FLAG_FIELDS)}")
+        if value is not None:
+            section, name = FLAG_FIELDS[flag]
+            _set(config, section, {name: value})
+    return config
+
+
+def _set(config: RunConfig, section: str, values: dict[str, Any]) -> None:
+    part = getattr(config, section)
+    for name, value in values.items():
+        if not hasattr(part, name):
+            raise ValueError(f"config section {section!r} has no field {name!r}")
+        setattr(part, name, tuple(value) if name == "labels" else value)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and os.replace (never half-written)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_config(config: RunConfig, run_dir: str | Path) -> Path:
+    """Write the resolved config to ``run_dir/config.json``."""
+    path = Path(run_dir) / CONFIG_FILE
+    write_json_atomic(path, config.to_dict())
+    return path
+
+
+def load_config(run_dir: str | Path) -> dict[str, Any]:
+    """Read ``config.json`` from a run directory (raises FileNotFoundError/ValueError)."""
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); retrain or fix the file") from None
+
+
+def load_run(path: str | Path, *, compile: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Load a trained run: ``path`` is a run directory or a ``.keras`` file.
+
+    Returns (keras.Model, config dict). A bare ``.keras`` file without a ``config.json``
+    beside it gets a config rebuilt from the model itself (labels are then generic).
+    """
+    import keras
+
+    import train.losses  # noqa: F401  (registers custom objects)
+    import train.metrics  # noqa: F401
+    import train.model  # noqa: F401
+
+    path = Path(path).expanduser()
+    model_path = path / MODEL_FILE if path.is_dir() else path
+    if not model_path.is_file():
+        raise FileNotFoundError(
+            f"no trained model at {model_path}; pass a run directory from `python -m train` "
+            "or a .keras file"
+        )
+    if model_path.suffix != ".keras":
+        raise ValueError(f"{model_path} is not a .keras file; pass a run directory or a .keras file")
+    try:
+        model = keras.models.load_model(model_path, compile=compile)
+    except Exception as err:  # zip/h5/deserialization errors all mean "not a usable model"
+        raise ValueError(f"could not load {model_path}: {type(err).__name__}: {err}") from None
+    cfg_dir = model_path.parent
+    if (cfg_dir / CONFIG_FILE).is_file():
+        config = load_config(cfg_dir)
+    else:
+        config = _config_from_model(model)
+    return model, config
+
+
+def _config_from_model(model: Any) -> dict[str, Any]:
+    """A minimal config for a bare .keras file: input size and label count from the model."""
+    import numpy as np
+
+    size = int(model.inputs[0].shape[1])
+    out = model(np.zeros((1, size, size, 3), "float32"), training=False)  # {"box", "score"}
+    k = int(out["score"].shape[-1]) if isinstance(out, dict) and "score" in out else 2
+    labels = ["none"] + [f"class{i}" for i in range(1, k)]
+    spec = ModelSpec(image_size=size, labels=tuple(labels))
+    return {"model": {**asdict(spec), "labels": labels}, "data": {}}
+
+
+__all__ = ["UsageError", "DataConfig", "OptimizerConfig", "PRESETS", "RunConfig", "TrainingConfig",
+           "load_config", "load_run", "resolve_config", "save_config", "write_json_atomic"]
