@@ -1,0 +1,345 @@
+"""Build and run an emulated Raspberry Pi OS 64-bit userland (Debian bookworm arm64).
+
+The root is made of Debian's own arm64 packages (Python 3.11 and the C libraries it
+needs, dependencies resolved by apt itself in a private state folder, then unpacked with
+``dpkg -x``), plus the project's ``.[runtime]`` dependencies from their aarch64 wheels.
+Programs run in it through ``qemu-aarch64-static -L ROOT`` (user-mode emulation; no
+binfmt_misc, no root). Everything is cached under one folder, keyed by what it was
+built from, so a second run does no network access at all.
+
+Used by ``benchmarks.arm64_check``; timings measured here are emulated, never speed figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SUITE = "bookworm"  # what Raspberry Pi OS 64-bit (2023-2025 images) is built on
+PYTHON = "3.11"  # bookworm's python3
+ROOT_PACKAGES = (f"python{PYTHON}", "libstdc++6", "libgcc-s1", "zlib1g")  # + what apt resolves
+MIRROR = "http://deb.debian.org/debian"
+SECURITY_MIRROR = "http://deb.debian.org/debian-security"
+DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+# LiteRT's aarch64 wheel is manylinux_2_27: with only 2_28 pip rejects it.
+PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux2014_aarch64",
+             "manylinux_2_17_aarch64")
+TARGET_ENV = {  # PEP 508 marker environment of the Pi's Python
+    "implementation_name": "cpython", "os_name": "posix", "platform_machine": "aarch64",
+    "platform_python_implementation": "CPython", "platform_system": "Linux",
+    "python_full_version": f"{PYTHON}.2", "python_version": PYTHON, "sys_platform": "linux",
+}
+APP_DIRS = ("runtime", "benchmarks")  # the project code a Pi user runs
+
+
+class ArmRootError(RuntimeError):
+    """The emulated root could not be built or run (network, apt, pip or qemu)."""
+
+
+@dataclass(frozen=True)
+class CpuProfile:
+    """One emulated board.
+
+    Attributes:
+        board: what it stands for.
+        qemu_cpu: ``qemu -cpu`` model; it sets the instruction set the guest may use.
+        variant, part, revision, features: the ``/proc/cpuinfo`` entries the guest reads.
+    """
+
+    board: str
+    qemu_cpu: str
+    variant: str
+    part: str
+    revision: int
+    features: str
+
+
+# The qemu CPU and /proc/cpuinfo must agree: XNNPACK picks kernels from cpuinfo, and with
+# qemu's default "max" CPU it runs kernels no Pi has (and int8 results drift).
+CPUS: dict[str, CpuProfile] = {
+    "pi5": CpuProfile("Raspberry Pi 5 (Cortex-A76)", "cortex-a76", "0x4", "0xd0b", 1,
+                      "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
+                      "asimdrdm lrcpc dcpop asimddp"),
+    "pi4": CpuProfile("Raspberry Pi 4 (Cortex-A72)", "cortex-a72", "0x0", "0xd08", 3,
+                      "fp asimd evtstrm crc32 cpuid"),
+}
+
+
+def get_cpu(name: str) -> CpuProfile:
+    """Look up a CPU profile by name."""
+    if name not in CPUS:
+        raise ValueError(f"unknown arm64 CPU profile {name!r}; valid: {', '.join(CPUS)}")
+    return CPUS[name]
+
+
+def cpuinfo_text(cpu: CpuProfile, cores: int = 4) -> str:
+    """The ``/proc/cpuinfo`` of an ARM board (onnxruntime crashes on the host's x86 one)."""
+    blocks = [
+        f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: {cpu.features}\n"
+        f"CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: {cpu.variant}\n"
+        f"CPU part\t: {cpu.part}\nCPU revision\t: {cpu.revision}\n"
+        for i in range(cores)
+    ]
+    return "\n".join(blocks) + "\n"
+
+
+def parse_apt_simulation(text: str) -> list[str]:
+    """Package names from ``apt-get -s install`` output (its ``Inst name (...)`` lines)."""
+    return [line.split()[1] for line in text.splitlines() if line.startswith("Inst ")]
+
+
+def runtime_requirements(pyproject: Path, pins: dict[str, str] | None = None) -> list[str]:
+    """The ``dependencies`` + ``[runtime]`` requirements that apply on aarch64 Linux.
+
+    ``pins`` maps a distribution name to a version (the host's); a requirement whose
+    specifier allows that version is pinned to it, so both sides run the same releases.
+    """
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads(pyproject.read_text())["project"]
+    lines = list(project.get("dependencies", [])) + list(
+        project.get("optional-dependencies", {}).get("runtime", []))
+    pins = {canonicalize_name(k): v for k, v in (pins or {}).items()}
+    out = []
+    for line in lines:
+        req = Requirement(line)
+        if req.marker is not None and not req.marker.evaluate(TARGET_ENV):
+            continue
+        if "edgeloc" == canonicalize_name(req.name):
+            continue
+        version = pins.get(canonicalize_name(req.name))
+        if version is not None and req.specifier.contains(version, prereleases=True):
+            out.append(f"{req.name}=={version}")
+        else:
+            out.append(f"{req.name}{req.specifier}")
+    return out
+
+
+def host_versions(names: list[str]) -> dict[str, str]:
+    """Installed versions of ``names`` on the host (missing ones left out)."""
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _digest(payload: object) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _stamp_ok(stamp: Path, key: str) -> bool:
+    try:
+        return json.loads(stamp.read_text()).get("key") == key
+    except (OSError, ValueError):
+        return False
+
+
+def _run(cmd: list[str], what: str, *, cwd: Path | None = None, timeout: float = 600) -> str:
+    """Run a host command; on failure raise ArmRootError naming ``what`` with its last output."""
+    log.debug("$ %s", " ".join(map(str, cmd)))
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise ArmRootError(f"{what}: {cmd[0]} is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise ArmRootError(f"{what}: timed out after {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-12:])
+        raise ArmRootError(f"{what} failed (exit {proc.returncode}):\n{tail}")
+    return proc.stdout
+
+
+def sources_list(mirror: str = MIRROR) -> str:
+    """apt sources for Debian SUITE arm64 (main, updates; security from Debian's own host)."""
+    lines = [f"{mirror} {SUITE} main", f"{mirror} {SUITE}-updates main",
+             f"{SECURITY_MIRROR} {SUITE}-security main"]
+    return "".join(f"deb [arch=arm64 signed-by={DEBIAN_KEYRING}] {line}\n" for line in lines)
+
+
+def apt_options(cache: Path, mirror: str) -> list[str]:
+    """apt-get options for a private arm64 apt state under ``cache/apt`` (host apt untouched)."""
+    apt = cache / "apt"
+    for sub in ("lists/partial", "cache/archives/partial", "sources.list.d"):
+        (apt / sub).mkdir(parents=True, exist_ok=True)
+    (apt / "status").touch()  # nothing installed: apt resolves the full dependency closure
+    (apt / "sources.list").write_text(sources_list(mirror))
+    opts = {
+        "APT::Architecture": "arm64", "APT::Architectures": "arm64",
+        "Dir::State": apt, "Dir::State::Lists": apt / "lists", "Dir::State::status": apt / "status",
+        "Dir::Cache": apt / "cache", "Dir::Etc::SourceList": apt / "sources.list",
+        "Dir::Etc::SourceParts": apt / "sources.list.d", "Acquire::Languages": "none",
+        "APT::Install-Recommends": "false",
+    }
+    if os.geteuid() == 0:  # apt's _apt user may not be able to write into the cache folder
+        opts["APT::Sandbox::User"] = "root"
+    return [arg for k, v in opts.items() for arg in ("-o", f"{k}={v}")]
+
+
+def build_root(cache: Path, *, mirror: str = MIRROR) -> Path:
+    """Debian bookworm arm64 with Python 3.11 unpacked in ``cache/root`` (cached)."""
+    root, stamp = cache / "root", cache / "root.json"
+    key = _digest({"suite": SUITE, "packages": ROOT_PACKAGES, "mirror": mirror})
+    if _stamp_ok(stamp, key) and (root / "usr/bin" / f"python{PYTHON}").exists():
+        return root
+    if not DEBIAN_KEYRING.exists():
+        raise ArmRootError(f"{DEBIAN_KEYRING} is missing: apt-get install debian-archive-keyring")
+    opts = apt_options(cache, mirror)
+    log.info("arm64 root: apt-get update (%s %s arm64)", mirror, SUITE)
+    _run(["apt-get", *opts, "update"], f"apt-get update for Debian {SUITE} arm64 (is {mirror} "
+         "reachable? the arm64 check needs Debian's package registry)", timeout=300)
+    sim = _run(["apt-get", *opts, "-s", "install", *ROOT_PACKAGES],
+               f"apt-get resolving {' '.join(ROOT_PACKAGES)} for arm64")
+    packages = parse_apt_simulation(sim)
+    if f"python{PYTHON}" not in packages:
+        raise ArmRootError(f"apt did not resolve python{PYTHON} for arm64:\n{sim[-800:]}")
+    debs = cache / "debs"
+    shutil.rmtree(debs, ignore_errors=True)
+    debs.mkdir(parents=True)
+    log.info("arm64 root: downloading %d Debian packages", len(packages))
+    _run(["apt-get", *opts, "download", *packages], "apt-get download of arm64 packages",
+         cwd=debs, timeout=600)
+    shutil.rmtree(root, ignore_errors=True)
+    stamp.unlink(missing_ok=True)
+    for deb in sorted(debs.glob("*.deb")):
+        _run(["dpkg-deb", "-x", str(deb), str(root)], f"unpacking {deb.name}")
+    stamp.write_text(json.dumps({"key": key, "packages": sorted(p.name for p in debs.glob("*.deb"))},
+                                indent=1))
+    return root
+
+
+def _pip_target_flags() -> list[str]:
+    flags = ["--only-binary=:all:", "--python-version", PYTHON, "--implementation", "cp",
+             "--abi", "cp" + PYTHON.replace(".", "")]
+    return flags + [arg for plat in PLATFORMS for arg in ("--platform", plat)]
+
+
+def install_wheels(cache: Path, root: Path, requirements: list[str]) -> Path:
+    """The aarch64 wheels of ``requirements`` (and their dependencies) in ROOT/opt/edgeloc/site."""
+    site, stamp = root / "opt/edgeloc/site", root / "opt/edgeloc/site.json"
+    key = _digest({"requirements": sorted(requirements), "platforms": PLATFORMS})
+    if _stamp_ok(stamp, key) and site.is_dir():
+        return site
+    wheels = cache / "wheels" / key
+    if not (wheels / "complete").exists():
+        shutil.rmtree(cache / "wheels", ignore_errors=True)
+        wheels.mkdir(parents=True)
+        log.info("arm64 wheels: pip download %s", " ".join(requirements))
+        _run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+              *_pip_target_flags(), "-d", str(wheels), *requirements],
+             "pip download of the aarch64 wheels (is the package index reachable? every "
+             "runtime dependency must have a manylinux aarch64 wheel)", timeout=600)
+        (wheels / "complete").touch()
+    shutil.rmtree(site, ignore_errors=True)
+    stamp.unlink(missing_ok=True)
+    files = sorted(str(p) for p in wheels.glob("*.whl"))
+    _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+          "--no-index", "--no-deps", "--target", str(site), *_pip_target_flags(), *files],
+         "pip install --target of the aarch64 wheels")
+    stamp.write_text(json.dumps({"key": key, "wheels": [Path(f).name for f in files]}, indent=1))
+    return site
+
+
+def install_app(root: Path, repo: Path, models: list[Path]) -> tuple[Path, list[Path]]:
+    """Copy the project's runtime code and ``models`` (+ contract sidecars) into the root.
+
+    Returns the app folder and the models' paths inside it.
+    """
+    app = root / "opt/edgeloc/app"
+    shutil.rmtree(app, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in APP_DIRS:
+        shutil.copytree(repo / name, app / name, ignore=ignore)
+    copied = []
+    for model in models:
+        (app / "models").mkdir(parents=True, exist_ok=True)
+        for path in (model, model.with_suffix(".json")):
+            if path.exists():
+                shutil.copy2(path, app / "models" / path.name)
+        copied.append(app / "models" / model.name)
+    return app, copied
+
+
+def find_qemu() -> Path:
+    """The qemu-aarch64-static binary (Debian package qemu-user-static)."""
+    found = shutil.which("qemu-aarch64-static")
+    if found is None:
+        raise ArmRootError("qemu-aarch64-static not found: install it with "
+                           "`sudo apt-get install qemu-user-static`")
+    return Path(found)
+
+
+@dataclass
+class Guest:
+    """A ready emulated Pi: run ``python -m MODULE`` in it with ``run_module``."""
+
+    qemu: Path
+    root: Path
+    site: Path
+    app: Path
+    models: list[Path]  # the models' copies inside the root
+
+    def command(self, cpu: CpuProfile, args: list[str]) -> list[str]:
+        """The host command line that runs ``python3.11 ARGS`` on the emulated board."""
+        python = self.root / "usr/bin" / f"python{PYTHON}"
+        return [str(self.qemu), "-cpu", cpu.qemu_cpu, "-L", str(self.root), str(python), *args]
+
+    def env(self) -> dict[str, str]:
+        """A clean environment: nothing from the host's Python leaks in."""
+        return {"PATH": "/usr/bin:/bin", "HOME": str(self.app), "LANG": "C.UTF-8",
+                "PYTHONPATH": f"{self.app}:{self.site}", "PYTHONNOUSERSITE": "1",
+                "COLUMNS": "120", "TERM": "dumb"}
+
+    def run(self, cpu: CpuProfile, args: list[str], *, timeout: float = 300
+            ) -> subprocess.CompletedProcess[str]:
+        """Run python with ``args`` on the emulated ``cpu`` (cwd = the app folder)."""
+        (self.root / "proc").mkdir(exist_ok=True)
+        (self.root / "proc/cpuinfo").write_text(cpuinfo_text(cpu))
+        cmd = self.command(cpu, args)
+        log.debug("$ %s", " ".join(cmd))
+        try:
+            return subprocess.run(cmd, cwd=self.app, env=self.env(), capture_output=True,
+                                  text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(cmd, 124, "", f"timed out after {timeout:.0f} s")
+
+
+PROBE = ("import json, platform, numpy, cv2, onnxruntime, ai_edge_litert, sys; "
+         "from importlib.metadata import version as v; print(json.dumps({'machine': "
+         "platform.machine(), 'python': platform.python_version(), 'libc': "
+         "' '.join(platform.libc_ver()), 'numpy': numpy.__version__, 'opencv': cv2.__version__, "
+         "'onnxruntime': onnxruntime.__version__, 'ai_edge_litert': v('ai-edge-litert'), "
+         "'tensorflow_importable': __import__('importlib.util').util.find_spec('tensorflow') "
+         "is not None}))")
+
+
+def prepare(cache: Path, repo: Path, models: list[Path], *, mirror: str = MIRROR) -> Guest:
+    """Build (or reuse) the root, the wheels and the app copy; return the runnable guest."""
+    from packaging.requirements import Requirement
+
+    if platform.machine() != "x86_64":
+        log.warning("host is %s, not x86_64: this check is meant for x86 CI", platform.machine())
+    qemu = find_qemu()
+    cache, repo = cache.resolve(), repo.resolve()  # apt and qemu need absolute paths
+    cache.mkdir(parents=True, exist_ok=True)
+    root = build_root(cache, mirror=mirror)
+    pyproject = repo / "pyproject.toml"
+    names = [Requirement(r).name for r in runtime_requirements(pyproject)]
+    site = install_wheels(cache, root, runtime_requirements(pyproject, host_versions(names)))
+    app, guest_models = install_app(root, repo, models)
+    return Guest(qemu, root, site, app, guest_models)

@@ -1,0 +1,138 @@
+"""Unit tests of the arm64 check's pure logic (the emulated run itself is `make arm64-check`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import arm64_check as check
+from benchmarks import arm64_root as root
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _rec(image: str, box: list[float], score: float, label: str = "cat", **extra: object) -> dict:
+    return {"image": image, "box": box, "label": label, "score": score, "present": score >= 0.5,
+            "latency_ms": 1.5, **extra}
+
+
+def test_compare_accepts_small_int8_differences() -> None:
+    x86 = [_rec("/a/1.png", [10, 10, 110, 110], 0.9000)]
+    arm = [_rec("/elsewhere/1.png", [10.5, 10, 110, 110.5], 0.8906, latency_ms=40.0)]
+    (row,) = check.compare(x86, arm, model="m.tflite", cpu="pi5")
+    assert row.ok, row.problems
+    assert row.iou == pytest.approx(0.99, abs=0.01)
+    assert row.arm64_ms_emulated == 40.0 and row.x86_ms == 1.5
+
+
+@pytest.mark.parametrize(
+    ("arm", "problem"),
+    [
+        (_rec("1.png", [10, 10, 110, 110], 0.9, label="dog"), "label"),
+        (_rec("1.png", [10, 10, 100, 100], 0.9), "IoU"),  # IoU 0.81
+        (_rec("1.png", [10, 10, 110, 110], 0.8), "score differs"),
+        (_rec("1.png", [10, 10, 110, 110], 0.3), "present"),
+        ({"image": "1.png", "error": "cannot decode image"}, "arm64 error"),
+    ],
+)
+def test_compare_flags_each_kind_of_mismatch(arm: dict, problem: str) -> None:
+    (row,) = check.compare([_rec("1.png", [10, 10, 110, 110], 0.9)], [arm], model="m", cpu="pi4")
+    assert not row.ok
+    assert any(problem in p for p in row.problems), row.problems
+
+
+def test_compare_reports_images_missing_on_either_side() -> None:
+    rows = check.compare([_rec("1.png", [0, 0, 1, 1], 0.9)], [_rec("2.png", [0, 0, 1, 1], 0.9)],
+                         model="m", cpu="pi5")
+    assert sorted(p for r in rows for p in r.problems) == ["no arm64 result", "no x86 result"]
+
+
+def test_tolerances_are_parameters() -> None:
+    x86, arm = [_rec("1.png", [10, 10, 110, 110], 0.9)], [_rec("1.png", [10, 10, 100, 100], 0.8)]
+    assert not check.compare(x86, arm, model="m", cpu="pi5")[0].ok
+    assert check.compare(x86, arm, model="m", cpu="pi5", iou_min=0.8, score_tol=0.11)[0].ok
+
+
+def test_emulated_timings_are_marked_in_table_json_and_markdown() -> None:
+    rows = check.compare([_rec("1.png", [0, 0, 9, 9], 0.9)], [_rec("1.png", [0, 0, 9, 9], 0.9)],
+                         model="m", cpu="pi5")
+    table = check.render_table(rows, "m")
+    assert any("EMULATED" in str(c.header) for c in table.columns)
+    assert "not a speed figure" in str(table.caption)
+    wrapped = check.mark_emulated({"cells": [{"latency": {"p50": 12.0}}]})
+    assert wrapped["emulated"] is True and "not a speed figure" in wrapped["timing_note"]
+    assert "arm64_ms_emulated" in json.dumps([r.__dict__ for r in rows])
+    assert "| m | pi5 | 1.png | cat / cat |" in check.markdown_table(rows)
+
+
+def test_runtime_requirements_for_aarch64_drop_armv7_only_and_pin_host_versions(
+        tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        '[project]\nname = "x"\ndependencies = ["numpy>=1.26,<3"]\n'
+        '[project.optional-dependencies]\nruntime = [\n'
+        '  "onnxruntime>=1.20; platform_machine != \'armv7l\'",\n'
+        '  "tflite-runtime>=2.14; platform_machine == \'armv7l\'",\n'
+        '  "tensorflow; platform_machine == \'x86_64\'",\n]\n')
+    assert root.runtime_requirements(pyproject) == ["numpy<3,>=1.26", "onnxruntime>=1.20"]
+    pinned = root.runtime_requirements(pyproject, {"numpy": "2.1.0", "onnxruntime": "1.10"})
+    assert pinned == ["numpy==2.1.0", "onnxruntime>=1.20"]  # 1.10 is outside the specifier
+
+
+def test_project_runtime_requirements_have_no_tensorflow() -> None:
+    reqs = root.runtime_requirements(REPO / "pyproject.toml")
+    assert reqs and not any(r.lower().startswith(("tensorflow", "keras", "tf2onnx")) for r in reqs)
+
+
+def test_parse_apt_simulation() -> None:
+    text = ("NOTE: This is only a simulation!\nInst libc6 (2.36-9 Debian:12/stable [arm64])\n"
+            "Inst python3.11 (3.11.2-6 Debian:12/stable [arm64])\nConf libc6 (2.36-9)\n")
+    assert root.parse_apt_simulation(text) == ["libc6", "python3.11"]
+
+
+@pytest.mark.parametrize("name", sorted(root.CPUS))
+def test_cpuinfo_is_arm_and_matches_the_qemu_cpu(name: str) -> None:
+    cpu = root.get_cpu(name)
+    text = root.cpuinfo_text(cpu, cores=4)
+    assert text.count("processor\t:") == 4
+    assert "CPU implementer\t: 0x41" in text and f"CPU part\t: {cpu.part}" in text
+    assert ("asimddp" in text) == (cpu.qemu_cpu == "cortex-a76")  # dotprod: A76 yes, A72 no
+
+
+def test_unknown_cpu_lists_the_valid_names() -> None:
+    with pytest.raises(ValueError, match="pi5"):
+        root.get_cpu("pi3")
+
+
+def test_sources_list_is_bookworm_arm64_signed() -> None:
+    text = root.sources_list()
+    assert text.count("deb [arch=arm64 signed-by=") == 3 and "bookworm-security" in text
+
+
+def test_resolve_models_errors_name_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="make models"):
+        check.resolve_models([str(tmp_path / "missing.tflite")], REPO)
+    with pytest.raises(ValueError, match="no .tflite"):
+        check.resolve_models([str(tmp_path)], REPO)
+    (tmp_path / "a.onnx").write_bytes(b"x")
+    (tmp_path / "b.txt").write_text("x")
+    assert [p.name for p in check.resolve_models([str(tmp_path)], REPO)] == ["a.onnx"]
+
+
+def test_cli_bad_flags_exit_2() -> None:
+    assert check.main(["--cpus", "pi3", "--models", "x.tflite"]) == 2
+    assert check.main(["--models", "/nonexistent/model.tflite"]) == 2
+
+
+def test_make_images_is_deterministic_and_decodable(tmp_path: Path) -> None:
+    import cv2
+
+    first = check.make_images(tmp_path / "a")
+    second = check.make_images(tmp_path / "b")
+    assert len(first) == len(check.IMAGES) and {p.suffix for p in first} == {".png", ".jpg"}
+    for a, b in zip(first, second):
+        assert a.read_bytes() == b.read_bytes()
+        image = cv2.imread(str(a))
+        assert image is not None and image.shape[2] == 3
