@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Callable
 
 import keras
+import numpy as np
 from keras import layers
 
-from runtime.contract import BOX_OUTPUT, INPUT_NAME, SCORE_OUTPUT, check_box_format
+from runtime.contract import BOX_OUTPUT, INPUT_NAME, SCORE_OUTPUT, check_box_format, from_xyxy
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ _SCALING = {
     "caffe": (1.0, 0.0, True),  # BGR minus ImageNet means, ResNet50/VGG16
 }
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+INITIAL_BOX = (0.25, 0.25, 0.75, 0.75)  # x1, y1, x2, y2 the untrained box head predicts
 
 
 @keras.saving.register_keras_serializable(package="edgeloc")
@@ -192,6 +194,11 @@ def build_model(spec: ModelSpec) -> keras.Model:
         x = layers.Dense(spec.head_units, activation="relu")(x)  # (B, head_units)
     if spec.dropout:
         x = layers.Dropout(spec.dropout)(x)
-    box = layers.Dense(4, activation="sigmoid", name=BOX_OUTPUT)(x)  # (B, 4) in [0, 1]
+    box_layer = layers.Dense(4, activation="sigmoid", name=BOX_OUTPUT)
+    box = box_layer(x)  # (B, 4) in [0, 1]
     score = layers.Dense(len(spec.labels), activation="softmax", name=SCORE_OUTPUT)(x)  # (B, K)
+    # Start from a centred box of half the image side, not the zero-width box that
+    # sigmoid(0) = 0.5 on all four numbers gives: IoU losses then have a gradient at once.
+    start = from_xyxy(np.array(INITIAL_BOX), spec.box_format)
+    box_layer.bias.assign(np.log(start / (1.0 - start)).astype("float32"))
     return keras.Model(inp, {BOX_OUTPUT: box, SCORE_OUTPUT: score}, name=f"edgeloc_{spec.backbone}")

@@ -1,0 +1,135 @@
+"""Training end to end on tiny settings: loss drops, resume after interruption, CLI errors."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import keras
+import numpy as np
+import pytest
+from rich.console import Console
+
+from train.__main__ import main as train_main
+from train.config import UsageError, resolve_config
+from train.evaluate import main as evaluate_main
+from train.fit import RESUME_DIR, STATE_FILE, train
+
+STEPS = 12
+
+
+def tiny_config(**flags):
+    flags = {"data": "blobs", "backbone": "small_cnn", "image_size": 32, "epochs": 3,
+             "steps_per_epoch": STEPS, "batch_size": 16, "train_size": 192, "lr": 3e-3,
+             "head_units": 32, **flags}
+    config = resolve_config(**flags)
+    config.data.val_size = config.data.test_size = 32
+    return config
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Simulates a crash (e.g. a killed process) at the start of epoch ``at`` (0-based)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+class Recorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs, self.start_iterations = [], None
+
+    def on_train_begin(self, logs=None):
+        self.start_iterations = int(self.model.optimizer.iterations.numpy())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_tiny_training_run_learns_and_writes_the_run_dir(tmp_path):
+    out = io.StringIO()
+    summary = train(tiny_config(epochs=4), tmp_path, console=Console(file=out, width=120))
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"]
+    assert history[-1]["box_iou"] > history[0]["box_iou"]
+    for name in ("model.keras", "config.json", "metrics.json", "history.csv", "predictions.png"):
+        assert (tmp_path / name).is_file(), name
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test"]["images"] == 32 and 0.0 <= metrics["test"]["mean_iou"] <= 1.0
+    assert summary["best_epoch"] == max(history, key=lambda r: r["val_box_iou"])["epoch"]
+    assert "epoch 4/4" in out.getvalue()  # the rich progress printed every epoch
+    assert not list(tmp_path.glob(".tmp*")) and not list((tmp_path / RESUME_DIR).glob("tmp-*"))
+
+
+def test_resume_after_interruption_loses_no_finished_epoch(tmp_path):
+    config = tiny_config()
+    console = Console(file=io.StringIO())
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path, console=console, callbacks=[Interrupt(at=1)])
+    state = json.loads((tmp_path / RESUME_DIR / STATE_FILE).read_text())
+    assert state["epoch"] == 1 and not state["finished"]
+    first = json.loads((tmp_path / "history.json").read_text())
+    assert [row["epoch"] for row in first] == [1]
+    ckpt = keras.models.load_model(tmp_path / "model.keras", compile=False)  # epoch-1 checkpoint
+    x = np.zeros((1, 32, 32, 3), np.uint8)
+    before = np.asarray(ckpt(x)["box"])
+
+    recorder = Recorder()
+    train(tiny_config(), tmp_path, console=console, callbacks=[recorder])
+    assert recorder.epochs == [1, 2]  # continues with the second epoch
+    assert recorder.start_iterations == STEPS  # optimizer state (and lr schedule) restored
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert history[0] == first[0]
+    assert json.loads((tmp_path / RESUME_DIR / STATE_FILE).read_text())["finished"]
+    assert np.isfinite(before).all()
+
+    # Rerunning a finished run is a no-op; more epochs extend it; another config is refused.
+    again = Recorder()
+    train(tiny_config(), tmp_path, console=console, callbacks=[again])
+    assert again.epochs == []
+    with pytest.raises(UsageError, match="image_size"):
+        train(tiny_config(image_size=48), tmp_path, console=console)
+
+
+def test_cli_and_evaluate_on_a_tiny_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["--data", "blobs", "--backbone", "small_cnn", "--image-size", "32", "--epochs", "1",
+            "--steps-per-epoch", "3", "--batch-size", "8", "--train-size", "24", "--no-progress",
+            "--out", str(run)]
+    assert train_main(args) == 0
+    assert "test mean IoU" in capsys.readouterr().out
+    assert evaluate_main(["--model", str(run), "--size", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert "CorLoc@0.75" in printed and "mean IoU" in printed
+    report = json.loads((run / "evaluation-blobs-test.json").read_text())
+    assert report["images"] == 16 and report["split"] == "test"
+    assert list(report["per_class_accuracy"])[0] == "none" and 0 <= report["corloc@0.5"] <= 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--data", "nope"], "unknown data source 'nope'"),
+    (["--data", "blobs", "--backbone", "nope"], "unknown backbone 'nope'"),
+    (["--data", "blobs", "--loss", "nope"], "unknown loss 'nope'"),
+    (["--preset", "nope"], "unknown preset 'nope'"),
+    (["--data", "voc"], "--data-dir"),
+    (["--data", "voc", "--data-dir", "/nonexistent/dir"], "does not exist"),
+    (["--data", "blobs", "--backbone", "small_cnn", "--weights", "/nonexistent.h5"], "not found"),
+])
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, flags, message):
+    assert train_main([*flags, "--out", str(tmp_path / "run")]) == 2
+    out = capsys.readouterr()
+    assert message in " ".join((out.out + out.err).split())
+    assert "Traceback" not in out.out + out.err
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_evaluate_cli_bad_model_exits_2(tmp_path, capsys):
+    assert evaluate_main(["--model", str(tmp_path / "missing")]) == 2
+    assert "no trained model" in capsys.readouterr().out

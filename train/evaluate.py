@@ -1,0 +1,151 @@
+"""Evaluate a trained localizer on a data split: mean IoU, CorLoc@0.5/0.75, class accuracy.
+
+    python -m train.evaluate --model runs/demo --data cat-on-scenes [--split test]
+
+Images are preprocessed with ``runtime.contract.preprocess``, exactly as the runtime does,
+so the figures describe what a deployed model sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from runtime.contract import preprocess, to_xyxy
+from train.metrics import localization_report
+
+log = logging.getLogger(__name__)
+THRESHOLDS = (0.5, 0.75)
+
+
+def predict_samples(model: Any, samples: Sequence[Any], image_size: int,
+                    batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Run the model on samples: (box (N, 4) in the model's format, score (N, K))."""
+    boxes, scores = [], []
+    for start in range(0, len(samples), batch_size):
+        batch = np.stack([preprocess(s.image, image_size) for s in samples[start:start + batch_size]])
+        out = model(batch, training=False)  # {"box": (b, 4), "score": (b, K)}
+        boxes.append(np.asarray(out["box"]))
+        scores.append(np.asarray(out["score"]))
+    return np.concatenate(boxes), np.concatenate(scores)
+
+
+def evaluate_model(model: Any, source: Any, *, image_size: int, box_format: str,
+                   labels: Sequence[str], batch_size: int = 32,
+                   thresholds: tuple[float, ...] = THRESHOLDS) -> dict[str, Any]:
+    """Evaluate ``model`` on every sample of ``source``; see train.metrics.localization_report."""
+    samples = [source[i] for i in range(len(source))]
+    pred_box, pred_score = predict_samples(model, samples, image_size, batch_size)
+    true_box = np.stack([np.asarray(s.box, np.float64) for s in samples])  # xyxy
+    true_label = _map_labels([s.label for s in samples], list(source.labels), list(labels))
+    report = localization_report(true_box, true_label, to_xyxy(pred_box, box_format), pred_score,
+                                 list(labels), box_format="xyxy", thresholds=thresholds)
+    return report
+
+
+def _map_labels(indices: list[int], source_labels: list[str], model_labels: list[str]) -> np.ndarray:
+    """Source label indices -> model label indices by name (-1 for names the model lacks)."""
+    if source_labels == model_labels:
+        return np.asarray(indices, int)
+    lookup = {name: i for i, name in enumerate(model_labels)}
+    missing = sorted(set(source_labels) - set(lookup))
+    if missing:
+        log.warning("labels %s are unknown to the model (it knows %s)", missing, model_labels)
+    return np.asarray([lookup.get(source_labels[i], -1) for i in indices], int)
+
+
+def report_table(report: dict[str, Any], title: str) -> Table:
+    """A rich table of an evaluation report."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("images (with object)", f"{report['images']} ({report['positives']})")
+    table.add_row("mean IoU", f"{report['mean_iou']:.3f}")
+    for key in [k for k in report if k.startswith("corloc@")]:
+        table.add_row(key.replace("corloc", "CorLoc"), f"{report[key]:.3f}")
+    table.add_row("class accuracy", f"{report['accuracy']:.3f}")
+    for name, acc in report["per_class_accuracy"].items():
+        table.add_row(f"  accuracy[{name}]", "-" if acc is None else f"{acc:.3f}")
+    return table
+
+
+def run(model_path: str | Path, *, data: str | None = None, data_dir: str | None = None,
+        split: str = "test", size: int | None = None, seed: int | None = None,
+        out: str | Path | None = None, console: Console | None = None) -> dict[str, Any]:
+    """Load a run, evaluate it on ``data``/``split``, print a table and write the JSON."""
+    from train.config import RunConfig, UsageError, load_run, write_json_atomic
+    from train.fit import open_source
+
+    console = console or Console()
+    try:
+        model, cfg = load_run(model_path)
+        config = RunConfig.from_dict(cfg)
+        config = _override_data(config, data, data_dir, size, seed)
+        source = open_source(config, split)
+    except (ValueError, OSError) as err:
+        raise UsageError(str(err)) from None
+    m = config.model
+    report = evaluate_model(model, source, image_size=m.image_size, box_format=m.box_format,
+                            labels=m.labels)
+    report = {"model": str(model_path), "data": config.data.source,
+              "data_dir": config.data.data_dir, "split": split,
+              **{k: v for k, v in report.items() if k != "iou"}}
+    console.print(report_table(report, f"{config.data.source} / {split}"))
+    path = Path(model_path)
+    run_dir = path if path.is_dir() else path.parent
+    target = Path(out) if out else run_dir / f"evaluation-{config.data.source}-{split}.json"
+    write_json_atomic(target, report)
+    console.print(f"wrote {target}")
+    return report
+
+
+def _override_data(config: Any, data: str | None, data_dir: str | None, size: int | None,
+                   seed: int | None) -> Any:
+    if data:  # another source: its data dir comes from the flag only
+        config.data.source, config.data.data_dir = data, data_dir
+    elif data_dir is not None:
+        config.data.data_dir = data_dir
+    if size is not None:
+        config.data.train_size = config.data.val_size = config.data.test_size = size
+    if seed is not None:
+        config.data.seed = seed
+    return config
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, help="run directory or .keras file")
+    p.add_argument("--data", help="source name or file format (default: the run's training source)")
+    p.add_argument("--data-dir", help="folder for file sources")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--size", type=int, help="samples of a synthetic source (default: the run's)")
+    p.add_argument("--seed", type=int, help="source seed (default: the run's)")
+    p.add_argument("--out", help="JSON report path (default: RUN/evaluation-SOURCE-SPLIT.json)")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from train.config import UsageError
+
+    args = parse_args(argv)
+    console = Console()
+    try:
+        run(args.model, data=args.data, data_dir=args.data_dir, split=args.split, size=args.size,
+            seed=args.seed, out=args.out, console=console)
+    except UsageError as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    return 0
+
+
+__all__ = ["evaluate_model", "localization_report", "main", "predict_samples", "run"]
+
+if __name__ == "__main__":
+    sys.exit(main())
