@@ -97,6 +97,7 @@ class Localizer:
         """
         path = Path(path)
         engine = open_backend(path, backend, threads, providers)
+        _check_layout(engine.input, path)
         contract = _read_contract(path, engine)
         _check_input(engine.input, contract, path)
         return cls(engine, contract, path, threshold)
@@ -191,13 +192,16 @@ def _infer_contract(path: Path, engine: Backend) -> Contract:
     return contract
 
 
-def _check_input(info: TensorInfo, contract: Contract, path: Path) -> None:
+def _check_layout(info: TensorInfo, path: Path) -> None:
     shape = info.shape
     if len(shape) != 4 or shape[-1] != 3:
         layout = " (NCHW? edgeloc models are NHWC)" if len(shape) == 4 and shape[1] == 3 else ""
         raise ValueError(f"{path} input {info.name!r} has shape {shape}{layout}; "
                          "expected (1, H, W, 3) RGB: re-export the model with edgeloc")
-    h, w = shape[1], shape[2]
+
+
+def _check_input(info: TensorInfo, contract: Contract, path: Path) -> None:
+    h, w = info.shape[1], info.shape[2]
     if h > 0 and w > 0 and (h, w) != tuple(contract.input_size):
         raise ValueError(f"{path} input is {w}x{h} but its contract says "
                          f"{contract.input_size[1]}x{contract.input_size[0]}; re-export the model")
