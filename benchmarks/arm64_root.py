@@ -201,7 +201,7 @@ def build_root(cache: Path, *, mirror: str = MIRROR) -> Path:
         raise ArmRootError(f"{DEBIAN_KEYRING} is missing: apt-get install debian-archive-keyring")
     opts = apt_options(cache, mirror)
     log.info("arm64 root: apt-get update (%s %s arm64)", mirror, SUITE)
-    _run(["apt-get", *opts, "update"], f"apt-get update for Debian {SUITE} arm64 (is {mirror} "
+    _run(["apt-get", *opts, "--error-on=any", "update"], f"apt-get update for Debian {SUITE} arm64 (is {mirror} "
          "reachable? the arm64 check needs Debian's package registry)", timeout=300)
     sim = _run(["apt-get", *opts, "-s", "install", *ROOT_PACKAGES],
                f"apt-get resolving {' '.join(ROOT_PACKAGES)} for arm64")
