@@ -1,0 +1,189 @@
+"""One calibration source for both formats: shuffled, preprocessed samples from any data source.
+
+``calibration_set`` draws ``size`` images from a training source (synthetic, csv, voc, ...)
+or a plain folder of images, and preprocesses them with ``runtime.contract.preprocess``,
+the code the runtime runs. The TFLite representative dataset and the ONNX
+``CalibrationDataReader`` are thin wrappers over ``CalibrationSet.batches()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+from export._io import ExportError
+from runtime.contract import preprocess
+from train.sources import SOURCES, Sample, get_source
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+DEFAULT_CALIB_SIZE = 200
+
+
+def decode_image(path: Path) -> np.ndarray:
+    """Decode an image file by content (extensions lie) to RGB uint8; ValueError if unreadable."""
+    data = np.fromfile(str(path), np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is not None:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    try:  # GIF and other formats OpenCV cannot decode
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception:
+        raise ValueError(f"{path} is not a readable image") from None
+
+
+class ImageFolder:
+    """A plain folder of images (searched recursively), no boxes: for calibration only."""
+
+    labels = ["none", "object"]
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.files = sorted(p for p in self.folder.rglob("*")
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> Sample:
+        path = self.files[index]
+        return Sample(decode_image(path), np.zeros(4, np.float32), 0, str(path))
+
+
+def open_source(spec: str | None, *, config: dict[str, Any], split: str, size: int,
+                data_dir: str | Path | None = None, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """Build a data source from ``--calib``/``--verify-data`` or, if None, the run's training data.
+
+    Returns (source, description): the description goes into the contract.
+    """
+    data_cfg = config.get("data", {}) or {}
+    if spec is None:
+        spec = data_cfg.get("source")
+        if not spec:
+            raise ExportError("the model has no config.json naming its training data; pass --calib "
+                              "SOURCE (a source name with --calib-dir, or a folder of images)")
+        if data_dir is None:
+            data_dir = data_cfg.get("data_dir")
+    desc: dict[str, Any] = {"source": spec, "split": split}
+    if spec not in SOURCES and spec not in _source_names():
+        folder = Path(spec).expanduser()
+        if not folder.exists():
+            raise ExportError(f"calibration/verification source {spec!r} is neither a data source "
+                              f"({', '.join(_source_names())}) nor an existing folder of images")
+        if not folder.is_dir():
+            raise ExportError(f"{folder} is a file; pass a folder of images or a source name")
+        source = ImageFolder(folder)
+        desc = {"source": "folder", "data_dir": str(folder), "split": "all"}
+    else:
+        options: dict[str, Any] = {"split": split, "size": size, "seed": seed}
+        if data_dir is not None:
+            options["data_dir"] = Path(data_dir).expanduser()
+            desc["data_dir"] = str(data_dir)
+        try:
+            source = get_source(spec, **options)
+        except (ValueError, FileNotFoundError, OSError) as err:
+            raise ExportError(f"cannot open data source {spec!r}: {err}") from None
+    if len(source) == 0:
+        where = desc.get("data_dir", spec)
+        raise ExportError(f"data source {spec!r} ({where}) holds no usable images; "
+                          "point --calib/--calib-dir at a folder with images")
+    return source, desc
+
+
+def _source_names() -> list[str]:
+    from train.sources import _load_builtin_sources
+
+    _load_builtin_sources()
+    return sorted(SOURCES)
+
+
+@dataclass
+class CalibrationSet:
+    """Preprocessed calibration images.
+
+    Attributes:
+        images: (N, S, S, 3) uint8 RGB, the model's input pixels.
+        info: what the contract records (source, data_dir, split, size, seed).
+        skipped: names of samples that could not be read.
+    """
+
+    images: np.ndarray
+    info: dict[str, Any]
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batches(self, dtype: str = "uint8") -> Iterator[np.ndarray]:
+        """Yield (1, S, S, 3) input tensors in ``dtype`` (uint8 pixels, int8 = pixel - 128, float32)."""
+        for image in self.images:
+            yield to_input(image[None], dtype)
+
+
+def to_input(pixels: np.ndarray, dtype: str) -> np.ndarray:
+    """uint8 pixels (N, S, S, 3) -> the exported model's input dtype, per the contract."""
+    if dtype == "uint8":
+        return pixels
+    if dtype == "int8":
+        return (pixels.astype(np.int16) - 128).astype(np.int8)
+    return pixels.astype(np.float32)
+
+
+def draw(source: Any, size: int, image_size: int, *, seed: int = 0,
+         what: str = "calibration") -> tuple[np.ndarray, list[Sample], list[str]]:
+    """Draw ``size`` readable samples in a seeded shuffled order, preprocessed to ``image_size``.
+
+    Returns (pixels (N, S, S, 3) uint8, the samples (images dropped), names of unreadable ones).
+    """
+    order = np.random.default_rng(seed).permutation(len(source))
+    pixels, kept, skipped = [], [], []
+    for index in order:
+        if len(pixels) == size:
+            break
+        name = f"sample {index}"
+        try:
+            sample = source[int(index)]
+            name = sample.name or name
+            image = preprocess(sample.image, image_size)  # (S, S, 3)
+        except (ValueError, OSError, cv2.error) as err:
+            skipped.append(f"{name}: {err}")
+            continue
+        pixels.append(image)
+        kept.append(Sample(np.empty(0, np.uint8), np.asarray(sample.box, np.float32),
+                           int(sample.label), sample.name))
+    if skipped:
+        log.warning("%s: skipped %d unreadable samples (first: %s)", what, len(skipped), skipped[0])
+    if not pixels:
+        raise ExportError(f"the {what} source has no readable images ({len(skipped)} unreadable); "
+                          "pass another --calib source or fix the files")
+    return np.stack(pixels), kept, skipped
+
+
+def calibration_set(spec: str | None, *, config: dict[str, Any], image_size: int,
+                    size: int = DEFAULT_CALIB_SIZE, data_dir: str | Path | None = None,
+                    seed: int = 0) -> CalibrationSet:
+    """Draw ``size`` shuffled training images from ``spec`` (default: the run's training data)."""
+    if size < 1:
+        raise ExportError(f"--calib-size must be at least 1, got {size}")
+    source, info = open_source(spec, config=config, split="train", size=size, data_dir=data_dir,
+                               seed=seed)
+    if len(source) < size:
+        raise ExportError(f"calibration source {info['source']!r} has only {len(source)} images, "
+                          f"fewer than --calib-size {size}; pass --calib-size {len(source)} or more data")
+    pixels, _, skipped = draw(source, size, image_size, seed=seed)
+    if len(pixels) < size:
+        raise ExportError(f"calibration source {info['source']!r} gave only {len(pixels)} readable "
+                          f"images ({len(skipped)} unreadable), fewer than --calib-size {size}; "
+                          f"pass --calib-size {len(pixels)} or fix the files")
+    info = {**info, "size": int(len(pixels)), "seed": seed}
+    log.info("calibration: %d images from %s", len(pixels), info["source"])
+    return CalibrationSet(pixels, info, skipped)
