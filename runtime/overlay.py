@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import cv2
 import numpy as np
@@ -59,17 +60,14 @@ class BoxSmoother:
 
 
 class FpsMeter:
-    """Frames per second as an exponential average of frame intervals."""
+    """Frames per second over the last ``window`` frames (no spikes from single short gaps)."""
 
-    def __init__(self, weight: float = 0.1):
-        self.weight = weight
-        self._last: float | None = None
+    def __init__(self, window: int = 30):
+        self._times: deque[float] = deque(maxlen=window)
         self.fps = 0.0
 
     def tick(self) -> float:
-        now = time.perf_counter()
-        if self._last is not None and now > self._last:
-            inst = 1.0 / (now - self._last)
-            self.fps = inst if self.fps == 0.0 else (1 - self.weight) * self.fps + self.weight * inst
-        self._last = now
+        self._times.append(time.perf_counter())
+        if len(self._times) > 1 and self._times[-1] > self._times[0]:
+            self.fps = (len(self._times) - 1) / (self._times[-1] - self._times[0])
         return self.fps

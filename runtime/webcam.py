@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import queue
 import signal
 import sys
 import threading
@@ -121,7 +122,8 @@ def run(model: str | Path | Localizer, source: str | int = 0, *, threshold: floa
         smooth: float = 0.0, pace: bool | None = None, loop: bool = False,
         max_frames: int | None = None, threads: int | None = None, backend: str = "auto",
         providers: Any = None, on_frame: Callable[[np.ndarray, Result], None] | None = None,
-        on_start: Callable[[dict[str, Any]], None] | None = None) -> Summary:
+        on_start: Callable[[dict[str, Any]], None] | None = None,
+        stop: threading.Event | None = None) -> Summary:
     """Run the capture -> localize -> draw -> show/save/serve loop until the source ends.
 
     Args:
@@ -129,6 +131,7 @@ def run(model: str | Path | Localizer, source: str | int = 0, *, threshold: floa
         loop: restart a file source at its end (a looping demo for --serve).
         on_frame: called with each drawn BGR frame and its result (tests, custom sinks).
         on_start: called once with {"url": ...} when outputs are ready.
+        stop: set it from another thread to end the run.
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"--threshold must be in [0, 1], got {threshold}")
@@ -159,7 +162,16 @@ def run(model: str | Path | Localizer, source: str | int = 0, *, threshold: floa
         on_start({"url": server.url if server else None})
     t_start = next_due = time.perf_counter()
     try:
-        for frame in capture:
+        while True:
+            if stop is not None and stop.is_set():
+                summary.stopped_by = "stop request"
+                break
+            try:
+                frame = capture.get(timeout=0.25)
+            except queue.Empty:
+                continue  # nothing new yet: look at the stop flag again
+            if frame is None:
+                break
             if frame.image is None:
                 summary.failed += 1
                 log.warning("skipped frame %d (%s): %s", frame.index, frame.name, frame.error)
@@ -191,8 +203,8 @@ def run(model: str | Path | Localizer, source: str | int = 0, *, threshold: floa
             if max_frames and summary.frames >= max_frames:
                 summary.stopped_by = f"--max-frames {max_frames}"
                 break
-            if pace:
-                next_due += period
+            if pace:  # play files at their own rate; when late, do not rush to catch up
+                next_due = max(next_due + period, time.perf_counter())
                 time.sleep(max(0.0, next_due - time.perf_counter()))
     except KeyboardInterrupt:
         summary.stopped_by = "Ctrl-C"

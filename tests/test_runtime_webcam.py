@@ -1,0 +1,229 @@
+"""The webcam/video loop, headless: files, folders, live-frame dropping, MJPEG serving, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime import webcam
+from runtime.localizer import Result
+from runtime.overlay import BoxSmoother
+from runtime.serve import BOUNDARY, parse_address
+from runtime.sources import Capture, Frame, Source, open_source
+from tests.test_runtime_helpers import (  # noqa: F401
+    VIDEO_FRAMES,
+    runtime_models,
+    video_file,
+    write_images,
+    write_video,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_video_file_every_frame_saved_and_summarized(runtime_models, video_file, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    rc = webcam.main(["--model", str(runtime_models["u8"]), "--source", str(video_file),
+                      "--no-display", "--save", str(out), "--threads", "1", "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["frames"] == VIDEO_FRAMES and summary["failed"] == 0 and summary["dropped"] == 0
+    assert summary["stopped_by"] == "end of source" and summary["fps"] > 0
+    assert 0 < summary["latency_p50_ms"] <= summary["latency_p95_ms"]
+    assert summary["frame_p50_ms"] >= summary["latency_p50_ms"]
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == VIDEO_FRAMES
+    ok, frame = cap.read()
+    assert ok and frame.shape == (480, 640, 3)
+    # the drawn box (green) is where the model puts it: x 64..384, y 96..432
+    green = (frame[:, :, 1] > 150) & (frame[:, :, 0] < 120) & (frame[:, :, 2] < 120)
+    ys, xs = np.nonzero(green)
+    assert abs(xs.min() - 64) < 20 and abs(xs.max() - 384) < 20 and abs(ys.max() - 432) < 20
+
+
+def test_image_folder_with_a_broken_frame_counts_and_skips_it(runtime_models, tmp_path):
+    folder = tmp_path / "frames"
+    write_images(folder, n=5, corrupt=(2,))
+    seen: list[Result] = []
+    summary = webcam.run(runtime_models["onnx"], str(folder), display=False, threads=1,
+                         on_frame=lambda img, r: seen.append(r))
+    assert summary.frames == 4 and summary.failed == 1 and len(seen) == 4
+    glob_summary = webcam.run(runtime_models["onnx"], str(folder / "img_0[01].jpg"), display=False,
+                              threads=1)
+    assert glob_summary.frames == 2
+
+
+def test_threshold_smoothing_and_max_frames(runtime_models, video_file):
+    seen: list[Result] = []
+    summary = webcam.run(runtime_models["u8"], str(video_file), display=False, threshold=0.99,
+                         smooth=0.5, max_frames=5, threads=1, on_frame=lambda img, r: seen.append(r))
+    assert summary.frames == 5 and summary.stopped_by == "--max-frames 5"
+    assert seen and not any(r.present for r in seen)  # 0.88 < 0.99: "no object"
+
+
+def test_box_smoother_is_an_ema_that_resets():
+    def res(box, present=True):
+        return Result(box, box, "cat", 0.9, np.array([0.1, 0.9]), present, 1.0, 1.0, "x", "y")
+
+    s = BoxSmoother(0.5)
+    assert s.update(res((0, 0, 10, 10))) == (0, 0, 10, 10)
+    assert s.update(res((10, 10, 20, 20))) == (5.0, 5.0, 15.0, 15.0)
+    s.update(res((0, 0, 1, 1), present=False))
+    assert s.update(res((10, 10, 20, 20))) == (10, 10, 20, 20)
+    with pytest.raises(ValueError, match="smoothing"):
+        BoxSmoother(1.5)
+
+
+class _FastCamera(Source):
+    """A stand-in live source: 200 numbered frames as fast as it can."""
+
+    live = True
+
+    def __init__(self):
+        self.i = 0
+
+    def read(self):
+        if self.i >= 200:
+            return None
+        self.i += 1
+        time.sleep(0.001)
+        return Frame(self.i - 1, np.full((4, 4, 3), self.i % 256, np.uint8))
+
+
+def test_live_capture_keeps_only_the_newest_frame():
+    cap = Capture(_FastCamera()).start()
+    got = []
+    while (frame := cap.get(timeout=5)) is not None:
+        got.append(frame.index)
+        time.sleep(0.02)  # a slow model
+    cap.stop()
+    assert got == sorted(got) and got[-1] == 199
+    assert cap.dropped > 100 and cap.dropped + len(got) == 200
+
+
+def test_mjpeg_server_page_and_stream(runtime_models, video_file):
+    port, stop, started = _free_port(), threading.Event(), threading.Event()
+    box = {}
+    thread = threading.Thread(target=lambda: box.update(summary=webcam.run(
+        runtime_models["u8"], str(video_file), display=False, serve=f"127.0.0.1:{port}", loop=True,
+        threads=1, stop=stop, on_start=lambda info: (box.update(info), started.set()))))
+    thread.start()
+    try:
+        assert started.wait(30)
+        assert box["url"] == f"http://127.0.0.1:{port}/"
+        page = urllib.request.urlopen(box["url"], timeout=5).read().decode()
+        assert '<img id="stream" src="/stream.mjpg"' in page
+        with urllib.request.urlopen(box["url"] + "stream.mjpg", timeout=5) as resp:
+            assert resp.headers["Content-Type"] == f"multipart/x-mixed-replace; boundary={BOUNDARY}"
+            frames = [_read_part(resp) for _ in range(3)]
+        for jpeg in frames:
+            img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+            assert img is not None and img.shape == (480, 640, 3)
+        stats = json.loads(urllib.request.urlopen(box["url"] + "stats.json", timeout=5).read())
+        assert stats["frames"] > 0 and stats["label"] == "cat"
+    finally:
+        stop.set()
+        thread.join(20)
+    assert not thread.is_alive() and box["summary"].stopped_by == "stop request"
+
+
+def _read_part(resp) -> bytes:
+    line = resp.readline().strip()
+    while not line:  # the CRLF that ends the previous part
+        line = resp.readline().strip()
+    assert line == f"--{BOUNDARY}".encode()
+    headers = {}
+    while (line := resp.readline().strip()):
+        key, _, value = line.decode().partition(":")
+        headers[key.lower()] = value.strip()
+    assert headers["content-type"] == "image/jpeg"
+    return resp.read(int(headers["content-length"]))
+
+
+def test_serve_address_parsing():
+    assert parse_address("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert parse_address(":9000") == ("127.0.0.1", 9000)
+    assert parse_address("[::1]:81") == ("::1", 81)
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        parse_address("localhost")
+
+
+def test_bad_inputs_exit_2_with_a_message(runtime_models, video_file, tmp_path, capsys, monkeypatch):
+    model = str(runtime_models["u8"])
+    bad_video = tmp_path / "broken.mp4"
+    bad_video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    truncated = tmp_path / "cut.tflite"
+    truncated.write_bytes(runtime_models["u8"].read_bytes()[:5000])
+    cases = [
+        (["--source", "7"], "no camera at index 7; pass --source video.mp4"),
+        (["--source", str(bad_video)], "cannot decode video"),
+        (["--source", str(tmp_path / "none.mp4")], "not found"),
+        (["--source", str(tmp_path / "*.png")], "no images match"),
+        (["--threshold", "2"], "--threshold must be in [0, 1]"),
+        (["--smooth", "1"], "smoothing must be in [0, 1)"),
+        (["--save", str(tmp_path / "no" / "out.mp4")], "does not exist"),
+        (["--serve", "nonsense"], "HOST:PORT"),
+    ]
+    for extra, message in cases:
+        argv = ["--model", model, "--source", str(video_file), "--no-display", *extra]
+        assert webcam.main(argv) == 2, extra
+        assert message in capsys.readouterr().err.replace("\n", ""), extra
+    for path, message in ((tmp_path / "missing.tflite", "not found"), (truncated, "TFLite model")):
+        assert webcam.main(["--model", str(path), "--source", str(video_file), "--no-display"]) == 2
+        assert message in capsys.readouterr().err.replace("\n", "")
+    monkeypatch.setattr("runtime._cli.DEFAULT_MODEL", tmp_path / "models" / "cat_int8.tflite")
+    assert webcam.main(["--source", str(video_file), "--no-display"]) == 2
+    assert "run `make models`" in capsys.readouterr().err.replace("\n", "")
+
+
+def test_port_in_use_exits_2(runtime_models, video_file, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        rc = webcam.main(["--model", str(runtime_models["u8"]), "--source", str(video_file),
+                          "--no-display", "--serve", f"127.0.0.1:{port}"])
+    assert rc == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err.replace("\n", "")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_with_a_summary(runtime_models, video_file):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.webcam", "--model", str(runtime_models["u8"]), "--source",
+         str(video_file), "--loop", "--no-display", "--threads", "1", "--json"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err[-1500:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["stopped_by"] == "Ctrl-C" and summary["frames"] > VIDEO_FRAMES  # it looped
+    assert "edgeloc run summary" in err
+
+
+def test_open_source_kinds(video_file, tmp_path):
+    images = write_images(tmp_path / "imgs", n=2)
+    assert not open_source(str(video_file)).live
+    assert open_source(str(images[0])).read().image is not None
+    assert [f.index for f in iter(open_source(str(tmp_path / "imgs")).read, None)] == [0, 1]
+    with pytest.raises(ValueError, match="no camera at index 9"):
+        open_source("9")
