@@ -125,7 +125,7 @@ def baselines(names: str, labels_text: str) -> list[Variant]:
 
 def ort_providers() -> tuple[list[str], str | None]:
     """(providers to plan, reason when onnxruntime itself is missing)."""
-    if importlib.util.find_spec("onnxruntime") is None:
+    if not importable("onnxruntime"):
         return [], "onnxruntime is not installed (pip install onnxruntime)"
     import onnxruntime as ort  # noqa: PLC0415
 
@@ -149,12 +149,20 @@ def backends_for(fmt: str, wanted: set[str] | None) -> list[tuple[str, str, str 
             device = "gpu" if provider in GPU_PROVIDERS else "cpu"
             out.append(("runtime", "onnxruntime", provider, device))
     elif fmt == "keras":
-        out += [("keras", "keras", None, "cpu"), ("keras", "keras", None, "gpu")]
+        out += [("keras", "keras", "CPU", "cpu"), ("keras", "keras", "GPU", "gpu")]
     elif fmt == "haar":
         out.append(("haar", "opencv", None, "cpu"))
     if wanted:
         out = [o for o in out if o[1] in wanted or (o[2] or "").replace("ExecutionProvider", "").lower() in wanted]
     return out
+
+
+def importable(module: str) -> bool:
+    """Whether a module can be found, without importing it (a broken finder counts as no)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def installed_reason(runner: str, backend: str, provider: str | None, device: str,
@@ -164,7 +172,7 @@ def installed_reason(runner: str, backend: str, provider: str | None, device: st
 
     if runner == "runtime":
         module = BACKENDS[backend].module.split(".")[0]
-        if importlib.util.find_spec(module) is None:
+        if not importable(module):
             return f"{BACKENDS[backend].package} is not installed (pip install {BACKENDS[backend].package})"
         if provider:
             providers, missing = ort_providers()
@@ -176,7 +184,7 @@ def installed_reason(runner: str, backend: str, provider: str | None, device: st
                 gpu = " and an NVIDIA GPU" if provider in GPU_PROVIDERS else ""
                 return f"{provider} is not in this onnxruntime build (needs onnxruntime-gpu{gpu})"
     if runner == "keras":
-        if importlib.util.find_spec("tensorflow") is None:
+        if not importable("tensorflow"):
             return "TensorFlow is not installed (pip install -e .[train])"
         if device == "gpu" and not has_gpu:
             return "no NVIDIA GPU on this machine (nvidia-smi found none)"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,11 @@ log = logging.getLogger(__name__)
 
 def available() -> bool:
     """Whether matplotlib is installed (plots are skipped without it)."""
-    return importlib.util.find_spec("matplotlib") is not None
+    try:
+        import matplotlib  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
 
 
 def _plt() -> Any:

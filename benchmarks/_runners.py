@@ -128,14 +128,15 @@ class KerasRunner(Runner):
         size = int(self.model.inputs[0].shape[1])
         self.input_size, self.box_format = (size, size), str(spec.get("box_format", "xyxy"))
         self.backend, self.precision, self.device = "keras", "fp32", device
-        self.provider = "/GPU:0" if device == "gpu" else "/CPU:0"
+        self.provider = "GPU" if device == "gpu" else "CPU"
+        self._tf_device = "/GPU:0" if device == "gpu" else "/CPU:0"
         self.source_sha256 = None
         self._tf = tf
-        with tf.device(self.provider):
+        with tf.device(self._tf_device):
             self._fn = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
 
     def call(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
-        with self._tf.device(self.provider):
+        with self._tf.device(self._tf_device):
             out = self._fn(x)
         return out["box"].numpy(), out["score"].numpy()  # .numpy() waits for the device
 

@@ -98,6 +98,10 @@ def build_evalset(variants: list[Variant], *, source: str | None, data_dir: str 
                   "pass --eval-dir with a CSV or VOC folder")
     except (FileNotFoundError, ValueError) as err:
         reason = f"eval source {source!r}: {err}"
+    except Exception as err:  # noqa: BLE001  (a default source that cannot be built here)
+        if explicit:
+            raise
+        reason = f"eval source {source!r} cannot be built here ({type(err).__name__}: {err})"
     if explicit:
         raise UserError(reason)
     return None, reason
