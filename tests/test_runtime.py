@@ -34,7 +34,7 @@ def _engine_missing(name: str) -> bool:
 # (backend, fixture model key, box tolerance in pixels, score tolerance)
 CASES = [(name, key, 1.0 if key in ("f32", "onnx") else 12.0, 0.002 if key in ("f32", "onnx") else 0.02)
          for name, entry in BACKENDS.items()
-         for key in (("f32", "u8", "i8") if entry.format == "tflite" else ("onnx",))]
+         for key in (("f32", "u8", "i8") if entry.format == "tflite" else ("onnx", "onnx_i8"))]
 
 
 @pytest.mark.parametrize("backend,key,box_tol,score_tol", CASES,
@@ -108,7 +108,7 @@ def test_model_without_contract_warns_and_still_works(runtime_models):
 def test_sidecar_contract_is_read_and_checked(runtime_models, tmp_path):
     model = tmp_path / "m.tflite"
     model.write_bytes(runtime_models["bare"].read_bytes())
-    sidecar = json.loads(runtime_models["u8"].with_suffix(".json").read_text())
+    sidecar = json.loads(Localizer.load(runtime_models["u8"]).contract.to_json())
     sidecar["labels"] = ["none", "dog"]
     model.with_suffix(".json").write_text(json.dumps(sidecar))
     with warnings.catch_warnings():

@@ -1,6 +1,7 @@
 """Tiny models and media for the runtime tests, built once per session into a shared folder.
 
-The models have a known answer: the heads' kernels are shrunk and their biases set so
+They come from edgeloc's own exporters (export.tflite, export.onnx) on a tiny small_cnn
+run directory. The models have a known answer: the heads' kernels are shrunk and their biases set so
 every image gives (nearly) the same box and score, which the tests then check in pixels.
 """
 
@@ -40,71 +41,68 @@ def _tiny_keras(box_format: str):
     return model
 
 
-def _contract(input_dtype: str, precision: str, box_format: str = "xyxy") -> str:
-    from runtime.contract import Contract
+def _run_dir(folder: Path, box_format: str) -> Path:
+    """A run directory (model.keras + config.json) as training writes it."""
+    from dataclasses import asdict
 
-    return Contract(input_size=(SIZE, SIZE), labels=list(LABELS), box_format=box_format,
-                    input_dtype=input_dtype, precision=precision).to_json()
+    from train.model import ModelSpec
 
-
-def _tflite(saved: Path, quant: str) -> bytes:
-    import tensorflow as tf
-
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-    if quant != "none":
-        rng = np.random.default_rng(0)
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: (
-            [rng.integers(0, 256, (1, SIZE, SIZE, 3)).astype(np.float32)] for _ in range(8))
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.uint8 if quant == "uint8" else tf.int8
-        conv.inference_output_type = tf.uint8 if quant == "uint8" else tf.int8
-    return conv.convert()
+    folder.mkdir(parents=True, exist_ok=True)
+    _tiny_keras(box_format).save(folder / "model.keras")
+    spec = ModelSpec(backbone="small_cnn", image_size=SIZE, labels=LABELS, box_format=box_format)
+    config = {"model": {**asdict(spec), "labels": list(LABELS)}, "data": {}}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
 
 
-def _onnx(model, out: Path, contract: str | None) -> None:
-    import onnx
-    import tensorflow as tf
-    import tf2onnx
+def _strip_contract(src: Path, dst: Path) -> None:
+    """Copy a model without its embedded contract (and without a sidecar)."""
+    from runtime.contract import CONTRACT_KEY
 
-    spec = (tf.TensorSpec((None, SIZE, SIZE, 3), tf.uint8, name="image"),)
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
-    if contract is not None:
-        from runtime.contract import CONTRACT_KEY
+    if src.suffix == ".onnx":
+        import onnx
 
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = CONTRACT_KEY, contract
-    onnx.save(proto, str(out))
+        proto = onnx.load(str(src))
+        del proto.metadata_props[:]
+        onnx.save(proto, str(dst))
+    else:  # rename the TFLite metadata entry in place: same length, still a valid flatbuffer
+        data = src.read_bytes()
+        assert data.count(CONTRACT_KEY.encode()) == 1
+        dst.write_bytes(data.replace(CONTRACT_KEY.encode(), b"x" * len(CONTRACT_KEY)))
 
 
 def build_models(folder: Path) -> dict[str, Path]:
-    """Write the fixture models once (a marker file says they are complete)."""
+    """Export the fixture models once with edgeloc's exporters (a marker says they are complete)."""
     names = {
-        "f32": "tiny_f32.tflite",  # float I/O, sidecar contract
-        "u8": "tiny_u8.tflite",  # int8 weights, uint8 I/O, sidecar contract
-        "i8": "tiny_i8.tflite",  # int8 weights, int8 I/O, sidecar contract
-        "bare": "bare_u8.tflite",  # uint8 I/O, no contract at all
-        "onnx": "tiny.onnx",  # uint8 input, contract in metadata_props
-        "onnx_bare": "bare.onnx",  # no contract
-        "xywh": "tiny_xywh.onnx",  # xywh box format, contract in metadata_props
+        "f32": "tiny_f32.tflite",  # float I/O
+        "u8": "tiny_u8.tflite",  # int8 weights, uint8 I/O
+        "i8": "tiny_i8.tflite",  # int8 weights, int8 I/O (pixel - 128)
+        "bare": "bare/bare_u8.tflite",  # uint8 I/O, no contract at all
+        "onnx": "tiny.onnx",  # fp32, uint8 input
+        "onnx_i8": "tiny_i8.onnx",  # static QDQ int8, uint8 input
+        "onnx_bare": "bare/bare.onnx",  # no contract
+        "xywh": "tiny_xywh.onnx",  # xywh box format
     }
     paths = {k: folder / v for k, v in names.items()}
     if (folder / "done").exists():
         return paths
-    folder.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    model = _tiny_keras("xyxy")
-    saved = folder / "saved"
-    model.export(str(saved), format="tf_saved_model", verbose=False)
-    for key, quant, dtype, precision in (("f32", "none", "float32", "fp32"),
-                                         ("u8", "uint8", "uint8", "int8"),
-                                         ("i8", "int8", "int8", "int8")):
-        paths[key].write_bytes(_tflite(saved, quant))
-        paths[key].with_suffix(".json").write_text(_contract(dtype, precision))
-    paths["bare"].write_bytes(paths["u8"].read_bytes())
-    _onnx(model, paths["onnx"], _contract("uint8", "fp32"))
-    _onnx(model, paths["onnx_bare"], None)
-    _onnx(_tiny_keras("xywh"), paths["xywh"], _contract("uint8", "fp32", "xywh"))
+    from export.onnx import export_onnx
+    from export.tflite import export_tflite
+
+    (folder / "bare").mkdir(parents=True, exist_ok=True)
+    calib = folder / "calib"
+    write_images(calib, n=8, size=(SIZE * 2, SIZE * 2))
+    run = _run_dir(folder / "run", "xyxy")
+    common = {"calib": str(calib), "calib_size": 8, "verify": False}
+    export_tflite(run, paths["f32"], quantize="none", verify=False)
+    export_tflite(run, paths["u8"], quantize="int8", io="uint8", **common)
+    export_tflite(run, paths["i8"], quantize="int8", io="int8", **common)
+    export_onnx(run, paths["onnx"], quantize="none", verify=False)
+    export_onnx(run, paths["onnx_i8"], quantize="int8", **common)
+    export_onnx(_run_dir(folder / "run_xywh", "xywh"), paths["xywh"], quantize="none", verify=False)
+    _strip_contract(paths["u8"], paths["bare"])
+    _strip_contract(paths["onnx"], paths["onnx_bare"])
     (folder / "done").write_text(json.dumps({k: str(v) for k, v in paths.items()}))
     return paths
 
@@ -121,7 +119,8 @@ def write_video(path: Path, frames: int = VIDEO_FRAMES, size: tuple[int, int] = 
     return path
 
 
-def write_images(folder: Path, n: int = 4, corrupt: tuple[int, ...] = ()) -> list[Path]:
+def write_images(folder: Path, n: int = 4, corrupt: tuple[int, ...] = (),
+                 size: tuple[int, int] | None = None) -> list[Path]:
     """n small JPEGs; the indices in ``corrupt`` get bytes that are not an image."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)
@@ -131,7 +130,8 @@ def write_images(folder: Path, n: int = 4, corrupt: tuple[int, ...] = ()) -> lis
         if i in corrupt:
             path.write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
         else:
-            cv2.imwrite(str(path), rng.integers(0, 256, (90 + 10 * i, 120, 3), dtype=np.uint8))
+            h, w = size or (90 + 10 * i, 120)
+            cv2.imwrite(str(path), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
         out.append(path)
     return out
 
