@@ -1,0 +1,1 @@
+"""File sources (CSV, VOC, YOLO, COCO): in progress."""
