@@ -64,6 +64,7 @@ def run(model: Any, jobs: list[tuple[str, str]], *, out: str | None = None,
     from export.verify import holdout_set, keras_row, row
 
     quiet_tensorflow()
+    validate(jobs, options)
     loaded = load_model(model)
     if out and len(jobs) > 1:
         raise ExportError("--out names one file; with several exports pass --out-dir FOLDER")
@@ -99,6 +100,21 @@ def run(model: Any, jobs: list[tuple[str, str]], *, out: str | None = None,
         except VerificationFailed as failed:
             rows.append(row(failed.args[0]))
     return results, rows
+
+
+def validate(jobs: list[tuple[str, str]], options: dict[str, Any]) -> None:
+    """Check flag values before the (slow) model load."""
+    from export._io import IO_TYPES, check_choice
+    from export.onnx import METHODS, ONNX_QUANTIZE
+    from export.quant import TFLITE_QUANTIZE
+
+    valid = {"tflite": TFLITE_QUANTIZE, "onnx": ONNX_QUANTIZE}
+    for fmt, quantize in jobs:
+        check_choice(fmt, valid, "format")
+        check_choice(quantize, valid[fmt], f"{'TFLite' if fmt == 'tflite' else 'ONNX'} --quantize")
+    check_choice(options.get("io", "uint8"), IO_TYPES, "--io")
+    if any(fmt == "onnx" for fmt, _ in jobs):
+        check_choice(options.get("method", "minmax"), METHODS, "calibration --method")
 
 
 def _precision(quantize: str) -> str:

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -110,11 +111,14 @@ def load_model(model: Any) -> LoadedModel:
         path = Path(model).expanduser()
         if not path.exists():
             raise ExportError(f"model {path} not found; pass --model RUN_DIR or a .keras file")
+        file = path / "model.keras" if path.is_dir() else path
+        if file.is_file() and file.suffix == ".keras" and not zipfile.is_zipfile(file):
+            raise ExportError(f"model file {file} is corrupt (a .keras file is a zip archive); "
+                              "re-save the model or retrain")
         try:
             keras_model, config = load_run(path)
         except (FileNotFoundError, ValueError) as err:
             raise ExportError(str(err)) from None
-        file = path / "model.keras" if path.is_dir() else path
         loaded = LoadedModel(keras_model, config, file, sha256_file(file))
     else:
         loaded = LoadedModel(model, _config_from_model(model), None, None)

@@ -82,7 +82,7 @@ def open_source(spec: str | None, *, config: dict[str, Any], split: str, size: i
         if not folder.is_dir():
             raise ExportError(f"{folder} is a file; pass a folder of images or a source name")
         source = ImageFolder(folder)
-        desc = {"source": "folder", "data_dir": str(folder), "split": "all"}
+        desc = {"source": str(folder), "kind": "folder", "split": "all"}
     else:
         options: dict[str, Any] = {"split": split, "size": size, "seed": seed}
         if data_dir is not None:
@@ -93,9 +93,9 @@ def open_source(spec: str | None, *, config: dict[str, Any], split: str, size: i
         except (ValueError, FileNotFoundError, OSError) as err:
             raise ExportError(f"cannot open data source {spec!r}: {err}") from None
     if len(source) == 0:
-        where = desc.get("data_dir", spec)
-        raise ExportError(f"data source {spec!r} ({where}) holds no usable images; "
-                          "point --calib/--calib-dir at a folder with images")
+        where = f" in {desc['data_dir']}" if desc.get("data_dir") and desc["data_dir"] != spec else ""
+        raise ExportError(f"data source {spec!r}{where} holds no images; point --calib "
+                          "(or --calib-dir / --verify-dir) at data with images")
     return source, desc
 
 
@@ -124,8 +124,15 @@ class CalibrationSet:
         return len(self.images)
 
     def batches(self, dtype: str = "uint8") -> Iterator[np.ndarray]:
-        """Yield (1, S, S, 3) input tensors in ``dtype`` (uint8 pixels, int8 = pixel - 128, float32)."""
-        for image in self.images:
+        """Yield (1, S, S, 3) input tensors in ``dtype`` (uint8 pixels, int8 = pixel - 128, float32).
+
+        The first image gets one black and one white pixel, so the calibrated input range is
+        exactly 0..255 and the quantized input step is exactly one pixel value (scale 1).
+        """
+        for i, image in enumerate(self.images):
+            if i == 0:
+                image = image.copy()
+                image[0, 0], image[0, 1] = 0, 255
             yield to_input(image[None], dtype)
 
 
@@ -163,8 +170,8 @@ def draw(source: Any, size: int, image_size: int, *, seed: int = 0,
     if skipped:
         log.warning("%s: skipped %d unreadable samples (first: %s)", what, len(skipped), skipped[0])
     if not pixels:
-        raise ExportError(f"the {what} source has no readable images ({len(skipped)} unreadable); "
-                          "pass another --calib source or fix the files")
+        raise ExportError(f"the {what} source has no readable images ({len(skipped)} unreadable, "
+                          f"first: {skipped[0] if skipped else '-'}); pass another source or fix the files")
     return np.stack(pixels), kept, skipped
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from export._graph import quiet_tensorflow, tf_function
+from export._graph import native_output_captured, quiet_tensorflow, tf_function
 from export._io import (
     IO_TYPES,
     PRECISIONS,
@@ -64,7 +64,9 @@ def convert_float(model: Any, size: int, input_dtype: str, opset: int) -> Any:
 
     fn = tf_function(model, size, input_dtype)
     try:
-        proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset)
+        with native_output_captured():
+            proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature,
+                                                     opset=opset)
     except Exception as err:
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         raise ExportError(f"tf2onnx could not convert the model at opset {opset} ({first}); "
@@ -89,11 +91,12 @@ def quantize_int8(float_path: Path, out_path: Path, calib: CalibrationSet, input
         pre = float_path
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
-    quantize_static(
-        str(pre), str(out_path), calibration_reader(calib, INPUT_NAME, input_dtype),
-        quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-        per_channel=per_channel, calibrate_method=calibrate,
-    )
+    with native_output_captured():
+        quantize_static(
+            str(pre), str(out_path), calibration_reader(calib, INPUT_NAME, input_dtype),
+            quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8, per_channel=per_channel, calibrate_method=calibrate,
+        )
 
 
 def set_metadata(proto: Any, values: dict[str, str]) -> None:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from export._graph import quiet_tensorflow, write_saved_model
+from export._graph import native_output_captured, quiet_tensorflow, write_saved_model
 from export._io import (
     IO_TYPES,
     PRECISIONS,
@@ -41,11 +41,12 @@ def representative_dataset(calib: CalibrationSet, dtype: str) -> Any:
     return lambda: ([batch] for batch in calib.batches(dtype))
 
 
-def quant_config(precision: str, calib: CalibrationSet | None, io: str) -> QuantConfig:
+def quant_config(precision: str, calib: CalibrationSet | None, io: str,
+                 graph_dtype: str | None = None) -> QuantConfig:
     """The QuantConfig for a precision name (int8 needs the calibration set)."""
     if precision == "int8":
         assert calib is not None
-        return QuantConfig.for_int8(representative_dataset(calib, io), io=io)
+        return QuantConfig.for_int8(representative_dataset(calib, graph_dtype or io), io=io)
     return {"fp32": QuantConfig.for_float32, "fp16": QuantConfig.for_float16,
             "dynamic": QuantConfig.for_dynamic}[precision]()
 
@@ -60,11 +61,15 @@ def convert(model: Any, size: int, config: QuantConfig, input_dtype: str) -> byt
         converter = tf.lite.TFLiteConverter.from_saved_model(str(folder))
         config.apply(converter)
         try:
-            return converter.convert()
+            with native_output_captured():
+                return converter.convert()
         except Exception as err:  # ConverterError: usually an op without a built-in kernel
-            first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-            raise ExportError(f"TFLite conversion failed ({first}); the model needs ops outside "
-                              "TFLite's built-in set, which edgeloc does not allow (no Flex ops)") from None
+            text = str(err).strip() or type(err).__name__
+            hint = ""
+            if any(k in text for k in ("Flex", "SELECT_TF_OPS", "not supported", "custom op")):
+                hint = ("; the model needs ops outside TFLite's built-in set, which edgeloc does not "
+                        "allow (no Flex ops): replace those layers")
+            raise ExportError(f"TFLite conversion failed ({text.splitlines()[0][:300]}){hint}") from None
 
 
 def check_builtin_only(data: bytes) -> list[str]:
@@ -77,6 +82,21 @@ def check_builtin_only(data: bytes) -> list[str]:
         raise ExportError(f"exported model uses non-built-in ops {bad}; these need TensorFlow's "
                           "Flex delegate, which edge interpreters lack")
     return ops
+
+
+# Accepted (scale, zero point) of the input tensor per --io: each maps pixels exactly.
+_EXACT_INPUT = {"uint8": ((0.0, 0), (1.0, 0)), "int8": ((0.0, 0), (1.0, -128)), "float32": ((0.0, 0),)}
+
+
+def check_input_quantization(data: bytes, io: str) -> None:
+    """The input must take contract pixels exactly (uint8 p, int8 p - 128, float p): no rescale."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    detail = Interpreter(model_content=data).get_input_details()[0]
+    scale, zero = detail["quantization"]
+    if (round(float(scale), 6), int(zero)) not in _EXACT_INPUT[io]:
+        raise RuntimeError(f"converted input has quantization scale {scale}, zero point {zero}; "
+                           f"the contract's {io} input needs one of {_EXACT_INPUT[io]}")
 
 
 def export_tflite(model: Any, out: str | Path | None = None, *, quantize: str = "none",
@@ -110,8 +130,13 @@ def export_tflite(model: Any, out: str | Path | None = None, *, quantize: str = 
 
         holdout = holdout_set(loaded, verify_data, data_dir=verify_dir, size=verify_size, seed=seed)
 
-    config = quant_config(precision, calibration if precision == "int8" else None, io)
-    data = convert(loaded.model, loaded.image_size, config, io)
+    # int8 models: the converter types a float 0..255 input as uint8 (scale 1, zero point 0)
+    # or int8 (pixel - 128) itself, since calibration pins the input range to exactly 0..255;
+    # the whole graph is then integer. Float models take io-typed pixels and cast them.
+    graph_dtype = "float32" if precision == "int8" else io
+    config = quant_config(precision, calibration if precision == "int8" else None, io, graph_dtype)
+    data = convert(loaded.model, loaded.image_size, config, graph_dtype)
+    check_input_quantization(data, io)
     ops = check_builtin_only(data)
     contract = make_contract(
         loaded, fmt="tflite", precision=precision, input_dtype=io,

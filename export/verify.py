@@ -70,7 +70,7 @@ def holdout_set(loaded: LoadedModel, spec: str | None = None, *, data_dir: str |
     """The test split of ``spec`` (default: the run's training source), with Keras predictions."""
     source, info = open_source(spec, config=loaded.config, split="test", size=size,
                                data_dir=data_dir, seed=seed)
-    if info["source"] == "folder":
+    if info.get("kind") == "folder":
         raise ExportError("verification needs true boxes; pass --verify-data SOURCE (a data source "
                           "with boxes, e.g. voc with --verify-dir) or --no-verify")
     pixels, samples, _ = draw(source, min(size, len(source)), loaded.image_size, seed=seed,
@@ -114,9 +114,11 @@ class Verification:
 
 def run_exported(path: Path, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Raw (box, score) of an exported file through the runtime's Localizer."""
+    from export._graph import native_output_captured
     from runtime.localizer import Localizer
 
-    loc = Localizer.load(path, threads=1)
+    with native_output_captured():  # XNNPACK announces itself on stderr
+        loc = Localizer.load(path, threads=1)
     boxes, scores = [], []
     for i in range(0, len(pixels), _BATCH):
         box, score = loc.invoke(pixels[i : i + _BATCH])
