@@ -145,6 +145,23 @@ def render_table(rows: list[Row], model: str) -> Any:
     return table
 
 
+def latency_table(report: dict[str, Any]) -> Any:
+    """The ``--profile pi`` cells of each side: status and p50 (arm64 ones EMULATED)."""
+    from rich.table import Table
+
+    table = Table(title="benchmarks.latency --profile pi", caption=f"arm64 ms: {EMULATED}")
+    for col in ("run", "variant", "backend", "threads", "status", "p50 ms"):
+        table.add_column(col, justify="right" if col in ("threads", "p50 ms") else "left")
+    runs = [("x86", report["latency"].get("x86"))] + [
+        (f"arm64 {k} (EMULATED)", v["result"]) for k, v in report["latency"]["arm64"].items()]
+    for name, result in runs:
+        for cell in (result or {}).get("cells", []):
+            p50 = (cell.get("latency_ms") or {}).get("p50")
+            table.add_row(name, str(cell.get("variant")), str(cell.get("backend")),
+                          str(cell.get("threads") or "-"), str(cell.get("status")), _fmt(p50, ".2f"))
+    return table
+
+
 def markdown_table(rows: list[Row]) -> str:
     """The comparison as a Markdown table (for BENCHMARKS.md)."""
     head = ("| model | board | image | label | score x86 | score arm64 | box x86 (px) | "
@@ -233,90 +250,136 @@ def _host_run(repo: Path, args: list[str], timeout: float = 300) -> subprocess.C
         return subprocess.CompletedProcess(args, 124, "", f"timed out after {timeout:.0f} s")
 
 
-def latency_args(model: Path, runs: int, out: Path) -> list[str]:
-    """``benchmarks.latency`` with the Raspberry Pi preset, shortened to ``runs`` timed calls."""
-    return ["-m", "benchmarks.latency", "--profile", "pi", "--model", str(model),
-            "--runs", str(runs), "--warmup", "1", "--json", str(out)]
+def latency_args(models: Path, runs: int, out: Path, device: str) -> list[str]:
+    """``benchmarks.latency --profile pi`` on a models folder, shortened to ``runs`` timed calls."""
+    return ["-m", "benchmarks.latency", "--profile", "pi", "--model", str(models), "--runs",
+            str(runs), "--warmup", "1", "--out", str(out), "--no-plots", "--device-name", device]
 
 
-def run(models: list[Path], *, cpus: list[str], repo: Path = REPO, cache: Path = REPO / ".cache/arm64",
-        out: Path = REPO / "results/arm64_check.json", iou_min: float = IOU_MIN,
-        score_tol: float = SCORE_TOL, latency_runs: int = 3) -> dict[str, Any]:
-    """Build the emulated Pi, run both sides, compare; the report (``passed`` says it all)."""
+@dataclass
+class Check:
+    """What one check run compares and where it writes."""
+
+    models: list[Path]
+    suites: list[str]
+    cpus: list[str]
+    repo: Path
+    work: Path
+    images: list[Path]
+    iou_min: float
+    score_tol: float
+    report: dict[str, Any] = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
+
+    def fail(self, text: str) -> None:
+        """Record a run that did not complete."""
+        self.report["failures"].append(text)
+
+
+def run(models: list[Path], *, suites: list[str], cpus: list[str], repo: Path = REPO,
+        cache: Path = REPO / ".cache/arm64", out: Path = REPO / "results/arm64_check.json",
+        iou_min: float = IOU_MIN, score_tol: float = SCORE_TOL, latency_runs: int = 3
+        ) -> tuple[dict[str, Any], list[Row]]:
+    """Build the emulated Pis, run both sides, compare; (report, rows); ``report["passed"]``."""
     t0 = time.perf_counter()
-    boards = [arm64_root.get_cpu(c) for c in cpus]
-    guest = arm64_root.prepare(cache, repo, models)
+    userlands = [arm64_root.get_userland(s) for s in suites]
+    boards = {c: arm64_root.get_cpu(c) for c in cpus}
+    guests = [arm64_root.prepare(cache, repo, models, u) for u in userlands]  # ArmRootError
     setup_s = time.perf_counter() - t0
     work = cache.resolve() / "run"
-    images = make_images(work / "images")
-    report: dict[str, Any] = {
+    check = Check(models, suites, cpus, repo, work, make_images(work / "images"), iou_min, score_tol)
+    check.report = {
         "schema": "edgeloc.arm64_check", "schema_version": 1,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": "python -m benchmarks.arm64_check " + " ".join(sys.argv[1:]),
         "thresholds": {"iou_min": iou_min, "score_tol": score_tol},
-        "host": {"machine": platform.machine(), "python": platform.python_version()},
-        "arm64": {"emulated": True, "timing_note": EMULATED, "userland":
-                  f"Debian {arm64_root.SUITE} arm64, Python {arm64_root.PYTHON}",
-                  "boards": {c: asdict(b) for c, b in zip(cpus, boards)}},
-        "failures": [], "rows": [], "latency": {"x86": {}, "arm64": {}},
+        "images": [p.name for p in check.images],
+        "x86": {"machine": platform.machine(), "python": platform.python_version()},
+        "arm64": {"emulated": True, "timing_note": EMULATED,
+                  "boards": {c: asdict(b) for c, b in boards.items()}, "userlands": {}},
+        "failures": [], "latency": {"x86": None, "arm64": {}},
     }
-    probe = guest.run(boards[0], ["-c", arm64_root.PROBE])
-    if probe.returncode != 0:
-        report["failures"].append(f"arm64 runtime dependencies do not import:\n{_tail(probe)}")
-    else:
-        report["arm64"]["versions"] = json.loads(probe.stdout.strip().splitlines()[-1])
-    rows: list[Row] = []
-    for model, guest_model in zip(models, guest.models):
-        x86_out = work / f"x86-{model.name}.jsonl"
-        proc = _host_run(repo, ["-m", "runtime.infer", "--model", str(model),
-                                *map(str, images), "--out", str(x86_out)])
-        if proc.returncode != 0:
-            report["failures"].append(f"x86 runtime.infer {model.name} failed:\n{_tail(proc)}")
-            continue
-        for name, board in zip(cpus, boards):
-            arm_out = work / f"arm64-{name}-{model.name}.jsonl"
-            arm_out.unlink(missing_ok=True)
-            proc = guest.run(board, ["-m", "runtime.infer", "--model", str(guest_model),
-                                     *map(str, images), "--out", str(arm_out)])
-            if proc.returncode != 0 or not arm_out.exists():
-                report["failures"].append(
-                    f"arm64 ({name}) runtime.infer {model.name} failed (exit {proc.returncode}):"
-                    f"\n{_tail(proc)}")
-                continue
-            rows += compare(read_jsonl(x86_out), read_jsonl(arm_out), model=model.name, cpu=name,
-                            iou_min=iou_min, score_tol=score_tol)
+    x86 = _x86_runs(check)
+    for guest in guests:
+        _arm_runs(check, guest, boards, x86)
     if latency_runs > 0:
-        _latency(report, guest, repo, models, cpus, boards, work, latency_runs)
-    report["rows"] = [{**asdict(r), "ok": r.ok} for r in rows]
-    report["passed"] = bool(rows) and all(r.ok for r in rows) and not report["failures"]
+        _latency(check, guests, boards, latency_runs)
+    report = check.report
+    report["rows"] = [{**asdict(r), "ok": r.ok} for r in check.rows]
+    report["passed"] = bool(check.rows) and all(r.ok for r in check.rows) and not report["failures"]
     report["setup_s"] = round(setup_s, 1)
     report["total_s"] = round(time.perf_counter() - t0, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    report["_rows"] = rows
-    return report
+    return report, check.rows
 
 
-def _latency(report: dict[str, Any], guest: arm64_root.Guest, repo: Path, models: list[Path],
-             cpus: list[str], boards: list[arm64_root.CpuProfile], work: Path, runs: int) -> None:
-    """Run the ``--profile pi`` latency preset on both sides; arm64 results marked emulated."""
-    for model, guest_model in zip(models, guest.models):
-        x86_json = work / f"latency-x86-{model.name}.json"
-        proc = _host_run(repo, latency_args(model, runs, x86_json))
+def _infer_args(model: Path, images: list[Path], out: Path) -> list[str]:
+    return ["-m", "runtime.infer", "--model", str(model), *map(str, images), "--out", str(out)]
+
+
+def _x86_runs(check: Check) -> dict[str, list[dict[str, Any]]]:
+    """``runtime.infer`` on the host for each model: model name -> records."""
+    results = {}
+    for model in check.models:
+        out = check.work / f"x86-{model.name}.jsonl"
+        proc = _host_run(check.repo, _infer_args(model, check.images, out))
         if proc.returncode != 0:
-            report["failures"].append(f"x86 latency --profile pi {model.name} failed:\n{_tail(proc)}")
+            check.fail(f"x86 runtime.infer {model.name} failed (exit {proc.returncode}):\n{_tail(proc)}")
         else:
-            report["latency"]["x86"][model.name] = json.loads(x86_json.read_text())
-        for name, board in zip(cpus, boards):
-            arm_json = work / f"latency-arm64-{name}-{model.name}.json"
-            arm_json.unlink(missing_ok=True)
-            proc = guest.run(board, latency_args(guest_model, runs, arm_json))
-            if proc.returncode != 0 or not arm_json.exists():
-                report["failures"].append(f"arm64 ({name}) latency --profile pi {model.name} "
-                                          f"failed (exit {proc.returncode}):\n{_tail(proc)}")
-                continue
-            report["latency"]["arm64"].setdefault(name, {})[model.name] = mark_emulated(
-                json.loads(arm_json.read_text()))
+            results[model.name] = read_jsonl(out)
+    return results
+
+
+def _arm_runs(check: Check, guest: arm64_root.Guest, boards: dict[str, arm64_root.CpuProfile],
+              x86: dict[str, list[dict[str, Any]]]) -> None:
+    """Probe the emulated userland, then ``runtime.infer`` per board and model, compared to x86."""
+    suite = guest.userland.suite
+    probe = guest.run(next(iter(boards.values())), ["-c", arm64_root.PROBE])
+    if probe.returncode != 0:
+        check.fail(f"arm64 {suite}: runtime dependencies do not import:\n{_tail(probe)}")
+        return
+    versions = json.loads(probe.stdout.strip().splitlines()[-1])
+    check.report["arm64"]["userlands"][suite] = {**asdict(guest.userland), "versions": versions}
+    for name, board in boards.items():
+        target = f"{name} {suite}"
+        for model, guest_model in zip(check.models, guest.models):
+            out = check.work / f"arm64-{suite}-{name}-{model.name}.jsonl"
+            out.unlink(missing_ok=True)
+            proc = guest.run(board, _infer_args(guest_model, check.images, out))
+            if proc.returncode != 0 or not out.exists():
+                check.fail(f"arm64 ({target}) runtime.infer {model.name} failed (exit "
+                           f"{proc.returncode}):\n{_tail(proc)}")
+            elif model.name in x86:
+                check.rows += compare(x86[model.name], read_jsonl(out), model=model.name, cpu=target,
+                                      iou_min=check.iou_min, score_tol=check.score_tol)
+
+
+def _latency(check: Check, guests: list[arm64_root.Guest],
+             boards: dict[str, arm64_root.CpuProfile], runs: int) -> None:
+    """The ``--profile pi`` preset on x86 and on the first board of each userland (emulated)."""
+    models_dir = guests[0].models[0].parent  # the copies of --models, all in one folder
+    out = check.work / "latency-x86.json"
+    proc = _host_run(check.repo, latency_args(models_dir, runs, out, "x86 host"))
+    if proc.returncode != 0 or not out.exists():
+        check.fail(f"x86 latency --profile pi failed (exit {proc.returncode}):\n{_tail(proc)}")
+    else:
+        check.report["latency"]["x86"] = json.loads(out.read_text())
+    name, board = next(iter(boards.items()))
+    for guest in guests:
+        target = f"{name} {guest.userland.suite}"
+        out = check.work / f"latency-arm64-{guest.userland.suite}-{name}.json"
+        out.unlink(missing_ok=True)
+        proc = guest.run(board, latency_args(guest.models[0].parent, runs, out,
+                                             f"arm64 {target} EMULATED"))
+        if proc.returncode != 0 or not out.exists():
+            check.fail(f"arm64 ({target}) latency --profile pi failed (exit {proc.returncode}):"
+                       f"\n{_tail(proc)}")
+            continue
+        result = json.loads(out.read_text())
+        if not any(c.get("status") == "ok" for c in result.get("cells", [])):
+            check.fail(f"arm64 ({target}) latency --profile pi measured no cell: {out}")
+        check.report["latency"]["arm64"][target] = mark_emulated(result)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
                                      .split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
                         help="model files or folders (default: the int8 default models)")
+    parser.add_argument("--suites", default="bookworm",
+                        help=f"Debian userlands, comma-separated ({', '.join(arm64_root.USERLANDS)})")
     parser.add_argument("--cpus", default="pi5,pi4",
                         help=f"emulated boards, comma-separated ({', '.join(arm64_root.CPUS)})")
     parser.add_argument("--iou-min", type=float, default=IOU_MIN)
@@ -345,8 +410,13 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 120)
     try:
         cpus = [c.strip() for c in args.cpus.split(",") if c.strip()]
+        suites = [c.strip() for c in args.suites.split(",") if c.strip()]
         for c in cpus:
             arm64_root.get_cpu(c)
+        for c in suites:
+            arm64_root.get_userland(c)
+        if not cpus or not suites:
+            raise ValueError("--cpus and --suites need at least one name each")
         repo = args.repo.resolve()
         if not (repo / "runtime").is_dir():
             raise ValueError(f"--repo {args.repo} has no runtime/ folder; pass a project checkout")
@@ -355,14 +425,15 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]error:[/] {err}")
         return 2
     try:
-        report = run(models, cpus=cpus, repo=repo, cache=args.cache, out=args.out,
+        report, rows = run(models, suites=suites, cpus=cpus, repo=repo, cache=args.cache, out=args.out,
                      iou_min=args.iou_min, score_tol=args.score_tol, latency_runs=args.latency_runs)
     except arm64_root.ArmRootError as err:
         console.print(f"[red]arm64 check FAILED: could not prepare the emulated Pi[/]\n{err}")
         return 1
-    rows = report.pop("_rows")
     for model in dict.fromkeys(r.model for r in rows):
         console.print(render_table(rows, model))
+    if report["latency"].get("x86") or report["latency"]["arm64"]:
+        console.print(latency_table(report))
     if args.markdown:
         args.markdown.write_text(markdown_table(rows))
     for failure in report["failures"]:

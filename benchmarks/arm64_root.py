@@ -17,9 +17,11 @@ import json
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from dataclasses import dataclass
 from importlib import metadata
@@ -27,21 +29,50 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SUITE = "bookworm"  # what Raspberry Pi OS 64-bit (2023-2025 images) is built on
-PYTHON = "3.11"  # bookworm's python3
-ROOT_PACKAGES = (f"python{PYTHON}", "libstdc++6", "libgcc-s1", "zlib1g")  # + what apt resolves
+LIBS = ("libstdc++6", "libgcc-s1", "zlib1g")  # what the wheels need beyond python; apt adds the rest
 MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 # LiteRT's aarch64 wheel is manylinux_2_27: with only 2_28 pip rejects it.
 PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux2014_aarch64",
              "manylinux_2_17_aarch64")
-TARGET_ENV = {  # PEP 508 marker environment of the Pi's Python
-    "implementation_name": "cpython", "os_name": "posix", "platform_machine": "aarch64",
-    "platform_python_implementation": "CPython", "platform_system": "Linux",
-    "python_full_version": f"{PYTHON}.2", "python_version": PYTHON, "sys_platform": "linux",
-}
 APP_DIRS = ("runtime", "benchmarks")  # the project code a Pi user runs
+
+
+@dataclass(frozen=True)
+class Userland:
+    """A Debian release that a Raspberry Pi OS 64-bit image is built on.
+
+    Attributes:
+        suite: Debian codename.
+        python: its ``python3`` version (major.minor).
+        pi_os: the Raspberry Pi OS images built on it.
+    """
+
+    suite: str
+    python: str
+    pi_os: str
+
+    @property
+    def marker_env(self) -> dict[str, str]:
+        """PEP 508 marker environment of this userland's Python on a Pi."""
+        return {"implementation_name": "cpython", "os_name": "posix", "platform_machine": "aarch64",
+                "platform_python_implementation": "CPython", "platform_system": "Linux",
+                "python_full_version": f"{self.python}.0", "python_version": self.python,
+                "sys_platform": "linux"}
+
+
+USERLANDS: dict[str, Userland] = {
+    "bookworm": Userland("bookworm", "3.11", "Raspberry Pi OS 64-bit, 2023-10 to 2025-10 images"),
+    "trixie": Userland("trixie", "3.13", "Raspberry Pi OS 64-bit, images since 2025-10"),
+}
+
+
+def get_userland(name: str) -> Userland:
+    """Look up a userland by Debian codename."""
+    if name not in USERLANDS:
+        raise ValueError(f"unknown Debian suite {name!r}; valid: {', '.join(USERLANDS)}")
+    return USERLANDS[name]
 
 
 class ArmRootError(RuntimeError):
@@ -100,7 +131,8 @@ def parse_apt_simulation(text: str) -> list[str]:
     return [line.split()[1] for line in text.splitlines() if line.startswith("Inst ")]
 
 
-def runtime_requirements(pyproject: Path, pins: dict[str, str] | None = None) -> list[str]:
+def runtime_requirements(pyproject: Path, pins: dict[str, str] | None = None,
+                         userland: Userland = USERLANDS["bookworm"]) -> list[str]:
     """The ``dependencies`` + ``[runtime]`` requirements that apply on aarch64 Linux.
 
     ``pins`` maps a distribution name to a version (the host's); a requirement whose
@@ -116,7 +148,7 @@ def runtime_requirements(pyproject: Path, pins: dict[str, str] | None = None) ->
     out = []
     for line in lines:
         req = Requirement(line)
-        if req.marker is not None and not req.marker.evaluate(TARGET_ENV):
+        if req.marker is not None and not req.marker.evaluate(userland.marker_env):
             continue
         if "edgeloc" == canonicalize_name(req.name):
             continue
@@ -165,20 +197,20 @@ def _run(cmd: list[str], what: str, *, cwd: Path | None = None, timeout: float =
     return proc.stdout
 
 
-def sources_list(mirror: str = MIRROR) -> str:
-    """apt sources for Debian SUITE arm64 (main, updates; security from Debian's own host)."""
-    lines = [f"{mirror} {SUITE} main", f"{mirror} {SUITE}-updates main",
-             f"{SECURITY_MIRROR} {SUITE}-security main"]
+def sources_list(suite: str, mirror: str = MIRROR) -> str:
+    """apt sources for Debian ``suite`` arm64 (main, updates; security from Debian's own host)."""
+    lines = [f"{mirror} {suite} main", f"{mirror} {suite}-updates main",
+             f"{SECURITY_MIRROR} {suite}-security main"]
     return "".join(f"deb [arch=arm64 signed-by={DEBIAN_KEYRING}] {line}\n" for line in lines)
 
 
-def apt_options(cache: Path, mirror: str) -> list[str]:
+def apt_options(cache: Path, suite: str, mirror: str) -> list[str]:
     """apt-get options for a private arm64 apt state under ``cache/apt`` (host apt untouched)."""
     apt = cache / "apt"
     for sub in ("lists/partial", "cache/archives/partial", "sources.list.d"):
         (apt / sub).mkdir(parents=True, exist_ok=True)
     (apt / "status").touch()  # nothing installed: apt resolves the full dependency closure
-    (apt / "sources.list").write_text(sources_list(mirror))
+    (apt / "sources.list").write_text(sources_list(suite, mirror))
     opts = {
         "APT::Architecture": "arm64", "APT::Architectures": "arm64",
         "Dir::State": apt, "Dir::State::Lists": apt / "lists", "Dir::State::status": apt / "status",
@@ -191,23 +223,26 @@ def apt_options(cache: Path, mirror: str) -> list[str]:
     return [arg for k, v in opts.items() for arg in ("-o", f"{k}={v}")]
 
 
-def build_root(cache: Path, *, mirror: str = MIRROR) -> Path:
-    """Debian bookworm arm64 with Python 3.11 unpacked in ``cache/root`` (cached)."""
+def build_root(cache: Path, userland: Userland, *, mirror: str = MIRROR) -> Path:
+    """Debian ``userland.suite`` arm64 with its Python unpacked in ``cache/root`` (cached)."""
     root, stamp = cache / "root", cache / "root.json"
-    key = _digest({"suite": SUITE, "packages": ROOT_PACKAGES, "mirror": mirror})
-    if _stamp_ok(stamp, key) and (root / "usr/bin" / f"python{PYTHON}").exists():
+    python = f"python{userland.python}"
+    wanted = (python, *LIBS)
+    key = _digest({"suite": userland.suite, "packages": wanted, "mirror": mirror})
+    if _stamp_ok(stamp, key) and (root / "usr/bin" / python).exists():
         return root
     if not DEBIAN_KEYRING.exists():
         raise ArmRootError(f"{DEBIAN_KEYRING} is missing: apt-get install debian-archive-keyring")
-    opts = apt_options(cache, mirror)
-    log.info("arm64 root: apt-get update (%s %s arm64)", mirror, SUITE)
-    _run(["apt-get", *opts, "--error-on=any", "update"], f"apt-get update for Debian {SUITE} arm64 (is {mirror} "
-         "reachable? the arm64 check needs Debian's package registry)", timeout=300)
-    sim = _run(["apt-get", *opts, "-s", "install", *ROOT_PACKAGES],
-               f"apt-get resolving {' '.join(ROOT_PACKAGES)} for arm64")
+    opts = apt_options(cache, userland.suite, mirror)
+    log.info("arm64 root: apt-get update (%s %s arm64)", mirror, userland.suite)
+    _run(["apt-get", *opts, "--error-on=any", "update"],
+         f"apt-get update for Debian {userland.suite} arm64 (is {mirror} reachable? the arm64 "
+         "check needs Debian's package registry)", timeout=300)
+    sim = _run(["apt-get", *opts, "-s", "install", *wanted],
+               f"apt-get resolving {' '.join(wanted)} for arm64")
     packages = parse_apt_simulation(sim)
-    if f"python{PYTHON}" not in packages:
-        raise ArmRootError(f"apt did not resolve python{PYTHON} for arm64:\n{sim[-800:]}")
+    if python not in packages:
+        raise ArmRootError(f"apt did not resolve {python} for arm64:\n{sim[-800:]}")
     debs = cache / "debs"
     shutil.rmtree(debs, ignore_errors=True)
     debs.mkdir(parents=True)
@@ -218,21 +253,24 @@ def build_root(cache: Path, *, mirror: str = MIRROR) -> Path:
     stamp.unlink(missing_ok=True)
     for deb in sorted(debs.glob("*.deb")):
         _run(["dpkg-deb", "-x", str(deb), str(root)], f"unpacking {deb.name}")
+    for top in ("bin", "sbin", "lib"):  # merged /usr: trixie packages ship only usr/lib etc.
+        if not (root / top).exists() and (root / "usr" / top).is_dir():
+            (root / top).symlink_to(f"usr/{top}")
     stamp.write_text(json.dumps({"key": key, "packages": sorted(p.name for p in debs.glob("*.deb"))},
                                 indent=1))
     return root
 
 
-def _pip_target_flags() -> list[str]:
-    flags = ["--only-binary=:all:", "--python-version", PYTHON, "--implementation", "cp",
-             "--abi", "cp" + PYTHON.replace(".", "")]
+def _pip_target_flags(python: str) -> list[str]:
+    flags = ["--only-binary=:all:", "--python-version", python, "--implementation", "cp",
+             "--abi", "cp" + python.replace(".", "")]
     return flags + [arg for plat in PLATFORMS for arg in ("--platform", plat)]
 
 
-def install_wheels(cache: Path, root: Path, requirements: list[str]) -> Path:
+def install_wheels(cache: Path, root: Path, requirements: list[str], python: str) -> Path:
     """The aarch64 wheels of ``requirements`` (and their dependencies) in ROOT/opt/edgeloc/site."""
     site, stamp = root / "opt/edgeloc/site", root / "opt/edgeloc/site.json"
-    key = _digest({"requirements": sorted(requirements), "platforms": PLATFORMS})
+    key = _digest({"requirements": sorted(requirements), "platforms": PLATFORMS, "python": python})
     if _stamp_ok(stamp, key) and site.is_dir():
         return site
     wheels = cache / "wheels" / key
@@ -241,7 +279,7 @@ def install_wheels(cache: Path, root: Path, requirements: list[str]) -> Path:
         wheels.mkdir(parents=True)
         log.info("arm64 wheels: pip download %s", " ".join(requirements))
         _run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
-              *_pip_target_flags(), "-d", str(wheels), *requirements],
+              *_pip_target_flags(python), "-d", str(wheels), *requirements],
              "pip download of the aarch64 wheels (is the package index reachable? every "
              "runtime dependency must have a manylinux aarch64 wheel)", timeout=600)
         (wheels / "complete").touch()
@@ -249,7 +287,7 @@ def install_wheels(cache: Path, root: Path, requirements: list[str]) -> Path:
     stamp.unlink(missing_ok=True)
     files = sorted(str(p) for p in wheels.glob("*.whl"))
     _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-          "--no-index", "--no-deps", "--target", str(site), *_pip_target_flags(), *files],
+          "--no-index", "--no-deps", "--target", str(site), *_pip_target_flags(python), *files],
          "pip install --target of the aarch64 wheels")
     stamp.write_text(json.dumps({"key": key, "wheels": [Path(f).name for f in files]}, indent=1))
     return site
@@ -289,15 +327,39 @@ class Guest:
     """A ready emulated Pi: run ``python -m MODULE`` in it with ``run_module``."""
 
     qemu: Path
+    userland: Userland
     root: Path
     site: Path
     app: Path
     models: list[Path]  # the models' copies inside the root
 
+    @property
+    def python(self) -> Path:
+        """The arm64 interpreter inside the root."""
+        return self.root / "usr/bin" / f"python{self.userland.python}"
+
+    @property
+    def launcher(self) -> Path:
+        """A host script that starts the emulated Python: the guest's ``sys.executable``."""
+        return self.python.with_name(self.python.name + "-qemu")
+
     def command(self, cpu: CpuProfile, args: list[str]) -> list[str]:
-        """The host command line that runs ``python3.11 ARGS`` on the emulated board."""
-        python = self.root / "usr/bin" / f"python{PYTHON}"
-        return [str(self.qemu), "-cpu", cpu.qemu_cpu, "-L", str(self.root), str(python), *args]
+        """The host command line that runs ``python ARGS`` on the emulated board."""
+        return [str(self.qemu), "-cpu", cpu.qemu_cpu, "-L", str(self.root), "-0", str(self.launcher),
+                str(self.python), *args]
+
+    def set_board(self, cpu: CpuProfile) -> None:
+        """Make the root look like ``cpu``: its /proc/cpuinfo and the launcher's qemu CPU.
+
+        Without binfmt_misc the guest cannot exec an arm64 binary, so a Python that starts
+        ``sys.executable`` (benchmarks.latency runs each cell in a subprocess) would fail;
+        ``-0 LAUNCHER`` makes that a host script which starts qemu again, as binfmt would.
+        """
+        (self.root / "proc").mkdir(exist_ok=True)
+        (self.root / "proc/cpuinfo").write_text(cpuinfo_text(cpu))
+        self.launcher.write_text("#!/bin/sh\n# qemu launcher written by benchmarks.arm64_root\n"
+                                 f'exec {shlex.join(self.command(cpu, []))} "$@"\n')
+        self.launcher.chmod(0o755)
 
     def env(self) -> dict[str, str]:
         """A clean environment: nothing from the host's Python leaks in."""
@@ -308,8 +370,7 @@ class Guest:
     def run(self, cpu: CpuProfile, args: list[str], *, timeout: float = 300
             ) -> subprocess.CompletedProcess[str]:
         """Run python with ``args`` on the emulated ``cpu`` (cwd = the app folder)."""
-        (self.root / "proc").mkdir(exist_ok=True)
-        (self.root / "proc/cpuinfo").write_text(cpuinfo_text(cpu))
+        self.set_board(cpu)
         cmd = self.command(cpu, args)
         log.debug("$ %s", " ".join(cmd))
         try:
@@ -328,18 +389,24 @@ PROBE = ("import json, platform, numpy, cv2, onnxruntime, ai_edge_litert, sys; "
          "is not None}))")
 
 
-def prepare(cache: Path, repo: Path, models: list[Path], *, mirror: str = MIRROR) -> Guest:
+def prepare(cache: Path, repo: Path, models: list[Path], userland: Userland, *,
+            mirror: str = MIRROR) -> Guest:
     """Build (or reuse) the root, the wheels and the app copy; return the runnable guest."""
     from packaging.requirements import Requirement
 
     if platform.machine() != "x86_64":
         log.warning("host is %s, not x86_64: this check is meant for x86 CI", platform.machine())
     qemu = find_qemu()
-    cache, repo = cache.resolve(), repo.resolve()  # apt and qemu need absolute paths
+    cache = cache.resolve() / userland.suite  # apt and qemu need absolute paths
     cache.mkdir(parents=True, exist_ok=True)
-    root = build_root(cache, mirror=mirror)
-    pyproject = repo / "pyproject.toml"
-    names = [Requirement(r).name for r in runtime_requirements(pyproject)]
-    site = install_wheels(cache, root, runtime_requirements(pyproject, host_versions(names)))
-    app, guest_models = install_app(root, repo, models)
-    return Guest(qemu, root, site, app, guest_models)
+    t0 = time.perf_counter()
+    root = build_root(cache, userland, mirror=mirror)
+    t1 = time.perf_counter()
+    pyproject = repo.resolve() / "pyproject.toml"
+    names = [Requirement(r).name for r in runtime_requirements(pyproject, userland=userland)]
+    site = install_wheels(cache, root, runtime_requirements(pyproject, host_versions(names), userland),
+                          userland.python)
+    app, guest_models = install_app(root, repo.resolve(), models)
+    log.info("arm64 %s ready: root %.1f s, wheels %.1f s", userland.suite, t1 - t0,
+             time.perf_counter() - t1)
+    return Guest(qemu, userland, root, site, app, guest_models)

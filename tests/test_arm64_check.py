@@ -107,7 +107,7 @@ def test_unknown_cpu_lists_the_valid_names() -> None:
 
 
 def test_sources_list_is_bookworm_arm64_signed() -> None:
-    text = root.sources_list()
+    text = root.sources_list("bookworm")
     assert text.count("deb [arch=arm64 signed-by=") == 3 and "bookworm-security" in text
 
 
@@ -136,3 +136,23 @@ def test_make_images_is_deterministic_and_decodable(tmp_path: Path) -> None:
         assert a.read_bytes() == b.read_bytes()
         image = cv2.imread(str(a))
         assert image is not None and image.shape[2] == 3
+
+
+def test_latency_table_marks_arm64_cells_emulated() -> None:
+    cell = {"variant": "m.tflite", "backend": "ai_edge_litert", "threads": 4, "status": "ok",
+            "latency_ms": {"p50": 12.5}}
+    report = {"latency": {"x86": {"cells": [cell]},
+                          "arm64": {"pi5 bookworm": check.mark_emulated({"cells": [cell]})}}}
+    table = check.latency_table(report)
+    assert table.row_count == 2
+    assert [c for c in table.columns if c.header == "run"][0]._cells == [
+        "x86", "arm64 pi5 bookworm (EMULATED)"]
+
+
+@pytest.mark.parametrize("name", sorted(root.USERLANDS))
+def test_userland_requirements_resolve_for_its_python(name: str) -> None:
+    userland = root.get_userland(name)
+    assert userland.marker_env["python_version"] == userland.python
+    assert root.runtime_requirements(REPO / "pyproject.toml", userland=userland)
+    with pytest.raises(ValueError, match="bookworm"):
+        root.get_userland("buster")
