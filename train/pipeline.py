@@ -75,7 +75,7 @@ class Augment:
         scale: window side range as a share of the image side (above 1 zooms out).
         aspect: max log-ratio between the window's x and y scales.
         outside: how far (share of the image side) a window may reach past the image;
-            the part outside is filled with a random grey.
+            the part outside is filled with ``fill`` (a grey level; None: a random grey).
         flip: probability of a horizontal flip.
         color: probability of brightness/contrast/saturation/hue jitter.
         color_strength: scales the jitter ranges (1.0: +-30% contrast, +-40 brightness).
@@ -87,6 +87,7 @@ class Augment:
     scale: tuple[float, float] = (0.6, 1.2)
     aspect: float = 0.15
     outside: float = 0.15
+    fill: int | None = None
     flip: float = 0.5
     color: float = 0.8
     color_strength: float = 0.8
@@ -94,14 +95,14 @@ class Augment:
     noise: float = 0.2
 
     @classmethod
-    def geometry_only(cls) -> Augment:
+    def geometry_only(cls, **changes: Any) -> Augment:
         """Only the box-moving augmentations."""
-        return cls(color=0.0, blur=0.0, noise=0.0)
+        return cls(**{"color": 0.0, "blur": 0.0, "noise": 0.0, **changes})
 
     @classmethod
-    def photometric_only(cls) -> Augment:
+    def photometric_only(cls, **changes: Any) -> Augment:
         """Only augmentations that leave the box where it is."""
-        return cls(crop=0.0, flip=0.0)
+        return cls(**{"crop": 0.0, "flip": 0.0, **changes})
 
 
 def _axis_window(
@@ -134,7 +135,7 @@ def random_window(
     crop = image[max(y0, 0) : min(y1, height), max(x0, 0) : min(x1, width)]
     pads = (max(0, -y0), max(0, y1 - height), max(0, -x0), max(0, x1 - width))
     if any(pads):
-        grey = int(rng.integers(0, 256))
+        grey = int(rng.integers(0, 256)) if aug.fill is None else int(aug.fill)
         crop = cv2.copyMakeBorder(crop, *pads, cv2.BORDER_CONSTANT, value=(grey, grey, grey))
     if not present:
         return crop, box

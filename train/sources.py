@@ -61,6 +61,7 @@ class SourceOptions:
         negatives: share of synthetic samples with no object (label 0).
         multi: what to do with images holding several boxes: ``skip`` or ``largest``.
         val_fraction: share of a file dataset held out for validation/test.
+        cache_mb: file sources keep decoded images in memory up to this many MiB.
     """
 
     split: str = "train"
@@ -70,6 +71,7 @@ class SourceOptions:
     negatives: float = 0.0
     multi: str = "skip"
     val_fraction: float = 0.2
+    cache_mb: float = 1024.0
 
 
 SourceFactory = Callable[[SourceOptions], Source]

@@ -1,0 +1,197 @@
+"""Auto-label images with OpenCV Haar cascades into the selfie CSV layout.
+
+    python -m train.label --images DIR --cascade frontalface --out labels.csv [--largest]
+
+Writes ``image,bbox,label`` rows (``bbox`` = ``"[x1, y1, x2, y2]"`` in pixels, image paths
+relative to the CSV's folder), the layout ``--data csv`` reads, as the selfie reference
+design labelled its data. Images with zero or several detections are reported; with
+``--largest`` the largest detection is kept, with ``--keep-empty`` images without a
+detection are written with an empty box (negatives).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from train.files import IMAGE_EXTS, read_image
+
+# Cascade name -> (file in cv2.data.haarcascades, default label).
+CASCADES: dict[str, tuple[str, str]] = {
+    "frontalface": ("haarcascade_frontalface_default.xml", "face"),
+    "frontalface_alt2": ("haarcascade_frontalface_alt2.xml", "face"),
+    "frontalcatface": ("haarcascade_frontalcatface.xml", "cat"),
+    "frontalcatface_extended": ("haarcascade_frontalcatface_extended.xml", "cat"),
+}
+
+
+@dataclass
+class LabelReport:
+    """What a labelling run did; ``zero``/``several``/``unreadable`` list image paths."""
+
+    out: Path
+    total: int = 0
+    written: int = 0
+    labelled: int = 0
+    zero: list[str] = field(default_factory=list)
+    several: list[tuple[str, int]] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+
+def load_cascade(name: str) -> cv2.CascadeClassifier:
+    """The OpenCV Haar cascade registered as ``name``."""
+    if name not in CASCADES:
+        raise ValueError(f"unknown cascade {name!r}; valid: {', '.join(CASCADES)}")
+    if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
+        raise RuntimeError("this OpenCV has no Haar cascades (OpenCV 5 dropped them); install opencv-python-headless<5")
+    cascade = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, CASCADES[name][0]))
+    if cascade.empty():
+        raise RuntimeError(f"could not load the {name} cascade from {cv2.data.haarcascades}")
+    return cascade
+
+
+def detect(
+    cascade: cv2.CascadeClassifier, image: np.ndarray, *, min_size: int = 30,
+    scale_factor: float = 1.1, min_neighbors: int = 5,
+) -> np.ndarray:
+    """Detections in an RGB image as (N, 4) int x1, y1, x2, y2 pixels, largest first."""
+    gray = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+    found = cascade.detectMultiScale(
+        gray, scaleFactor=scale_factor, minNeighbors=min_neighbors, minSize=(min_size, min_size)
+    )
+    boxes = np.asarray(found, dtype=np.int64).reshape(-1, 4)  # (N, 4) x, y, w, h
+    boxes = boxes[np.argsort(-boxes[:, 2] * boxes[:, 3], kind="stable")]
+    boxes[:, 2:] += boxes[:, :2]
+    return boxes
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursive, by extension; content is checked on decode)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
+def run(
+    images: Path, cascade: str, out: Path, *, largest: bool = False, keep_empty: bool = False,
+    label: str | None = None, min_size: int = 30, scale_factor: float = 1.1, min_neighbors: int = 5,
+    progress: bool = False,
+) -> LabelReport:
+    """Label every image under ``images`` and write the CSV to ``out``."""
+    images, out = Path(images), Path(out)
+    if not images.is_dir():
+        raise ValueError(f"image folder {images} does not exist; pass --images DIR")
+    files = list_images(images)
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) under {images}")
+    detector = load_cascade(cascade)
+    label = label or CASCADES[cascade][1]
+    report = LabelReport(out=out, total=len(files))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[list[str]] = []
+    track = _progress(files, progress)
+    for path in track:
+        rel = Path(os.path.relpath(path.resolve(), out.parent.resolve())).as_posix()
+        try:
+            image = read_image(path)
+        except ValueError as err:
+            report.unreadable.append((str(path), str(err)))
+            continue
+        boxes = detect(detector, image, min_size=min_size, scale_factor=scale_factor, min_neighbors=min_neighbors)
+        if len(boxes) == 0:
+            report.zero.append(str(path))
+            if keep_empty:
+                rows.append([rel, "", label])
+            continue
+        if len(boxes) > 1:
+            report.several.append((str(path), len(boxes)))
+            if not largest:
+                continue
+        x1, y1, x2, y2 = (int(v) for v in boxes[0])
+        rows.append([rel, f"[{x1}, {y1}, {x2}, {y2}]", label])
+        report.labelled += 1
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image", "bbox", "label"])
+        writer.writerows(rows)
+    tmp.replace(out)
+    report.written = len(rows)
+    return report
+
+
+def _progress(files: list[Path], enabled: bool):  # type: ignore[no-untyped-def]
+    if not enabled:
+        return files
+    from rich.progress import track
+
+    return track(files, description="labelling", transient=True)
+
+
+def print_report(report: LabelReport, *, largest: bool, keep_empty: bool) -> None:
+    """A rich summary and a table of the images that need a look."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    problems = [(p, "no detection", "written as negative" if keep_empty else "skipped") for p in report.zero]
+    problems += [(p, f"{n} detections", "largest kept" if largest else "skipped") for p, n in report.several]
+    problems += [(p, err, "skipped") for p, err in report.unreadable]
+    if problems:
+        table = Table(title=f"images to check ({len(problems)})")
+        for col in ("image", "problem", "action"):
+            table.add_column(col)
+        for row in problems[:30]:
+            table.add_row(*row)
+        if len(problems) > 30:
+            table.add_row(f"... and {len(problems) - 30} more", "", "")
+        console.print(table)
+    summary = Table(title="labelling summary", show_header=False)
+    for key, value in (
+        ("images", report.total), ("labelled (one box)", report.labelled),
+        ("no detection", len(report.zero)), ("several detections", len(report.several)),
+        ("unreadable", len(report.unreadable)), ("rows written", report.written), ("CSV", str(report.out)),
+    ):
+        summary.add_row(key, str(value))
+    console.print(summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(prog="python -m train.label", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", required=True, type=Path, help="folder of images (searched recursively)")
+    parser.add_argument("--cascade", required=True, choices=sorted(CASCADES), help="OpenCV Haar cascade")
+    parser.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    parser.add_argument("--largest", action="store_true", help="keep the largest of several detections")
+    parser.add_argument("--keep-empty", action="store_true", help="write images without detection as negatives")
+    parser.add_argument("--label", help="class name to write (default: face or cat, from the cascade)")
+    parser.add_argument("--min-size", type=int, default=30, help="smallest box side in pixels (default 30)")
+    parser.add_argument("--scale-factor", type=float, default=1.1, help="cascade scale step (default 1.1)")
+    parser.add_argument("--min-neighbors", type=int, default=5, help="cascade minNeighbors (default 5)")
+    args = parser.parse_args(argv)
+    if args.scale_factor <= 1.0 or args.min_size < 1 or args.min_neighbors < 0:
+        print("error: --scale-factor must be > 1, --min-size >= 1, --min-neighbors >= 0", file=sys.stderr)
+        return 2
+    try:
+        report = run(
+            args.images, args.cascade, args.out, largest=args.largest, keep_empty=args.keep_empty,
+            label=args.label, min_size=args.min_size, scale_factor=args.scale_factor,
+            min_neighbors=args.min_neighbors, progress=sys.stderr.isatty(),
+        )
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print_report(report, largest=args.largest, keep_empty=args.keep_empty)
+    return 0 if report.labelled else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
