@@ -53,6 +53,8 @@ def read_image(path: str | Path) -> np.ndarray:
     ignored: annotations refer to the stored pixel grid.
     """
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"image {path} does not exist")
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
@@ -268,7 +270,7 @@ def csv_source(options: SourceOptions) -> FileSource:
         if len(found) != 1:
             raise ValueError(f"{path} holds {len(found)} CSV files; pass the labels CSV file itself")
         path = found[0]
-    entries, problems = [], []
+    entries, problems, broken = [], [], set()
     try:
         rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
@@ -284,8 +286,11 @@ def csv_source(options: SourceOptions) -> FileSource:
             if number == 1 and not re.search(r"\d", ",".join(row[1:2])):
                 continue  # a header row
             problems.append(f"{where}: {err}")
+            if row and row[0].strip():
+                broken.add(path.parent / row[0].strip())  # its image would lose an object
             continue
         entries.append(Entry(path.parent / image, [(box, label)] if box else [], where))
+    entries = [e for e in entries if e.path not in broken]
     return FileSource("csv", path, entries, problems, options)
 
 

@@ -37,6 +37,7 @@ class LabelReport:
     """What a labelling run did; ``zero``/``several``/``unreadable`` list image paths."""
 
     out: Path
+    images: Path = Path(".")
     total: int = 0
     written: int = 0
     labelled: int = 0
@@ -91,7 +92,7 @@ def run(
         raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) under {images}")
     detector = load_cascade(cascade)
     label = label or CASCADES[cascade][1]
-    report = LabelReport(out=out, total=len(files))
+    report = LabelReport(out=out, images=images, total=len(files))
     out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[list[str]] = []
     track = _progress(files, progress)
@@ -139,19 +140,25 @@ def print_report(report: LabelReport, *, largest: bool, keep_empty: bool) -> Non
     from rich.table import Table
 
     console = Console()
-    problems = [(p, "no detection", "written as negative" if keep_empty else "skipped") for p in report.zero]
-    problems += [(p, f"{n} detections", "largest kept" if largest else "skipped") for p, n in report.several]
-    problems += [(p, err, "skipped") for p, err in report.unreadable]
+
+    def rel(path: str) -> str:
+        return Path(path).relative_to(report.images).as_posix() if Path(path).is_relative_to(report.images) else path
+
+    problems = [(rel(p), "no detection", "written as negative" if keep_empty else "skipped") for p in report.zero]
+    problems += [(rel(p), f"{n} detections", "largest kept" if largest else "skipped") for p, n in report.several]
+    problems += [(rel(p), "not a readable image", "skipped") for p, _ in report.unreadable]
     if problems:
-        table = Table(title=f"images to check ({len(problems)})")
+        table = Table(title=f"images to check ({len(problems)})", caption=f"paths relative to {report.images}")
         for col in ("image", "problem", "action"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")
         for row in problems[:30]:
             table.add_row(*row)
         if len(problems) > 30:
             table.add_row(f"... and {len(problems) - 30} more", "", "")
         console.print(table)
     summary = Table(title="labelling summary", show_header=False)
+    summary.add_column(overflow="fold")
+    summary.add_column(overflow="fold")
     for key, value in (
         ("images", report.total), ("labelled (one box)", report.labelled),
         ("no detection", len(report.zero)), ("several detections", len(report.several)),

@@ -1,0 +1,74 @@
+"""python -m train.label: Haar auto-labelling into the selfie CSV layout."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.contract import box_iou
+from train import assets
+from train.label import main, run
+from train.sources import get_source
+
+
+@pytest.fixture
+def face_folder(tmp_path: Path, write_image: Callable[..., Path]) -> Path:
+    """one.jpg: the astronaut (one face); two.png: two portraits; none.jpg: a brick wall."""
+    folder = tmp_path / "photos"
+    write_image(folder / "one.jpg", assets.load_image("astronaut"))
+    grace = cv2.resize(assets.load_image("grace_hopper"), (427, 500), interpolation=cv2.INTER_AREA)
+    pair = np.concatenate([assets.load_image("astronaut")[:500], grace], axis=1)
+    write_image(folder / "sub" / "two.png", pair)
+    write_image(folder / "none.jpg", assets.load_image("brick"))
+    (folder / "readme.jpg").write_text("not an image")
+    return folder
+
+
+def test_label_cli_writes_the_csv_layout_and_reports(
+    face_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "labels.csv"
+    assert main(["--images", str(face_folder), "--cascade", "frontalface", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "none.jpg" in printed and "no detection" in printed  # zero-detection image reported
+    assert "two.png" in printed and "2 detections" in printed
+    assert "readme.jpg" in printed
+    rows = list(csv.reader(out.read_text().splitlines()))
+    assert rows[0] == ["image", "bbox", "label"]
+    assert len(rows) == 2 and rows[1][0] == "photos/one.jpg" and rows[1][2] == "face"
+    box = np.array([float(v) for v in rows[1][1].strip("[]").split(",")])
+    assert box_iou(box, np.array(assets.FACE_BOXES["astronaut"])) > 0.6  # the astronaut's face
+    src = get_source("csv", data_dir=out, split="all")  # the layout the csv source reads
+    assert len(src) == 1 and src.labels == ["none", "face"]
+
+
+def test_label_largest_and_keep_empty(face_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "l.csv"
+    report = run(face_folder, "frontalface", out, largest=True, keep_empty=True)
+    assert report.total == 4 and report.labelled == 2 and len(report.zero) == 1
+    assert [Path(p).name for p, _ in report.several] == ["two.png"]
+    assert len(report.unreadable) == 1
+    rows = list(csv.DictReader(out.open()))
+    by_name = {Path(r["image"]).name: r for r in rows}
+    assert by_name["none.jpg"]["bbox"] == ""  # written as a negative
+    x1, y1, x2, y2 = (int(v) for v in by_name["two.png"]["bbox"].strip("[]").split(","))
+    assert x1 >= 512  # the larger face is Grace Hopper's, right of the astronaut
+    src = get_source("csv", data_dir=out, split="all")
+    assert len(src) == 3 and sum(src[i].label == 0 for i in range(3)) == 1
+
+
+def test_label_cli_user_mistakes_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "l.csv")
+    assert main(["--images", str(tmp_path / "nope"), "--cascade", "frontalface", "--out", out]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["--images", str(tmp_path / "empty"), "--cascade", "frontalface", "--out", out]) == 2
+    assert "no images" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--images", str(tmp_path), "--cascade", "dogface", "--out", out])
+    assert exc.value.code == 2
