@@ -3,7 +3,8 @@
 Everything is read from files that scikit-image, scikit-learn and matplotlib install
 next to their code; nothing here ever calls a fetcher that downloads. The test split
 holds backgrounds (and, for faces, objects) that the train split never sees, so a test
-figure measures generalization, not memory.
+figure measures generalization, not memory; the val split has its own held-out
+backgrounds and LFW faces (only two colour portraits exist: val reuses the training one).
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ _FILES: dict[str, tuple[str, str]] = {
     "lfw_subset": ("skimage", "data/lfw_subset.npy"),
 }
 
-# Held-out backgrounds: one colour landscape, one colour night scene, one grey texture.
+# Three disjoint sets, so neither early stopping (val) nor the final figure (test) ever sees
+# a training background. Test: a colour landscape, a colour night scene, a grey texture.
 # motorcycle_right is left out everywhere: it is nearly the same photo as motorcycle_left.
 BACKGROUNDS: dict[str, tuple[str, ...]] = {
     "train": (
-        "coffee", "flower", "hubble_deep_field", "motorcycle_left", "ihc", "brick", "gravel",
-        "camera", "coins", "text", "page", "moon", "clock_motion", "cell", "retina",
+        "coffee", "hubble_deep_field", "motorcycle_left", "ihc", "brick", "camera", "coins",
+        "text", "page", "moon", "clock_motion", "cell", "retina",
     ),
+    "val": ("flower", "gravel"),
     "test": ("china", "rocket", "grass"),
 }
 # Scenes that show a person: not used behind faces (they would be unlabelled faces).
@@ -60,19 +63,18 @@ FACE_BOXES: dict[str, tuple[int, int, int, int]] = {
     "grace_hopper": (155, 105, 377, 327),
 }
 LFW_FACES = 100  # lfw_subset.npy: the first 100 crops are faces, the rest are not
-FACES: dict[str, tuple[str, ...]] = {
-    "train": ("astronaut",) + tuple(f"lfw:{i}" for i in range(80)),
+FACES: dict[str, tuple[str, ...]] = {  # the first entry of each split is its portrait
+    "train": ("astronaut",) + tuple(f"lfw:{i}" for i in range(70)),
+    "val": ("astronaut",) + tuple(f"lfw:{i}" for i in range(70, 80)),
     "test": ("grace_hopper",) + tuple(f"lfw:{i}" for i in range(80, LFW_FACES)),
 }
 
 
 def split_key(split: str) -> str:
-    """Map a split name to the asset split: ``train`` -> train, ``val``/``test`` -> test."""
-    if split == "train":
-        return "train"
-    if split in ("val", "test"):
-        return "test"
-    raise ValueError(f"unknown split {split!r}; valid: train, val, test")
+    """Check a split name: ``train``, ``val`` or ``test``."""
+    if split not in BACKGROUNDS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(BACKGROUNDS)}")
+    return split
 
 
 def asset_path(name: str) -> Path:
