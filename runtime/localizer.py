@@ -107,10 +107,18 @@ class Localizer:
         out = self._backend.run(tensor)
         return out[self._box_i], out[self._score_i]
 
-    def predict(self, image: np.ndarray, *, bgr: bool = False) -> Result:
-        """Localize the object in one (h, w, 3) uint8 image (RGB, or BGR with ``bgr=True``)."""
+    def prepare(self, image: np.ndarray, *, bgr: bool = False) -> np.ndarray:
+        """The contract's preprocessing alone: (1, H, W, 3) uint8 model pixels for ``predict``."""
+        return preprocess(image, self._size, bgr=bgr)[None]
+
+    def predict(self, image: np.ndarray, *, bgr: bool = False, pixels: np.ndarray | None = None) -> Result:
+        """Localize the object in one (h, w, 3) uint8 image (RGB, or BGR with ``bgr=True``).
+
+        ``pixels`` (from ``prepare``, e.g. computed in a capture thread) skips preprocessing.
+        """
         t0 = time.perf_counter()
-        pixels = preprocess(image, self._size, bgr=bgr)[None]  # (1, H, W, 3)
+        if pixels is None:
+            pixels = preprocess(image, self._size, bgr=bgr)[None]  # (1, H, W, 3)
         t1 = time.perf_counter()
         box, score = self.invoke(pixels)
         t2 = time.perf_counter()

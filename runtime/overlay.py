@@ -15,8 +15,10 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], color: tuple, scale: float) -> None:
-    """Text with a dark outline so it reads on any background."""
-    cv2.putText(img, text, org, _FONT, scale, BLACK, 3, cv2.LINE_AA)
+    """Text on a dark box so it reads on any background (an outlined font costs 10x more)."""
+    (w, h), base = cv2.getTextSize(text, _FONT, scale, 1)
+    x, y = org
+    cv2.rectangle(img, (x - 2, y - h - 3), (x + w + 2, y + base), BLACK, -1)
     cv2.putText(img, text, org, _FONT, scale, color, 1, cv2.LINE_AA)
 
 

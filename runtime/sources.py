@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -35,6 +35,7 @@ class Frame:
     image: np.ndarray | None
     name: str = ""
     error: str | None = None
+    pixels: np.ndarray | None = None  # model input, when the capture thread prepared it
 
 
 class Source:
@@ -52,12 +53,17 @@ class Source:
 
 def _quiet_capture(target: int | str, api: int = cv2.CAP_ANY) -> cv2.VideoCapture:
     """Open a VideoCapture without OpenCV's backend chatter on stderr."""
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    logging_api = getattr(cv2.utils, "logging", None)  # 4.12+; older builds: cv2.setLogLevel
+    get = logging_api.getLogLevel if logging_api else getattr(cv2, "getLogLevel", None)
+    set_ = logging_api.setLogLevel if logging_api else getattr(cv2, "setLogLevel", None)
+    if get is None or set_ is None:
+        return cv2.VideoCapture(target, api)
+    level = get()
+    set_(0)  # LOG_LEVEL_SILENT
     try:
         return cv2.VideoCapture(target, api)
     finally:
-        cv2.utils.logging.setLogLevel(level)
+        set_(level)
 
 
 class CaptureSource(Source):
@@ -175,8 +181,10 @@ def open_source(spec: str | int, loop: bool = False) -> Source:
 class Capture:
     """Reads a Source in a background thread; iterate to get frames, ``stop()`` to end."""
 
-    def __init__(self, source: Source, queue_size: int = 4):
+    def __init__(self, source: Source, queue_size: int = 4,
+                 prepare: Callable[[np.ndarray], np.ndarray] | None = None):
         self.source = source
+        self.prepare = prepare  # runs here, beside decoding, off the inference thread
         self.dropped = 0
         self.error: str | None = None
         self._stop = threading.Event()
@@ -196,6 +204,11 @@ class Capture:
                 frame = self.source.read()
                 if frame is None:
                     break
+                if self.prepare is not None and frame.image is not None:
+                    try:
+                        frame.pixels = self.prepare(frame.image)
+                    except Exception as err:  # e.g. an odd frame shape: count it, go on
+                        frame.image, frame.error = None, f"cannot prepare frame: {err}"
                 self._hand_over(frame)
         except Exception as err:  # a driver error must end the run cleanly, not hang it
             self.error = f"{type(err).__name__}: {err}"

@@ -156,7 +156,7 @@ def run(model: str | Path | Localizer, source: str | int = 0, *, threshold: floa
         log.info("no display or GUI OpenCV build: running without a window")
     pace = (window or server is not None) and not src.live if pace is None else pace
     summary = Summary(backend=f"{loc.backend_name}/{loc.provider}")
-    capture = Capture(src).start()
+    capture = Capture(src, prepare=lambda image: loc.prepare(image, bgr=True)).start()
     writer, meter, period = None, FpsMeter(), 1.0 / src.fps
     if on_start:
         on_start({"url": server.url if server else None})
@@ -178,7 +178,7 @@ def run(model: str | Path | Localizer, source: str | int = 0, *, threshold: floa
                 continue
             t0 = time.perf_counter()
             try:
-                result = loc.predict(frame.image, bgr=True)
+                result = loc.predict(frame.image, bgr=True, pixels=frame.pixels)
                 img = draw_result(frame.image, result, smoother.update(result))
                 draw_hud(img, meter.tick(), result.latency_ms)
             except Exception as err:  # one bad frame must not end a live run

@@ -1,0 +1,313 @@
+"""Runtime overhead on 640x480 video frames: per-frame cost vs the bare engine invoke, load time, RSS.
+
+    python -m benchmarks.runtime_overhead                      # models/cat_int8.{tflite,onnx}
+    python -m benchmarks.runtime_overhead --model m.tflite --rss-frames 10000
+    python -m benchmarks.runtime_overhead --standin            # build stand-in int8 models first
+
+Per frame, side by side in one run (medians; stages interleaved frame by frame):
+decode (reported apart), preprocess (the contract's INTER_AREA resize + BGR->RGB), invoke
+through the runtime (quantize, run, dequantize), postprocess, draw, and the bare engine
+call on the same input tensor (set_tensor/invoke/get_tensor, or session.run). The webcam
+loop prepares frames in its capture thread, so both the sequential sum and the inference
+thread's share are reported. Load time and memory are measured in fresh subprocesses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS = [ROOT / "models" / "cat_int8.tflite", ROOT / "models" / "cat_int8.onnx"]
+TARGET_RATIO, TARGET_LOAD_S, TARGET_RSS_MB = 1.25, 0.3, 150.0
+
+
+def make_video(path: Path, frames: int = 120, size: tuple[int, int] = (640, 480)) -> Path:
+    """A synthetic clip: a textured moving scene, so decoding costs what a real clip costs."""
+    rng = np.random.default_rng(0)
+    base = cv2.GaussianBlur(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), (0, 0), 3)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, size)
+    for i in range(frames):
+        img = np.roll(base, 4 * i, axis=1)
+        cv2.circle(img, (100 + 3 * i, 240), 60, (40, 200, 240), -1)
+        writer.write(img)
+    writer.release()
+    return path
+
+
+def decode_times(video: Path, limit: int) -> tuple[list[np.ndarray], list[float]]:
+    """Decode the clip once: the frames (BGR) and the per-frame decode seconds."""
+    cap, frames, times = cv2.VideoCapture(str(video)), [], []
+    while len(frames) < limit:
+        t0 = time.perf_counter()
+        ok, frame = cap.read()
+        if not ok:
+            break
+        times.append(time.perf_counter() - t0)
+        frames.append(frame)
+    cap.release()
+    return frames, times
+
+
+def bare_call(loc: Any) -> Any:
+    """The bare engine call on a prepared tensor, no edgeloc code in the timed path."""
+    engine = loc.raw_engine()
+    if loc.backend_name == "onnxruntime":
+        name = engine.get_inputs()[0].name
+        outs = [o.name for o in engine.get_outputs()]
+        return lambda x: engine.run(outs, {name: x})
+    index = engine.get_input_details()[0]["index"]
+    out_idx = [d["index"] for d in engine.get_output_details()]
+    dtype = engine.get_input_details()[0]["dtype"]
+    if dtype != np.uint8:
+        raise SystemExit(f"{loc.path} has a {np.dtype(dtype)} input; benchmark a uint8-input int8 model")
+
+    def call(x: np.ndarray) -> list:
+        engine.set_tensor(index, x)
+        engine.invoke()
+        return [engine.get_tensor(i) for i in out_idx]
+
+    return call
+
+
+def per_frame(model: Path, frames: list[np.ndarray], threads: int, rounds: int) -> dict[str, Any]:
+    """Median microseconds of each stage, interleaved frame by frame with the bare call."""
+    from runtime import Localizer
+    from runtime.overlay import draw_hud, draw_result
+
+    loc = Localizer.load(model, threads=threads)
+    bare = bare_call(loc)
+    prepared = [loc.prepare(f, bgr=True) for f in frames[:8]]
+    for p in prepared:  # warm-up
+        bare(p)
+        loc.predict(frames[0], bgr=True, pixels=p)
+    t: dict[str, list[float]] = {k: [] for k in ("pre", "invoke", "predict", "draw", "bare", "full")}
+    clock = time.perf_counter
+    images = [f.copy() for f in frames]  # drawn on; the decoded frames stay clean
+    for _ in range(rounds):  # stage blocks alternate, so load on the machine hits all alike
+        tensors = []
+        for img in images:
+            a = clock()
+            tensors.append(loc.prepare(img, bgr=True))
+            t["pre"].append(clock() - a)
+        for x in tensors:
+            a = clock()
+            bare(x)
+            t["bare"].append(clock() - a)
+        for x in tensors:
+            a = clock()
+            loc.invoke(x)
+            t["invoke"].append(clock() - a)
+        results = []
+        for img, x in zip(images, tensors):
+            a = clock()
+            results.append(loc.predict(img, bgr=True, pixels=x))
+            t["predict"].append(clock() - a)
+        for img, result in zip(images, results):
+            a = clock()
+            draw_result(img, result)
+            draw_hud(img, 30.0, result.latency_ms)
+            t["draw"].append(clock() - a)
+        for img in images:  # the whole sequential frame in one span
+            a = clock()
+            result = loc.predict(img, bgr=True)
+            draw_result(img, result)
+            draw_hud(img, 30.0, result.latency_ms)
+            t["full"].append(clock() - a)
+    t = {k: [v * 1e6 for v in vals] for k, vals in t.items()}
+    med = {k: float(np.median(v)) for k, v in t.items()}
+    med["post"] = max(0.0, med["predict"] - med["invoke"])
+    med["inference_thread"] = med["predict"] + med["draw"]
+    return {"model": str(model), "backend": f"{loc.backend_name}/{loc.provider}", "threads": threads,
+            "input": f"{loc.contract.input_size[1]}x{loc.contract.input_size[0]}",
+            "precision": loc.contract.precision, "samples": len(t["bare"]), **med,
+            "ratio_sequential": med["full"] / med["bare"],
+            "ratio_inference_thread": med["inference_thread"] / med["bare"]}
+
+
+_LOAD = """
+import json, sys, time
+t0 = time.perf_counter()
+import runtime
+t1 = time.perf_counter()
+loc = runtime.Localizer.load(sys.argv[1], threads=int(sys.argv[2]))
+t2 = time.perf_counter()
+import numpy as np
+loc.predict(np.zeros((480, 640, 3), np.uint8))
+t3 = time.perf_counter()
+heavy = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx")]
+print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_predict_s": t3 - t2, "heavy": heavy}))
+"""
+
+
+def load_time(model: Path, threads: int, repeats: int = 5) -> dict[str, float]:
+    """`import runtime` + Localizer.load in fresh interpreters (median of ``repeats``)."""
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", _LOAD, str(model), str(threads)], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+    keys = ("import_s", "load_s", "first_predict_s")
+    med = {k: float(np.median([r[k] for r in runs])) for k in keys}
+    med["import_plus_load_s"] = float(np.median([r["import_s"] + r["load_s"] for r in runs]))
+    med["heavy_modules"] = runs[0]["heavy"]
+    return med
+
+
+_RSS = """
+import json, os, sys, time
+from runtime import webcam
+page = os.sysconf("SC_PAGE_SIZE")
+samples = []
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * page / 2**20
+def on_frame(img, result, n=[0]):
+    n[0] += 1
+    if n[0] % 250 == 0 or n[0] == 1:
+        samples.append((n[0], time.perf_counter(), rss_mb()))
+s = webcam.run(sys.argv[1], sys.argv[2], display=False, loop=True, pace=False,
+               max_frames=int(sys.argv[3]), threads=int(sys.argv[4]), on_frame=on_frame)
+print(json.dumps({"samples": samples, "summary": s.to_dict()}))
+"""
+
+
+def rss_run(model: Path, video: Path, frames: int, threads: int) -> dict[str, Any]:
+    """Resident memory of the real webcam loop over ``frames`` frames (fresh process)."""
+    out = subprocess.run([sys.executable, "-c", _RSS, str(model), str(video), str(frames), str(threads)],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    data = json.loads(out.strip().splitlines()[-1])
+    n, _, mb = (np.array(c, float) for c in zip(*data["samples"]))
+    warm = n >= min(1000, n.max())  # after the first 1000 frames: allocators have settled
+    slope = float(np.polyfit(n[warm], mb[warm], 1)[0] * 1000) if warm.sum() > 2 else float("nan")
+    return {"frames": int(data["summary"]["frames"]), "fps": data["summary"]["fps"],
+            "rss_first_mb": float(mb[0]), "rss_at_1000_mb": float(mb[warm][0]),
+            "rss_max_mb": float(mb.max()), "rss_last_mb": float(mb[-1]),
+            "growth_mb_per_1000_frames": slope, "samples": data["samples"]}
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    versions = {}
+    for mod in ("numpy", "cv2", "ai_edge_litert", "onnxruntime"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:  # not installed / no __version__
+            versions[mod] = "-"
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "load_avg": os.getloadavg(), **versions}
+
+
+def build_standins(folder: Path) -> list[Path]:
+    """Int8 stand-ins (untrained): the demo preset's small_cnn at 128 px and MobileNetV2 0.35 at 160 px."""
+    from dataclasses import asdict
+
+    from export.tflite import export_tflite
+    from train.model import ModelSpec, build_model
+
+    calib = folder / "calib"
+    calib.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        cv2.imwrite(str(calib / f"{i}.png"), rng.integers(0, 256, (200, 200, 3), dtype=np.uint8))
+    specs = {"small_cnn128": ModelSpec(backbone="small_cnn", image_size=128, vectorizer="flatten",
+                                       head_units=256, labels=("none", "cat")),
+             "mobilenet_v2_035_160": ModelSpec(backbone="mobilenet_v2", image_size=160, alpha=0.35,
+                                               head_units=128, labels=("none", "cat"))}
+    out = []
+    for name, spec in specs.items():
+        target = folder / f"{name}_int8.tflite"
+        if not target.exists():
+            run = folder / name
+            run.mkdir(exist_ok=True)
+            build_model(spec).save(run / "model.keras")
+            (run / "config.json").write_text(json.dumps({"model": {**asdict(spec), "labels": list(spec.labels)},
+                                                         "data": {}}))
+            export_tflite(run, target, quantize="int8", calib=str(calib), calib_size=16, verify=False)
+        out.append(target)
+    return out
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = ("| model | backend | input | decode | preprocess | invoke (runtime) | post | draw | "
+            "**per frame** | bare invoke | ratio | inference thread | ratio |")
+    lines = [head, "|" + "---|" * 13]
+    for r in rows:
+        lines.append(
+            f"| {Path(r['model']).name} | {r['backend']} | {r['input']} | {r['decode']:.0f} | "
+            f"{r['pre']:.0f} | {r['invoke']:.0f} | {r['post']:.0f} | {r['draw']:.0f} | **{r['full']:.0f}** | "
+            f"{r['bare']:.0f} | {r['ratio_sequential']:.2f} | {r['inference_thread']:.0f} | "
+            f"{r['ratio_inference_thread']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", help="int8 model(s); default models/cat_int8.*")
+    parser.add_argument("--standin", action="store_true", help="also build and time int8 stand-in models")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--frames", type=int, default=60, help="distinct decoded frames to cycle")
+    parser.add_argument("--rounds", type=int, default=10, help="passes over the frames")
+    parser.add_argument("--rss-frames", type=int, default=10_000, help="0 skips the memory run")
+    parser.add_argument("--json", help="also write the raw figures here")
+    args = parser.parse_args(argv)
+    models = [Path(m) for m in args.model] if args.model else [m for m in DEFAULT_MODELS if m.exists()]
+    work = Path(tempfile.mkdtemp(prefix="edgeloc-overhead-"))
+    if args.standin:
+        models += build_standins(Path(tempfile.gettempdir()) / "edgeloc-standins")
+    if not models:
+        print("no models: run `make models`, pass --model PATH or --standin", file=sys.stderr)
+        return 2
+    video = make_video(work / "clip.mp4")
+    frames, decode = decode_times(video, args.frames)
+    decode_us = float(np.median(decode) * 1e6)
+    report: dict[str, Any] = {"machine": machine(), "per_frame_us": [], "load": {}, "rss": {}}
+    for model in models:
+        row = per_frame(model, frames, args.threads, args.rounds)
+        row["decode"] = decode_us
+        report["per_frame_us"].append(row)
+        report["load"][str(model)] = load_time(model, args.threads)
+    del frames
+    if args.rss_frames:
+        report["rss"][str(models[0])] = rss_run(models[0], video, args.rss_frames, args.threads)
+    m = report["machine"]
+    print(f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}, "
+          f"load average {m['load_avg'][0]:.1f}; numpy {m['numpy']}, OpenCV {m['cv2']}, "
+          f"ai-edge-litert {m['ai_edge_litert']}, onnxruntime {m['onnxruntime']}; threads {args.threads}\n")
+    print(f"Per-frame medians in microseconds, 640x480 frames (target ratio <= {TARGET_RATIO}):\n")
+    print(_table(report["per_frame_us"]))
+    print("\n| model | import runtime | Localizer.load | import + load | first predict | TF/Keras loaded |")
+    print("|---|---|---|---|---|---|")
+    for model, r in report["load"].items():
+        print(f"| {Path(model).name} | {r['import_s']*1e3:.0f} ms | {r['load_s']*1e3:.0f} ms | "
+              f"**{r['import_plus_load_s']*1e3:.0f} ms** | {r['first_predict_s']*1e3:.1f} ms | "
+              f"{'yes' if r['heavy_modules'] else 'no'} |")
+    for model, r in report["rss"].items():
+        print(f"\nResident memory, webcam loop on the clip (looped), {r['frames']} frames at "
+              f"{r['fps']:.0f} FPS, {Path(model).name} (target < {TARGET_RSS_MB:.0f} MB, no growth):\n")
+        print("| after 1 frame | after 1000 | max | last | growth per 1000 frames |")
+        print("|---|---|---|---|---|")
+        print(f"| {r['rss_first_mb']:.1f} MB | {r['rss_at_1000_mb']:.1f} MB | {r['rss_max_mb']:.1f} MB | "
+              f"{r['rss_last_mb']:.1f} MB | {r['growth_mb_per_1000_frames']:+.3f} MB |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
