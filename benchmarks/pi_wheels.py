@@ -32,21 +32,33 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = "3.11"  # Raspberry Pi OS bookworm
 TARGETS = {
     # LiteRT's aarch64 wheel is manylinux_2_27: with only 2_28 pip rejects it.
-    "aarch64": ["manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux2014_aarch64",
-                "manylinux_2_17_aarch64"],
+    "aarch64": [
+        "manylinux_2_28_aarch64",
+        "manylinux_2_27_aarch64",
+        "manylinux2014_aarch64",
+        "manylinux_2_17_aarch64",
+    ],
     # Pi OS 32-bit bookworm has glibc 2.36; piwheels builds are tagged linux_armv7l.
-    "armv7l": [f"manylinux_2_{v}_armv7l" for v in range(36, 16, -1)] + ["manylinux2014_armv7l",
-                                                                      "linux_armv7l"],
+    "armv7l": [f"manylinux_2_{v}_armv7l" for v in range(36, 16, -1)]
+    + ["manylinux2014_armv7l", "linux_armv7l"],
 }
 PIWHEELS = "https://www.piwheels.org/simple"
 
 
 def runtime_requirements(machine: str) -> list[str]:
-    """Core + runtime-extra requirements that apply on ``machine`` (markers evaluated), markers dropped."""
+    """Core + ``runtime`` extra requirements whose markers hold on ``machine``, markers dropped."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    env = {"platform_machine": machine, "python_version": PYTHON, "python_full_version": f"{PYTHON}.2",
-           "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
-           "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+    env = {
+        "platform_machine": machine,
+        "python_version": PYTHON,
+        "python_full_version": f"{PYTHON}.2",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "os_name": "posix",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "extra": "",
+    }
     out = []
     for text in [*project["dependencies"], *project["optional-dependencies"]["runtime"]]:
         req = Requirement(text)
@@ -56,11 +68,32 @@ def runtime_requirements(machine: str) -> list[str]:
     return out
 
 
-def pip_download(reqs: list[str], platforms: list[str], dest: Path, index: str | None = None,
-                 no_deps: bool = False) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--python-version", PYTHON,
-           "--implementation", "cp", "--abi", f"cp{PYTHON.replace('.', '')}", "-d", str(dest),
-           "--progress-bar", "off", "--timeout", "30"]
+def pip_download(
+    reqs: list[str],
+    platforms: list[str],
+    dest: Path,
+    index: str | None = None,
+    no_deps: bool = False,
+) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--only-binary=:all:",
+        "--python-version",
+        PYTHON,
+        "--implementation",
+        "cp",
+        "--abi",
+        f"cp{PYTHON.replace('.', '')}",
+        "-d",
+        str(dest),
+        "--progress-bar",
+        "off",
+        "--timeout",
+        "30",
+    ]
     for p in platforms:
         cmd += ["--platform", p]
     if index:
@@ -96,7 +129,7 @@ def check_aarch64(work: Path) -> bool:
     print("| package | version | wheel |\n|---|---|---|")
     for name, version, file in wheel_rows(dest):
         print(f"| {name} | {version} | `{file}` |")
-    print(f"\nEvery dependency resolved to a wheel ({len(wheel_rows(dest))} wheels, no source builds).\n")
+    print(f"\nEvery dependency resolved to a wheel ({len(wheel_rows(dest))} wheels, no sdists).\n")
     return True
 
 
@@ -112,7 +145,9 @@ def check_armv7l(work: Path, piwheels: bool) -> None:
             dest = work / "armv7l" / re.sub(r"\W", "_", req) / ("piwheels" if index else "pypi")
             proc = pip_download([req], TARGETS["armv7l"], dest, index=index, no_deps=True)
             files = [f for _, _, f in wheel_rows(dest)]
-            cells.append(f"`{files[0]}`" if proc.returncode == 0 and files else f"none ({_why(proc)})")
+            cells.append(
+                f"`{files[0]}`" if proc.returncode == 0 and files else f"none ({_why(proc)})"
+            )
         note = " (not a requirement on armv7l)" if req in extra else ""
         print(f"| {req}{note} | " + " | ".join(cells) + " |")
     print()

@@ -1,4 +1,4 @@
-"""Runtime overhead on 640x480 video frames: per-frame cost vs the bare engine invoke, load time, RSS.
+"""Runtime overhead on 640x480 video frames: per-frame cost vs bare invoke, load time, memory.
 
     python -m benchmarks.runtime_overhead                      # models/cat_int8.{tflite,onnx}
     python -m benchmarks.runtime_overhead --model m.tflite --rss-frames 10000
@@ -71,7 +71,9 @@ def bare_call(loc: Any) -> Any:
     out_idx = [d["index"] for d in engine.get_output_details()]
     dtype = engine.get_input_details()[0]["dtype"]
     if dtype != np.uint8:
-        raise SystemExit(f"{loc.path} has a {np.dtype(dtype)} input; benchmark a uint8-input int8 model")
+        raise SystemExit(
+            f"{loc.path} has a {np.dtype(dtype)} input; benchmark a uint8-input int8 model"
+        )
 
     def call(x: np.ndarray) -> list:
         engine.set_tensor(index, x)
@@ -92,7 +94,9 @@ def per_frame(model: Path, frames: list[np.ndarray], threads: int, rounds: int) 
     for p in prepared:  # warm-up
         bare(p)
         loc.predict(frames[0], bgr=True, pixels=p)
-    t: dict[str, list[float]] = {k: [] for k in ("pre", "invoke", "predict", "draw", "bare", "full")}
+    t: dict[str, list[float]] = {
+        k: [] for k in ("pre", "invoke", "predict", "draw", "bare", "full")
+    }
     clock = time.perf_counter
     images = [f.copy() for f in frames]  # drawn on; the decoded frames stay clean
     for _ in range(rounds):  # stage blocks alternate, so load on the machine hits all alike
@@ -129,11 +133,17 @@ def per_frame(model: Path, frames: list[np.ndarray], threads: int, rounds: int) 
     med = {k: float(np.median(v)) for k, v in t.items()}
     med["post"] = max(0.0, med["predict"] - med["invoke"])
     med["inference_thread"] = med["predict"] + med["draw"]
-    return {"model": str(model), "backend": f"{loc.backend_name}/{loc.provider}", "threads": threads,
-            "input": f"{loc.contract.input_size[1]}x{loc.contract.input_size[0]}",
-            "precision": loc.contract.precision, "samples": len(t["bare"]), **med,
-            "ratio_sequential": med["full"] / med["bare"],
-            "ratio_inference_thread": med["inference_thread"] / med["bare"]}
+    return {
+        "model": str(model),
+        "backend": f"{loc.backend_name}/{loc.provider}",
+        "threads": threads,
+        "input": f"{loc.contract.input_size[1]}x{loc.contract.input_size[0]}",
+        "precision": loc.contract.precision,
+        "samples": len(t["bare"]),
+        **med,
+        "ratio_sequential": med["full"] / med["bare"],
+        "ratio_inference_thread": med["inference_thread"] / med["bare"],
+    }
 
 
 _LOAD = """
@@ -147,7 +157,8 @@ import numpy as np
 loc.predict(np.zeros((480, 640, 3), np.uint8))
 t3 = time.perf_counter()
 heavy = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx")]
-print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_predict_s": t3 - t2, "heavy": heavy}))
+print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_predict_s": t3 - t2,
+                  "heavy": heavy}))
 """
 
 
@@ -155,8 +166,13 @@ def load_time(model: Path, threads: int, repeats: int = 5) -> dict[str, float]:
     """`import runtime` + Localizer.load in fresh interpreters (median of ``repeats``)."""
     runs = []
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", _LOAD, str(model), str(threads)], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", _LOAD, str(model), str(threads)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         runs.append(json.loads(out.strip().splitlines()[-1]))
     keys = ("import_s", "load_s", "first_predict_s")
     med = {k: float(np.median([r[k] for r in runs])) for k in keys}
@@ -185,22 +201,35 @@ print(json.dumps({"samples": samples, "summary": s.to_dict()}))
 
 def rss_run(model: Path, video: Path, frames: int, threads: int) -> dict[str, Any]:
     """Resident memory of the real webcam loop over ``frames`` frames (fresh process)."""
-    out = subprocess.run([sys.executable, "-c", _RSS, str(model), str(video), str(frames), str(threads)],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS, str(model), str(video), str(frames), str(threads)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     data = json.loads(out.strip().splitlines()[-1])
     n, _, mb = (np.array(c, float) for c in zip(*data["samples"]))
     warm = n >= min(1000, n.max())  # after the first 1000 frames: allocators have settled
     slope = float(np.polyfit(n[warm], mb[warm], 1)[0] * 1000) if warm.sum() > 2 else float("nan")
-    return {"frames": int(data["summary"]["frames"]), "fps": data["summary"]["fps"],
-            "rss_first_mb": float(mb[0]), "rss_at_1000_mb": float(mb[warm][0]),
-            "rss_max_mb": float(mb.max()), "rss_last_mb": float(mb[-1]),
-            "growth_mb_per_1000_frames": slope, "samples": data["samples"]}
+    return {
+        "frames": int(data["summary"]["frames"]),
+        "fps": data["summary"]["fps"],
+        "rss_first_mb": float(mb[0]),
+        "rss_at_1000_mb": float(mb[warm][0]),
+        "rss_max_mb": float(mb.max()),
+        "rss_last_mb": float(mb[-1]),
+        "growth_mb_per_1000_frames": slope,
+        "samples": data["samples"],
+    }
 
 
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line)
+        cpu = next(
+            line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line
+        )
     except (OSError, StopIteration):
         pass
     versions = {}
@@ -209,12 +238,18 @@ def machine() -> dict[str, Any]:
             versions[mod] = __import__(mod).__version__
         except Exception:  # not installed / no __version__
             versions[mod] = "-"
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "load_avg": os.getloadavg(), **versions}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_avg": os.getloadavg(),
+        **versions,
+    }
 
 
 def build_standins(folder: Path) -> list[Path]:
-    """Int8 stand-ins (untrained): the demo preset's small_cnn at 128 px and MobileNetV2 0.35 at 160 px."""
+    """Untrained int8 stand-ins: the demo preset (small_cnn, 128 px), MobileNetV2 0.35 at 160 px."""
     from dataclasses import asdict
 
     from export.tflite import export_tflite
@@ -225,10 +260,22 @@ def build_standins(folder: Path) -> list[Path]:
     rng = np.random.default_rng(0)
     for i in range(16):
         cv2.imwrite(str(calib / f"{i}.png"), rng.integers(0, 256, (200, 200, 3), dtype=np.uint8))
-    specs = {"small_cnn128": ModelSpec(backbone="small_cnn", image_size=128, vectorizer="flatten",
-                                       head_units=256, labels=("none", "cat")),
-             "mobilenet_v2_035_160": ModelSpec(backbone="mobilenet_v2", image_size=160, alpha=0.35,
-                                               head_units=128, labels=("none", "cat"))}
+    specs = {
+        "small_cnn128": ModelSpec(
+            backbone="small_cnn",
+            image_size=128,
+            vectorizer="flatten",
+            head_units=256,
+            labels=("none", "cat"),
+        ),
+        "mobilenet_v2_035_160": ModelSpec(
+            backbone="mobilenet_v2",
+            image_size=160,
+            alpha=0.35,
+            head_units=128,
+            labels=("none", "cat"),
+        ),
+    }
     out = []
     for name, spec in specs.items():
         target = folder / f"{name}_int8.tflite"
@@ -236,37 +283,48 @@ def build_standins(folder: Path) -> list[Path]:
             run = folder / name
             run.mkdir(exist_ok=True)
             build_model(spec).save(run / "model.keras")
-            (run / "config.json").write_text(json.dumps({"model": {**asdict(spec), "labels": list(spec.labels)},
-                                                         "data": {}}))
-            export_tflite(run, target, quantize="int8", calib=str(calib), calib_size=16, verify=False)
+            (run / "config.json").write_text(
+                json.dumps({"model": {**asdict(spec), "labels": list(spec.labels)}, "data": {}})
+            )
+            export_tflite(
+                run, target, quantize="int8", calib=str(calib), calib_size=16, verify=False
+            )
         out.append(target)
     return out
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    head = ("| model | backend | input | decode | preprocess | invoke (runtime) | post | draw | "
-            "**per frame** | bare invoke | ratio | inference thread | ratio |")
+    head = (
+        "| model | backend | input | decode | preprocess | invoke (runtime) | post | draw | "
+        "**per frame** | bare invoke | ratio | inference thread | ratio |"
+    )
     lines = [head, "|" + "---|" * 13]
     for r in rows:
         lines.append(
             f"| {Path(r['model']).name} | {r['backend']} | {r['input']} | {r['decode']:.0f} | "
-            f"{r['pre']:.0f} | {r['invoke']:.0f} | {r['post']:.0f} | {r['draw']:.0f} | **{r['full']:.0f}** | "
+            f"{r['pre']:.0f} | {r['invoke']:.0f} | {r['post']:.0f} | {r['draw']:.0f} | "
+            f"**{r['full']:.0f}** | "
             f"{r['bare']:.0f} | {r['ratio_sequential']:.2f} | {r['inference_thread']:.0f} | "
-            f"{r['ratio_inference_thread']:.2f} |")
+            f"{r['ratio_inference_thread']:.2f} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", help="int8 model(s); default models/cat_int8.*")
-    parser.add_argument("--standin", action="store_true", help="also build and time int8 stand-in models")
+    parser.add_argument(
+        "--standin", action="store_true", help="also build and time int8 stand-in models"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--frames", type=int, default=60, help="distinct decoded frames to cycle")
     parser.add_argument("--rounds", type=int, default=10, help="passes over the frames")
     parser.add_argument("--rss-frames", type=int, default=10_000, help="0 skips the memory run")
     parser.add_argument("--json", help="also write the raw figures here")
     args = parser.parse_args(argv)
-    models = [Path(m) for m in args.model] if args.model else [m for m in DEFAULT_MODELS if m.exists()]
+    models = (
+        [Path(m) for m in args.model] if args.model else [m for m in DEFAULT_MODELS if m.exists()]
+    )
     work = Path(tempfile.mkdtemp(prefix="edgeloc-overhead-"))
     if args.standin:
         models += build_standins(Path(tempfile.gettempdir()) / "edgeloc-standins")
@@ -286,24 +344,38 @@ def main(argv: list[str] | None = None) -> int:
     if args.rss_frames:
         report["rss"][str(models[0])] = rss_run(models[0], video, args.rss_frames, args.threads)
     m = report["machine"]
-    print(f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}, "
-          f"load average {m['load_avg'][0]:.1f}; numpy {m['numpy']}, OpenCV {m['cv2']}, "
-          f"ai-edge-litert {m['ai_edge_litert']}, onnxruntime {m['onnxruntime']}; threads {args.threads}\n")
+    print(
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}, "
+        f"load average {m['load_avg'][0]:.1f}; numpy {m['numpy']}, OpenCV {m['cv2']}, "
+        f"ai-edge-litert {m['ai_edge_litert']}, onnxruntime {m['onnxruntime']}; "
+        f"threads {args.threads}\n"
+    )
     print(f"Per-frame medians in microseconds, 640x480 frames (target ratio <= {TARGET_RATIO}):\n")
     print(_table(report["per_frame_us"]))
-    print("\n| model | import runtime | Localizer.load | import + load | first predict | TF/Keras loaded |")
+    print(
+        "\n| model | import runtime | Localizer.load | import + load | first predict "
+        "| TF/Keras loaded |"
+    )
     print("|---|---|---|---|---|---|")
     for model, r in report["load"].items():
-        print(f"| {Path(model).name} | {r['import_s']*1e3:.0f} ms | {r['load_s']*1e3:.0f} ms | "
-              f"**{r['import_plus_load_s']*1e3:.0f} ms** | {r['first_predict_s']*1e3:.1f} ms | "
-              f"{'yes' if r['heavy_modules'] else 'no'} |")
+        print(
+            f"| {Path(model).name} | {r['import_s'] * 1e3:.0f} ms | {r['load_s'] * 1e3:.0f} ms | "
+            f"**{r['import_plus_load_s'] * 1e3:.0f} ms** | {r['first_predict_s'] * 1e3:.1f} ms | "
+            f"{'yes' if r['heavy_modules'] else 'no'} |"
+        )
     for model, r in report["rss"].items():
-        print(f"\nResident memory, webcam loop on the clip (looped), {r['frames']} frames at "
-              f"{r['fps']:.0f} FPS, {Path(model).name} (target < {TARGET_RSS_MB:.0f} MB, no growth):\n")
+        print(
+            f"\nResident memory, webcam loop on the clip (looped), {r['frames']} frames at "
+            f"{r['fps']:.0f} FPS, {Path(model).name} "
+            f"(target < {TARGET_RSS_MB:.0f} MB, no growth):\n"
+        )
         print("| after 1 frame | after 1000 | max | last | growth per 1000 frames |")
         print("|---|---|---|---|---|")
-        print(f"| {r['rss_first_mb']:.1f} MB | {r['rss_at_1000_mb']:.1f} MB | {r['rss_max_mb']:.1f} MB | "
-              f"{r['rss_last_mb']:.1f} MB | {r['growth_mb_per_1000_frames']:+.3f} MB |")
+        print(
+            f"| {r['rss_first_mb']:.1f} MB | {r['rss_at_1000_mb']:.1f} MB | "
+            f"{r['rss_max_mb']:.1f} MB | "
+            f"{r['rss_last_mb']:.1f} MB | {r['growth_mb_per_1000_frames']:+.3f} MB |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0

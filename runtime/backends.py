@@ -12,9 +12,10 @@ import importlib
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ _INPUT_DTYPES = (np.uint8, np.int8, np.float32)
 
 @dataclass
 class TensorInfo:
-    """One input or output tensor: name, shape (-1 or None for dynamic), dtype, (scale, zero point)."""
+    """One input or output tensor: name, shape (-1 = dynamic), dtype, (scale, zero point)."""
 
     name: str
     shape: tuple
@@ -124,7 +125,9 @@ class TFLiteBackend(Backend):
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
         names_in, names_out = _signature_names(interpreter)
         if len(inputs) != 1:
-            raise ValueError(f"model has {len(inputs)} inputs; an edgeloc localizer has one image input")
+            raise ValueError(
+                f"model has {len(inputs)} inputs; an edgeloc localizer has one image input"
+            )
         info = [_tflite_info(d, names_out.get(d["index"])) for d in outputs]
         super().__init__(
             name=name,
@@ -176,7 +179,10 @@ def _signature_names(interpreter: Any) -> tuple[dict[int, str], dict[int, str]]:
 def _tflite_factory(interpreter_class: Callable[[], Any]) -> Callable[..., Backend]:
     def make(path: Path, data: bytes, threads: int, providers: Any, name: str) -> Backend:
         if providers:
-            warnings.warn(f"providers={providers!r} applies to ONNX Runtime only; ignored for TFLite")
+            warnings.warn(
+                f"providers={providers!r} applies to ONNX Runtime only; ignored for TFLite",
+                stacklevel=4,
+            )
         interpreter_cls = interpreter_class()
         metadata = read_tflite_metadata(data)
         try:
@@ -209,8 +215,13 @@ PROVIDERS = {
     "openvino": "OpenVINOExecutionProvider",
     "coreml": "CoreMLExecutionProvider",
 }
-_ONNX_DTYPES = {"tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(float)": np.float32,
-                "tensor(float16)": np.float16, "tensor(double)": np.float64}
+_ONNX_DTYPES = {
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+}
 
 
 def resolve_providers(requested: Any, available: list[str]) -> list[str]:
@@ -227,8 +238,11 @@ def resolve_providers(requested: Any, available: list[str]) -> list[str]:
         if full in available:
             out.append(full)
         else:
-            warnings.warn(f"ONNX Runtime provider {full} is not available here (installed: "
-                          f"{', '.join(available)}); falling back to CPU")
+            warnings.warn(
+                f"ONNX Runtime provider {full} is not available here (installed: "
+                f"{', '.join(available)}); falling back to CPU",
+                stacklevel=5,
+            )
     if "CPUExecutionProvider" not in out:
         out.append("CPUExecutionProvider")
     return out
@@ -240,7 +254,9 @@ class OnnxBackend(Backend):
     def __init__(self, session: Any):
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1:
-            raise ValueError(f"model has {len(inputs)} inputs; an edgeloc localizer has one image input")
+            raise ValueError(
+                f"model has {len(inputs)} inputs; an edgeloc localizer has one image input"
+            )
         meta = session.get_modelmeta().custom_metadata_map
         super().__init__(
             name="onnxruntime",
@@ -306,15 +322,29 @@ class BackendEntry:
 
 BACKENDS: dict[str, BackendEntry] = {
     "ai_edge_litert": BackendEntry(
-        "tflite", "ai_edge_litert.interpreter", "ai-edge-litert",
-        _tflite_factory(_module_interpreter("ai_edge_litert.interpreter"))),
+        "tflite",
+        "ai_edge_litert.interpreter",
+        "ai-edge-litert",
+        _tflite_factory(_module_interpreter("ai_edge_litert.interpreter")),
+    ),
     "tflite_runtime": BackendEntry(
-        "tflite", "tflite_runtime.interpreter", "tflite-runtime",
-        _tflite_factory(_module_interpreter("tflite_runtime.interpreter"))),
-    "tensorflow": BackendEntry("tflite", "tensorflow", "tensorflow", _tflite_factory(_tf_lite_interpreter)),
+        "tflite",
+        "tflite_runtime.interpreter",
+        "tflite-runtime",
+        _tflite_factory(_module_interpreter("tflite_runtime.interpreter")),
+    ),
+    "tensorflow": BackendEntry(
+        "tflite", "tensorflow", "tensorflow", _tflite_factory(_tf_lite_interpreter)
+    ),
     "onnxruntime": BackendEntry("onnx", "onnxruntime", "onnxruntime", _onnx_factory),
 }
-ALIASES = {"auto": None, "tflite": "tflite", "litert": "ai_edge_litert", "onnx": "onnx", "ort": "onnxruntime"}
+ALIASES = {
+    "auto": None,
+    "tflite": "tflite",
+    "litert": "ai_edge_litert",
+    "onnx": "onnx",
+    "ort": "onnxruntime",
+}
 
 
 def installed(name: str) -> bool:
@@ -337,7 +367,9 @@ def sniff_format(path: str | Path) -> tuple[str, bytes]:
     data = path.read_bytes()
     suffix = path.suffix.lower()
     if len(data) < 16:
-        raise ValueError(f"model file {path} is empty or truncated ({len(data)} bytes); re-export it")
+        raise ValueError(
+            f"model file {path} is empty or truncated ({len(data)} bytes); re-export it"
+        )
     if data[4:8] == b"TFL3":
         try:
             read_tflite_metadata(data)  # walks the header tables: catches most truncations
@@ -345,14 +377,17 @@ def sniff_format(path: str | Path) -> tuple[str, bytes]:
             raise ValueError(f"{path} is a damaged TFLite model ({err}); re-export it") from None
         return "tflite", data
     if suffix == ".tflite":
-        raise ValueError(f"{path} is not a TFLite model (no 'TFL3' identifier at bytes 4-8); re-export it")
+        raise ValueError(
+            f"{path} is not a TFLite model (no 'TFL3' identifier at bytes 4-8); re-export it"
+        )
     if suffix == ".onnx" or data[0] == 0x08:  # ONNX ModelProto starts with ir_version (field 1)
         return "onnx", data
     raise ValueError(f"{path} is neither a TFLite nor an ONNX model; {hint}")
 
 
-def open_backend(path: str | Path, backend: str = "auto", threads: int | None = None,
-                 providers: Any = None) -> Backend:
+def open_backend(
+    path: str | Path, backend: str = "auto", threads: int | None = None, providers: Any = None
+) -> Backend:
     """Load ``path`` in the named backend, or the first installed one for its format."""
     fmt, data = sniff_format(path)
     key = ALIASES.get(backend, backend)
@@ -361,7 +396,9 @@ def open_backend(path: str | Path, backend: str = "auto", threads: int | None = 
         raise ValueError(f"unknown backend {backend!r}; valid: {valid}")
     if key in BACKENDS:
         if BACKENDS[key].format != fmt:
-            raise ValueError(f"backend {key} runs {BACKENDS[key].format} models but {path} is {fmt}")
+            raise ValueError(
+                f"backend {key} runs {BACKENDS[key].format} models but {path} is {fmt}"
+            )
         candidates = [key]
     else:
         if key in FORMATS and key != fmt:

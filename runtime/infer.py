@@ -13,9 +13,10 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable
+from typing import IO, Any
 
 import cv2
 
@@ -64,9 +65,18 @@ def _draw_name(path: Path, draw_dir: Path, used: set[str]) -> Path:
     return draw_dir / name
 
 
-def run(model: str | Path | Localizer, inputs: Iterable[str | Path], out: IO[str], *,
-        draw: str | Path | None = None, threshold: float = 0.5, recursive: bool = False,
-        threads: int | None = None, backend: str = "auto", providers: Any = None) -> InferSummary:
+def run(
+    model: str | Path | Localizer,
+    inputs: Iterable[str | Path],
+    out: IO[str],
+    *,
+    draw: str | Path | None = None,
+    threshold: float = 0.5,
+    recursive: bool = False,
+    threads: int | None = None,
+    backend: str = "auto",
+    providers: Any = None,
+) -> InferSummary:
     """Write one JSON line per image to ``out``; unreadable images become error lines."""
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"--threshold must be in [0, 1], got {threshold}")
@@ -76,8 +86,11 @@ def run(model: str | Path | Localizer, inputs: Iterable[str | Path], out: IO[str
     draw_dir = Path(draw).expanduser() if draw else None
     if draw_dir is not None:
         draw_dir.mkdir(parents=True, exist_ok=True)
-    loc = model if isinstance(model, Localizer) else Localizer.load(
-        model, backend, threads, providers, threshold=threshold)
+    loc = (
+        model
+        if isinstance(model, Localizer)
+        else Localizer.load(model, backend, threads, providers, threshold=threshold)
+    )
     loc.threshold = threshold
     summary, used = InferSummary(), set()
     for path in images:
@@ -113,7 +126,9 @@ def _print_summary(summary: InferSummary, out_name: str) -> None:
     table.add_row("images", str(summary.images))
     table.add_row("object present", str(summary.found))
     table.add_row("errors", str(len(summary.errors)))
-    table.add_row("latency p50 / p95", f"{np.percentile(lat, 50):.2f} / {np.percentile(lat, 95):.2f} ms")
+    table.add_row(
+        "latency p50 / p95", f"{np.percentile(lat, 50):.2f} / {np.percentile(lat, 95):.2f} ms"
+    )
     table.add_row("results", out_name)
     console.print(table)
     for path, err in summary.errors[:20]:
@@ -123,12 +138,18 @@ def _print_summary(summary: InferSummary, out_name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime.infer", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime.infer", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("inputs", nargs="+", help="image files and/or folders")
-    parser.add_argument("--model", help="a .tflite or .onnx model (default: models/cat_int8.tflite)")
+    parser.add_argument(
+        "--model", help="a .tflite or .onnx model (default: models/cat_int8.tflite)"
+    )
     parser.add_argument("--out", default="-", help="JSON lines file ('-' = stdout, the default)")
     parser.add_argument("--draw", help="folder for copies of the images with the box drawn")
-    parser.add_argument("--threshold", type=float, default=0.5, help="present = score >= this (0.5)")
+    parser.add_argument(
+        "--threshold", type=float, default=0.5, help="present = score >= this (0.5)"
+    )
     parser.add_argument("--recursive", action="store_true", help="also look in subfolders")
     parser.add_argument("--threads", type=int, help="engine threads (default: cores, at most 4)")
     parser.add_argument("--backend", default="auto", help="auto, tflite, onnx or a backend name")
@@ -139,13 +160,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out_path = None if args.out == "-" else Path(args.out).expanduser()
         if out_path is not None and not out_path.parent.is_dir():
-            raise FileNotFoundError(f"folder {out_path.parent} for --out does not exist; create it first")
+            raise FileNotFoundError(
+                f"folder {out_path.parent} for --out does not exist; create it first"
+            )
         collect_images(args.inputs, args.recursive)  # fail on a bad path before writing anything
         loc = Localizer.load(resolve_model(args.model), args.backend, args.threads, args.providers)
         out = sys.stdout if out_path is None else out_path.open("w", encoding="utf-8")
         try:
-            summary = run(loc, args.inputs, out, draw=args.draw, threshold=args.threshold,
-                          recursive=args.recursive)
+            summary = run(
+                loc,
+                args.inputs,
+                out,
+                draw=args.draw,
+                threshold=args.threshold,
+                recursive=args.recursive,
+            )
         finally:
             if out is not sys.stdout:
                 out.close()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -83,8 +84,15 @@ class Localizer:
         self._labels = contract.labels
 
     @classmethod
-    def load(cls, path: str | Path, backend: str = "auto", threads: int | None = None,
-             providers: Any = None, *, threshold: float = 0.5) -> Localizer:
+    def load(
+        cls,
+        path: str | Path,
+        backend: str = "auto",
+        threads: int | None = None,
+        providers: Any = None,
+        *,
+        threshold: float = 0.5,
+    ) -> Localizer:
         """Open a .tflite or .onnx model with the chosen (or first installed) engine.
 
         Args:
@@ -111,7 +119,9 @@ class Localizer:
         """The contract's preprocessing alone: (1, H, W, 3) uint8 model pixels for ``predict``."""
         return preprocess(image, self._size, bgr=bgr)[None]
 
-    def predict(self, image: np.ndarray, *, bgr: bool = False, pixels: np.ndarray | None = None) -> Result:
+    def predict(
+        self, image: np.ndarray, *, bgr: bool = False, pixels: np.ndarray | None = None
+    ) -> Result:
         """Localize the object in one (h, w, 3) uint8 image (RGB, or BGR with ``bgr=True``).
 
         ``pixels`` (from ``prepare``, e.g. computed in a capture thread) skips preprocessing.
@@ -133,14 +143,17 @@ class Localizer:
         t1 = time.perf_counter()
         box, score = self.invoke(pixels)
         each = (time.perf_counter() - t1) / len(images)
-        results = [self._result(box[i], score[i], im.shape, each, t0) for i, im in enumerate(images)]
+        results = [
+            self._result(box[i], score[i], im.shape, each, t0) for i, im in enumerate(images)
+        ]
         total = (time.perf_counter() - t0) * 1e3 / len(images)
         for r in results:
             r.total_ms = total
         return results
 
-    def _result(self, box: np.ndarray, score: np.ndarray, shape: tuple, invoke_s: float,
-                t0: float) -> Result:
+    def _result(
+        self, box: np.ndarray, score: np.ndarray, shape: tuple, invoke_s: float, t0: float
+    ) -> Result:
         xyxy = np.clip(to_xyxy(box.astype(np.float64), self.contract.box_format), 0.0, 1.0)
         h, w = shape[:2]
         px = box_to_pixels(xyxy, w, h)
@@ -164,8 +177,10 @@ class Localizer:
 
     def __repr__(self) -> str:
         h, w = self._size
-        return (f"Localizer({self.path.name}, {self.backend_name}/{self.provider}, {w}x{h}, "
-                f"labels={self._labels}, {self.contract.precision})")
+        return (
+            f"Localizer({self.path.name}, {self.backend_name}/{self.provider}, {w}x{h}, "
+            f"labels={self._labels}, {self.contract.precision})"
+        )
 
 
 def _read_contract(path: Path, engine: Backend) -> Contract:
@@ -189,8 +204,12 @@ def _infer_contract(path: Path, engine: Backend) -> Contract:
     box_i, score_i = _pick_outputs(engine.outputs, None)
     k = int(engine.outputs[score_i].shape[-1])
     labels = [NO_OBJECT, "object"] if k == 2 else [NO_OBJECT] + [f"class{i}" for i in range(1, k)]
-    contract = Contract(input_size=(shape[1], shape[2]), labels=labels,
-                        input_dtype=str(engine.input.dtype), precision="unknown")
+    contract = Contract(
+        input_size=(shape[1], shape[2]),
+        labels=labels,
+        input_dtype=str(engine.input.dtype),
+        precision="unknown",
+    )
     warnings.warn(
         f"{path.name} carries no edgeloc contract; assuming {shape[2]}x{shape[1]} "
         f"{contract.input_dtype} RGB input, xyxy boxes and labels {labels} "
@@ -204,25 +223,35 @@ def _check_layout(info: TensorInfo, path: Path) -> None:
     shape = info.shape
     if len(shape) != 4 or shape[-1] != 3:
         layout = " (NCHW? edgeloc models are NHWC)" if len(shape) == 4 and shape[1] == 3 else ""
-        raise ValueError(f"{path} input {info.name!r} has shape {shape}{layout}; "
-                         "expected (1, H, W, 3) RGB: re-export the model with edgeloc")
+        raise ValueError(
+            f"{path} input {info.name!r} has shape {shape}{layout}; "
+            "expected (1, H, W, 3) RGB: re-export the model with edgeloc"
+        )
 
 
 def _check_input(info: TensorInfo, contract: Contract, path: Path) -> None:
     h, w = info.shape[1], info.shape[2]
     if h > 0 and w > 0 and (h, w) != tuple(contract.input_size):
-        raise ValueError(f"{path} input is {w}x{h} but its contract says "
-                         f"{contract.input_size[1]}x{contract.input_size[0]}; re-export the model")
+        raise ValueError(
+            f"{path} input is {w}x{h} but its contract says "
+            f"{contract.input_size[1]}x{contract.input_size[0]}; re-export the model"
+        )
     if contract.input_dtype != str(info.dtype):
-        log.warning("%s: contract input dtype %s, tensor dtype %s; following the tensor",
-                    path, contract.input_dtype, info.dtype)
+        log.warning(
+            "%s: contract input dtype %s, tensor dtype %s; following the tensor",
+            path,
+            contract.input_dtype,
+            info.dtype,
+        )
 
 
 def _pick_outputs(outputs: list[TensorInfo], k: int | None) -> tuple[int, int]:
     """Indices of the box and score outputs: by name, else by shape (4 vs K)."""
     if len(outputs) != 2:
-        raise ValueError(f"model has {len(outputs)} outputs; an edgeloc localizer has 'box' and "
-                         "'score' (boxes and scores must stay separate for int8)")
+        raise ValueError(
+            f"model has {len(outputs)} outputs; an edgeloc localizer has 'box' and "
+            "'score' (boxes and scores must stay separate for int8)"
+        )
     names = [o.name.lower() for o in outputs]
     box = [i for i, n in enumerate(names) if BOX_OUTPUT in n]
     score = [i for i, n in enumerate(names) if SCORE_OUTPUT in n]
@@ -235,6 +264,10 @@ def _pick_outputs(outputs: list[TensorInfo], k: int | None) -> tuple[int, int]:
     if k is None and len(fours) == 1:
         return fours[0], 1 - fours[0]
     if fours:
-        log.warning("outputs %s are not named box/score; taking the first 4-wide one as the box", names)
+        log.warning(
+            "outputs %s are not named box/score; taking the first 4-wide one as the box", names
+        )
         return fours[0], 1 - fours[0]
-    raise ValueError(f"cannot tell the box output among {names} with shapes {[o.shape for o in outputs]}")
+    raise ValueError(
+        f"cannot tell the box output among {names} with shapes {[o.shape for o in outputs]}"
+    )

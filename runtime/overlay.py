@@ -26,7 +26,13 @@ def draw_result(img: np.ndarray, result: Result, box: tuple | None = None) -> np
     """Draw the box and "label score" (or "no object") in place on a BGR image."""
     scale = max(0.4, min(img.shape[:2]) / 800)
     if not result.present:
-        _text(img, f"no object ({result.label} {result.score:.2f})", (8, img.shape[0] - 10), GREY, scale)
+        _text(
+            img,
+            f"no object ({result.label} {result.score:.2f})",
+            (8, img.shape[0] - 10),
+            GREY,
+            scale,
+        )
         return img
     x1, y1, x2, y2 = (int(round(v)) for v in (box or result.box))
     thick = max(2, int(min(img.shape[:2]) / 240))

@@ -54,8 +54,9 @@ def parse_address(text: str) -> tuple[str, int]:
 class MjpegServer:
     """Serves the latest published frame as an MJPEG stream at /stream.mjpg, a page at /."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8080, title: str = "edgeloc",
-                 quality: int = 80):
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 8080, title: str = "edgeloc", quality: int = 80
+    ):
         self.host, self.port, self.title, self.quality = host, port, title, quality
         self._cond = threading.Condition()
         self._jpeg: bytes | None = None
@@ -83,16 +84,24 @@ class MjpegServer:
             self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
         except OSError as err:
             if err.errno == errno.EADDRINUSE:
-                raise ValueError(f"port {self.port} on {self.host} is already in use; pick another "
-                                 f"with --serve {self.host}:{self.port + 1}") from None
-            raise ValueError(f"cannot serve on {self.host}:{self.port} ({err.strerror}); "
-                             "pass --serve 127.0.0.1:8080 or a local address") from None
+                raise ValueError(
+                    f"port {self.port} on {self.host} is already in use; pick another "
+                    f"with --serve {self.host}:{self.port + 1}"
+                ) from None
+            raise ValueError(
+                f"cannot serve on {self.host}:{self.port} ({err.strerror}); "
+                "pass --serve 127.0.0.1:8080 or a local address"
+            ) from None
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]  # port 0 picks a free one
         if self.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("serving on %s: anyone on that network can watch this stream", self.url)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="edgeloc-mjpeg",
-                                        kwargs={"poll_interval": 0.2}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            name="edgeloc-mjpeg",
+            kwargs={"poll_interval": 0.2},
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -158,7 +167,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, "application/json", self.owner.stats())
         elif path == "/frame.jpg":
             jpeg = self.owner.latest()
-            self._send(200, "image/jpeg", jpeg) if jpeg else self._send(503, "text/plain", b"no frame yet")
+            self._send(200, "image/jpeg", jpeg) if jpeg else self._send(
+                503, "text/plain", b"no frame yet"
+            )
         elif path == "/stream.mjpg":
             self._stream()
         else:
@@ -187,7 +198,8 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 if not jpeg:
                     continue  # timed out without a new frame: wait again
-                head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+                head = (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                        f"Content-Length: {len(jpeg)}\r\n\r\n")
                 self.wfile.write(head.encode() + jpeg + b"\r\n")
                 self.wfile.flush()
                 owner.frames_sent += 1

@@ -12,9 +12,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 _MAX_FAILS = 25  # consecutive read failures before a source counts as gone
-_HINT = "pass a camera index (0), a video file, an image folder, a glob ('frames/*.jpg') or an rtsp:// URL"
+_HINT = ("pass a camera index (0), a video file, an image folder, a glob ('frames/*.jpg') "
+         "or an rtsp:// URL")
 
 
 @dataclass
@@ -75,10 +76,16 @@ class CaptureSource(Source):
         if not self._cap.isOpened():
             self._cap.release()
             if isinstance(target, int):
-                raise ValueError(f"no camera at index {target}; pass --source video.mp4 or an image folder")
+                raise ValueError(
+                    f"no camera at index {target}; pass --source video.mp4 or an image folder"
+                )
             if live:
-                raise ValueError(f"cannot open stream {target}; check the URL and that it is reachable")
-            raise ValueError(f"cannot decode video {target}; convert it to .mp4 (H.264) or pass an image folder")
+                raise ValueError(
+                    f"cannot open stream {target}; check the URL and that it is reachable"
+                )
+            raise ValueError(
+                f"cannot decode video {target}; convert it to .mp4 (H.264) or pass an image folder"
+            )
         ok, first = self._cap.read()
         if not ok or first is None:
             self._cap.release()
@@ -169,7 +176,9 @@ def open_source(spec: str | int, loop: bool = False) -> Source:
     if path.is_dir():
         paths = list_images(path)
         if not paths:
-            raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) in folder {path}; {_HINT}")
+            raise FileNotFoundError(
+                f"no images ({', '.join(sorted(IMAGE_EXTS))}) in folder {path}; {_HINT}"
+            )
         return ImageSource(paths, loop)
     if not path.exists():
         raise FileNotFoundError(f"source {path} not found; {_HINT}")
@@ -181,8 +190,12 @@ def open_source(spec: str | int, loop: bool = False) -> Source:
 class Capture:
     """Reads a Source in a background thread; iterate to get frames, ``stop()`` to end."""
 
-    def __init__(self, source: Source, queue_size: int = 4,
-                 prepare: Callable[[np.ndarray], np.ndarray] | None = None):
+    def __init__(
+        self,
+        source: Source,
+        queue_size: int = 4,
+        prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+    ):
         self.source = source
         self.prepare = prepare  # runs here, beside decoding, off the inference thread
         self.dropped = 0

@@ -19,9 +19,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -66,13 +67,18 @@ class Summary:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "frames": self.frames, "dropped": self.dropped, "failed": self.failed,
-            "seconds": round(self.seconds, 3), "fps": round(self.fps, 2),
+            "frames": self.frames,
+            "dropped": self.dropped,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 3),
+            "fps": round(self.fps, 2),
             "latency_p50_ms": round(self._pct(self.latency, 50), 3),
             "latency_p95_ms": round(self._pct(self.latency, 95), 3),
             "frame_p50_ms": round(self._pct(self.per_frame, 50), 3),
             "frame_p95_ms": round(self._pct(self.per_frame, 95), 3),
-            "stopped_by": self.stopped_by, "backend": self.backend, "error": self.error,
+            "stopped_by": self.stopped_by,
+            "backend": self.backend,
+            "error": self.error,
         }
 
     def print(self) -> None:
@@ -86,7 +92,10 @@ class Summary:
             ("failed (skipped)", str(d["failed"])),
             ("wall time", f"{d['seconds']:.2f} s"),
             ("mean FPS", f"{d['fps']:.1f}"),
-            ("model latency p50 / p95", f"{d['latency_p50_ms']:.2f} / {d['latency_p95_ms']:.2f} ms"),
+            (
+                "model latency p50 / p95",
+                f"{d['latency_p50_ms']:.2f} / {d['latency_p95_ms']:.2f} ms",
+            ),
             ("per frame p50 / p95", f"{d['frame_p50_ms']:.2f} / {d['frame_p95_ms']:.2f} ms"),
             ("backend", d["backend"]),
             ("stopped by", d["stopped_by"]),
@@ -110,20 +119,34 @@ def gui_available() -> bool:
 
 
 def _open_writer(path: Path, fps: float, shape: tuple) -> cv2.VideoWriter:
-    fourcc = cv2.VideoWriter_fourcc(*("mp4v" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
+    fourcc = cv2.VideoWriter_fourcc(
+        *("mp4v" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG")
+    )
     writer = cv2.VideoWriter(str(path), fourcc, fps, (shape[1], shape[0]))
     if not writer.isOpened():
         raise ValueError(f"cannot write video {path}; use a .mp4 or .avi name in a writable folder")
     return writer
 
 
-def run(model: str | Path | Localizer, source: str | int = 0, *, threshold: float = 0.5,
-        save: str | Path | None = None, serve: str | None = None, display: bool = True,
-        smooth: float = 0.0, pace: bool | None = None, loop: bool = False,
-        max_frames: int | None = None, threads: int | None = None, backend: str = "auto",
-        providers: Any = None, on_frame: Callable[[np.ndarray, Result], None] | None = None,
-        on_start: Callable[[dict[str, Any]], None] | None = None,
-        stop: threading.Event | None = None) -> Summary:
+def run(
+    model: str | Path | Localizer,
+    source: str | int = 0,
+    *,
+    threshold: float = 0.5,
+    save: str | Path | None = None,
+    serve: str | None = None,
+    display: bool = True,
+    smooth: float = 0.0,
+    pace: bool | None = None,
+    loop: bool = False,
+    max_frames: int | None = None,
+    threads: int | None = None,
+    backend: str = "auto",
+    providers: Any = None,
+    on_frame: Callable[[np.ndarray, Result], None] | None = None,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
+    stop: threading.Event | None = None,
+) -> Summary:
     """Run the capture -> localize -> draw -> show/save/serve loop until the source ends.
 
     Args:
@@ -138,15 +161,22 @@ def run(model: str | Path | Localizer, source: str | int = 0, *, threshold: floa
     smoother = BoxSmoother(smooth)
     save_path = Path(save).expanduser() if save else None
     if save_path is not None and not save_path.parent.is_dir():
-        raise FileNotFoundError(f"folder {save_path.parent} for --save does not exist; create it first")
-    loc = model if isinstance(model, Localizer) else Localizer.load(
-        model, backend, threads, providers, threshold=threshold)
+        raise FileNotFoundError(
+            f"folder {save_path.parent} for --save does not exist; create it first"
+        )
+    loc = (
+        model
+        if isinstance(model, Localizer)
+        else Localizer.load(model, backend, threads, providers, threshold=threshold)
+    )
     loc.threshold = threshold
     src = open_source(source, loop=loop)
     server = None
     try:
         if serve:
-            server = MjpegServer(*parse_address(serve), title=f"edgeloc: {Path(str(loc.path)).name}").start()
+            server = MjpegServer(
+                *parse_address(serve), title=f"edgeloc: {Path(str(loc.path)).name}"
+            ).start()
             console.print(f"serving the stream on [bold]{server.url}[/] (Ctrl-C to stop)")
     except Exception:
         src.close()
@@ -190,9 +220,17 @@ def run(model: str | Path | Localizer, source: str | int = 0, *, threshold: floa
                 writer = writer or _open_writer(save_path, src.fps, img.shape)
                 writer.write(img)
             if server is not None:
-                server.publish(img, {"frames": summary.frames, "fps": round(meter.fps, 1),
-                                     "latency_ms": round(result.latency_ms, 2), "label": result.label,
-                                     "score": round(result.score, 3), "present": result.present})
+                server.publish(
+                    img,
+                    {
+                        "frames": summary.frames,
+                        "fps": round(meter.fps, 1),
+                        "latency_ms": round(result.latency_ms, 2),
+                        "label": result.label,
+                        "score": round(result.score, 3),
+                        "present": result.present,
+                    },
+                )
             if on_frame is not None:
                 on_frame(img, result)
             if window:
@@ -226,19 +264,36 @@ def _sigterm(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime.webcam", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="a .tflite or .onnx model (default: models/cat_int8.tflite)")
-    parser.add_argument("--source", default="0",
-                        help="camera index, video file, image folder, glob or rtsp:// URL (default 0)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="no box under this score (0.5)")
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime.webcam", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--model", help="a .tflite or .onnx model (default: models/cat_int8.tflite)"
+    )
+    parser.add_argument(
+        "--source",
+        default="0",
+        help="camera index, video file, image folder, glob or rtsp:// URL (default 0)",
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=0.5, help="no box under this score (0.5)"
+    )
     parser.add_argument("--save", help="write the annotated video here (.mp4 or .avi)")
-    parser.add_argument("--serve", metavar="HOST:PORT",
-                        help="serve a page with a live MJPEG stream (e.g. 127.0.0.1:8080)")
+    parser.add_argument(
+        "--serve",
+        metavar="HOST:PORT",
+        help="serve a page with a live MJPEG stream (e.g. 127.0.0.1:8080)",
+    )
     parser.add_argument("--no-display", action="store_true", help="never open a window")
-    parser.add_argument("--smooth", type=float, default=0.0, help="box smoothing 0 (off) .. 0.9 (0)")
+    parser.add_argument(
+        "--smooth", type=float, default=0.0, help="box smoothing 0 (off) .. 0.9 (0)"
+    )
     parser.add_argument("--loop", action="store_true", help="restart a file source at its end")
-    parser.add_argument("--no-pace", action="store_true",
-                        help="process files as fast as possible even when shown or served")
+    parser.add_argument(
+        "--no-pace",
+        action="store_true",
+        help="process files as fast as possible even when shown or served",
+    )
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     parser.add_argument("--threads", type=int, help="engine threads (default: cores, at most 4)")
     parser.add_argument("--backend", default="auto", help="auto, tflite, onnx or a backend name")
@@ -251,10 +306,19 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _sigterm)
     try:
         summary = run(
-            resolve_model(args.model), args.source, threshold=args.threshold, save=args.save,
-            serve=args.serve, display=not args.no_display, smooth=args.smooth,
-            pace=False if args.no_pace else None, loop=args.loop, max_frames=args.max_frames,
-            threads=args.threads, backend=args.backend, providers=args.providers,
+            resolve_model(args.model),
+            args.source,
+            threshold=args.threshold,
+            save=args.save,
+            serve=args.serve,
+            display=not args.no_display,
+            smooth=args.smooth,
+            pace=False if args.no_pace else None,
+            loop=args.loop,
+            max_frames=args.max_frames,
+            threads=args.threads,
+            backend=args.backend,
+            providers=args.providers,
         )
     except (ValueError, FileNotFoundError) as err:
         return fail(err)

@@ -16,7 +16,10 @@ import pytest
 
 from runtime import BACKENDS, Localizer
 from runtime.backends import resolve_providers, sniff_format
-from tests.test_runtime_helpers import BOX_XYXY, LABELS, SCORE, SIZE, runtime_models  # noqa: F401
+from tests import test_runtime_helpers as helpers
+from tests.test_runtime_helpers import BOX_XYXY, LABELS, SCORE, SIZE
+
+runtime_models = helpers.runtime_models  # the session fixture, shared by the runtime tests
 
 ROOT = Path(__file__).resolve().parent.parent
 W, H = 640, 480
@@ -32,13 +35,16 @@ def _engine_missing(name: str) -> bool:
 
 
 # (backend, fixture model key, box tolerance in pixels, score tolerance)
-CASES = [(name, key, 1.0 if key in ("f32", "onnx") else 12.0, 0.002 if key in ("f32", "onnx") else 0.02)
-         for name, entry in BACKENDS.items()
-         for key in (("f32", "u8", "i8") if entry.format == "tflite" else ("onnx", "onnx_i8"))]
+CASES = [
+    (name, key, 1.0 if key in ("f32", "onnx") else 12.0, 0.002 if key in ("f32", "onnx") else 0.02)
+    for name, entry in BACKENDS.items()
+    for key in (("f32", "u8", "i8") if entry.format == "tflite" else ("onnx", "onnx_i8"))
+]
 
 
-@pytest.mark.parametrize("backend,key,box_tol,score_tol", CASES,
-                         ids=[f"{c[0]}-{c[1]}" for c in CASES])
+@pytest.mark.parametrize(
+    "backend,key,box_tol,score_tol", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES]
+)
 def test_backend_gives_the_known_box_in_pixels(runtime_models, backend, key, box_tol, score_tol):
     if _engine_missing(backend):
         pytest.skip(f"{BACKENDS[backend].package} is not installed")
@@ -133,10 +139,14 @@ def test_backend_and_provider_choices(runtime_models):
     with pytest.raises(ValueError, match="unknown ONNX Runtime provider 'gpu'"):
         resolve_providers(["gpu"], ["CPUExecutionProvider"])
     assert resolve_providers("cuda,cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
-        "CUDAExecutionProvider", "CPUExecutionProvider"]
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
 
 
-def _bad_models(folder: Path, good_tflite: bytes, good_onnx: bytes) -> dict[str, tuple[Path, type, str]]:
+def _bad_models(
+    folder: Path, good_tflite: bytes, good_onnx: bytes
+) -> dict[str, tuple[Path, type, str]]:
     cases = {
         "missing": (folder / "nope.tflite", FileNotFoundError, "not found.*make models"),
         "empty": (folder / "empty.tflite", ValueError, "empty or truncated"),
@@ -158,9 +168,10 @@ def _bad_models(folder: Path, good_tflite: bytes, good_onnx: bytes) -> dict[str,
 
 
 def test_bad_model_files_raise_clear_errors(runtime_models, tmp_path):
-    cases = _bad_models(tmp_path / "bad", runtime_models["u8"].read_bytes(),
-                        runtime_models["onnx"].read_bytes())
-    for name, (path, exc, pattern) in cases.items():
+    cases = _bad_models(
+        tmp_path / "bad", runtime_models["u8"].read_bytes(), runtime_models["onnx"].read_bytes()
+    )
+    for path, exc, pattern in cases.values():
         with pytest.raises(exc, match=pattern):
             Localizer.load(path)
     assert sniff_format(runtime_models["u8"])[0] == "tflite"
@@ -174,12 +185,20 @@ def _onnx_with_input(path: Path, shape: list[int], elem: int) -> Path:
     box = helper.make_tensor("b", TensorProto.FLOAT, [1, 4], [0.1, 0.2, 0.6, 0.9])
     score = helper.make_tensor("s", TensorProto.FLOAT, [1, 2], [0.1, 0.9])
     graph = helper.make_graph(
-        [helper.make_node("Constant", [], ["box"], value=box),
-         helper.make_node("Constant", [], ["score"], value=score)],
-        "odd", [helper.make_tensor_value_info("image", elem, shape)],
-        [helper.make_tensor_value_info("box", TensorProto.FLOAT, [1, 4]),
-         helper.make_tensor_value_info("score", TensorProto.FLOAT, [1, 2])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+        [
+            helper.make_node("Constant", [], ["box"], value=box),
+            helper.make_node("Constant", [], ["score"], value=score),
+        ],
+        "odd",
+        [helper.make_tensor_value_info("image", elem, shape)],
+        [
+            helper.make_tensor_value_info("box", TensorProto.FLOAT, [1, 4]),
+            helper.make_tensor_value_info("score", TensorProto.FLOAT, [1, 2]),
+        ],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path
+    )
     return path
 
 
@@ -230,10 +249,12 @@ def test_runtime_works_without_tensorflow_keras_or_tf2onnx(runtime_models):
             pass
         else:
             raise SystemExit("blocker did not work")
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx"))
+        heavy = sorted(m for m in sys.modules
+                       if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx"))
         print("OK", heavy)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "OK []" in proc.stdout

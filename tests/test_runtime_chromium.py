@@ -8,25 +8,40 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from runtime import webcam
-from tests.test_runtime_helpers import runtime_models, video_file  # noqa: F401
+from tests import test_runtime_helpers as helpers
 
-CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run",
-         "--virtual-time-budget=3000", "--window-size=800,700"]
+runtime_models, video_file = helpers.runtime_models, helpers.video_file  # session fixtures
+
+CHROMIUM = next(
+    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
+)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--virtual-time-budget=3000",
+    "--window-size=800,700",
+]
 
 
 def _chromium(url: str, *extra: str) -> str:
     with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, url],
-                              capture_output=True, text=True, timeout=90)
+        proc = subprocess.run(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, url],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 
@@ -34,9 +49,20 @@ def _chromium(url: str, *extra: str) -> str:
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_mjpeg_page_shows_live_frames_in_headless_chromium(runtime_models, video_file, tmp_path):
     stop, started, box = threading.Event(), threading.Event(), {}
-    thread = threading.Thread(target=lambda: box.update(summary=webcam.run(
-        runtime_models["u8"], str(video_file), display=False, serve="127.0.0.1:0", loop=True,
-        threads=1, stop=stop, on_start=lambda info: (box.update(info), started.set()))))
+    thread = threading.Thread(
+        target=lambda: box.update(
+            summary=webcam.run(
+                runtime_models["u8"],
+                str(video_file),
+                display=False,
+                serve="127.0.0.1:0",
+                loop=True,
+                threads=1,
+                stop=stop,
+                on_start=lambda info: (box.update(info), started.set()),
+            )
+        )
+    )
     thread.start()
     try:
         assert started.wait(30)

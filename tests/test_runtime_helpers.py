@@ -30,8 +30,14 @@ def _logit(p: np.ndarray) -> np.ndarray:
 def _tiny_keras(box_format: str):
     from train.model import ModelSpec, build_model
 
-    spec = ModelSpec(backbone="small_cnn", image_size=SIZE, labels=LABELS, alpha=0.5, head_units=8,
-                     box_format=box_format)
+    spec = ModelSpec(
+        backbone="small_cnn",
+        image_size=SIZE,
+        labels=LABELS,
+        alpha=0.5,
+        head_units=8,
+        box_format=box_format,
+    )
     model = build_model(spec)
     box = np.array(BOX_XYXY if box_format == "xyxy" else BOX_XYWH, np.float32)
     for name, bias in (("box", _logit(box)), ("score", np.log(np.array(SCORE, np.float32)))):
@@ -119,8 +125,9 @@ def write_video(path: Path, frames: int = VIDEO_FRAMES, size: tuple[int, int] = 
     return path
 
 
-def write_images(folder: Path, n: int = 4, corrupt: tuple[int, ...] = (),
-                 size: tuple[int, int] | None = None) -> list[Path]:
+def write_images(
+    folder: Path, n: int = 4, corrupt: tuple[int, ...] = (), size: tuple[int, int] | None = None
+) -> list[Path]:
     """n small JPEGs; the indices in ``corrupt`` get bytes that are not an image."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)

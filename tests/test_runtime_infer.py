@@ -8,15 +8,30 @@ import cv2
 import numpy as np
 
 from runtime import infer
-from tests.test_runtime_helpers import BOX_XYXY, runtime_models, write_images  # noqa: F401
+from tests import test_runtime_helpers as helpers
+from tests.test_runtime_helpers import BOX_XYXY, write_images
+
+runtime_models = helpers.runtime_models  # the session fixture, shared by the runtime tests
 
 
 def test_infer_writes_one_line_per_image_and_lists_errors(runtime_models, tmp_path, capsys):
     images = write_images(tmp_path / "a", n=3, corrupt=(1,))
     extra = write_images(tmp_path / "b", n=1)[0]  # same file name as a/img_00.jpg
     out, drawn = tmp_path / "results.jsonl", tmp_path / "drawn"
-    rc = infer.main(["--model", str(runtime_models["onnx"]), str(tmp_path / "a"), str(extra),
-                     "--out", str(out), "--draw", str(drawn), "--threads", "1"])
+    rc = infer.main(
+        [
+            "--model",
+            str(runtime_models["onnx"]),
+            str(tmp_path / "a"),
+            str(extra),
+            "--out",
+            str(out),
+            "--draw",
+            str(drawn),
+            "--threads",
+            "1",
+        ]
+    )
     assert rc == 1  # one image failed; the others were still processed
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["image"] for line in lines] == [str(p) for p in images] + [str(extra)]
@@ -36,7 +51,9 @@ def test_infer_writes_one_line_per_image_and_lists_errors(runtime_models, tmp_pa
 
 def test_infer_to_stdout_and_threshold(runtime_models, tmp_path, capsys):
     images = write_images(tmp_path / "a", n=2)
-    rc = infer.main(["--model", str(runtime_models["u8"]), *map(str, images), "--threshold", "0.95"])
+    rc = infer.main(
+        ["--model", str(runtime_models["u8"]), *map(str, images), "--threshold", "0.95"]
+    )
     assert rc == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 2 and not any(line["present"] for line in lines)
@@ -52,7 +69,10 @@ def test_infer_bad_arguments_exit_2(runtime_models, tmp_path, capsys):
         (["--model", model, str(empty)], "no images to process"),
         (["--model", str(tmp_path / "m.tflite"), str(images[0])], "model file"),
         (["--model", model, str(images[0]), "--threshold", "-1"], "--threshold must be in [0, 1]"),
-        (["--model", model, str(images[0]), "--out", str(tmp_path / "no" / "r.jsonl")], "does not exist"),
+        (
+            ["--model", model, str(images[0]), "--out", str(tmp_path / "no" / "r.jsonl")],
+            "does not exist",
+        ),
     ]
     for argv, message in cases:
         assert infer.main(argv) == 2, argv

@@ -1,4 +1,4 @@
-"""The webcam/video loop, headless: files, folders, live-frame dropping, MJPEG serving, bad input."""
+"""The webcam loop, headless: files, folders, live-frame dropping, MJPEG serving, bad input."""
 
 from __future__ import annotations
 
@@ -22,13 +22,10 @@ from runtime.localizer import Result
 from runtime.overlay import BoxSmoother
 from runtime.serve import BOUNDARY, parse_address
 from runtime.sources import Capture, Frame, Source, open_source
-from tests.test_runtime_helpers import (  # noqa: F401
-    VIDEO_FRAMES,
-    runtime_models,
-    video_file,
-    write_images,
-    write_video,
-)
+from tests import test_runtime_helpers as helpers
+from tests.test_runtime_helpers import VIDEO_FRAMES, write_images
+
+runtime_models, video_file = helpers.runtime_models, helpers.video_file  # session fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,8 +38,20 @@ def _free_port() -> int:
 
 def test_video_file_every_frame_saved_and_summarized(runtime_models, video_file, tmp_path, capsys):
     out = tmp_path / "out.mp4"
-    rc = webcam.main(["--model", str(runtime_models["u8"]), "--source", str(video_file),
-                      "--no-display", "--save", str(out), "--threads", "1", "--json"])
+    rc = webcam.main(
+        [
+            "--model",
+            str(runtime_models["u8"]),
+            "--source",
+            str(video_file),
+            "--no-display",
+            "--save",
+            str(out),
+            "--threads",
+            "1",
+            "--json",
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["frames"] == VIDEO_FRAMES and summary["failed"] == 0 and summary["dropped"] == 0
@@ -63,18 +72,32 @@ def test_image_folder_with_a_broken_frame_counts_and_skips_it(runtime_models, tm
     folder = tmp_path / "frames"
     write_images(folder, n=5, corrupt=(2,))
     seen: list[Result] = []
-    summary = webcam.run(runtime_models["onnx"], str(folder), display=False, threads=1,
-                         on_frame=lambda img, r: seen.append(r))
+    summary = webcam.run(
+        runtime_models["onnx"],
+        str(folder),
+        display=False,
+        threads=1,
+        on_frame=lambda img, r: seen.append(r),
+    )
     assert summary.frames == 4 and summary.failed == 1 and len(seen) == 4
-    glob_summary = webcam.run(runtime_models["onnx"], str(folder / "img_0[01].jpg"), display=False,
-                              threads=1)
+    glob_summary = webcam.run(
+        runtime_models["onnx"], str(folder / "img_0[01].jpg"), display=False, threads=1
+    )
     assert glob_summary.frames == 2
 
 
 def test_threshold_smoothing_and_max_frames(runtime_models, video_file):
     seen: list[Result] = []
-    summary = webcam.run(runtime_models["u8"], str(video_file), display=False, threshold=0.99,
-                         smooth=0.5, max_frames=5, threads=1, on_frame=lambda img, r: seen.append(r))
+    summary = webcam.run(
+        runtime_models["u8"],
+        str(video_file),
+        display=False,
+        threshold=0.99,
+        smooth=0.5,
+        max_frames=5,
+        threads=1,
+        on_frame=lambda img, r: seen.append(r),
+    )
     assert summary.frames == 5 and summary.stopped_by == "--max-frames 5"
     assert seen and not any(r.present for r in seen)  # 0.88 < 0.99: "no object"
 
@@ -122,9 +145,20 @@ def test_live_capture_keeps_only_the_newest_frame():
 def test_mjpeg_server_page_and_stream(runtime_models, video_file):
     port, stop, started = _free_port(), threading.Event(), threading.Event()
     box = {}
-    thread = threading.Thread(target=lambda: box.update(summary=webcam.run(
-        runtime_models["u8"], str(video_file), display=False, serve=f"127.0.0.1:{port}", loop=True,
-        threads=1, stop=stop, on_start=lambda info: (box.update(info), started.set()))))
+    thread = threading.Thread(
+        target=lambda: box.update(
+            summary=webcam.run(
+                runtime_models["u8"],
+                str(video_file),
+                display=False,
+                serve=f"127.0.0.1:{port}",
+                loop=True,
+                threads=1,
+                stop=stop,
+                on_start=lambda info: (box.update(info), started.set()),
+            )
+        )
+    )
     thread.start()
     try:
         assert started.wait(30)
@@ -151,7 +185,7 @@ def _read_part(resp) -> bytes:
         line = resp.readline().strip()
     assert line == f"--{BOUNDARY}".encode()
     headers = {}
-    while (line := resp.readline().strip()):
+    while line := resp.readline().strip():
         key, _, value = line.decode().partition(":")
         headers[key.lower()] = value.strip()
     assert headers["content-type"] == "image/jpeg"
@@ -166,7 +200,9 @@ def test_serve_address_parsing():
         parse_address("localhost")
 
 
-def test_bad_inputs_exit_2_with_a_message(runtime_models, video_file, tmp_path, capsys, monkeypatch):
+def test_bad_inputs_exit_2_with_a_message(
+    runtime_models, video_file, tmp_path, capsys, monkeypatch
+):
     model = str(runtime_models["u8"])
     bad_video = tmp_path / "broken.mp4"
     bad_video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
@@ -199,18 +235,45 @@ def test_port_in_use_exits_2(runtime_models, video_file, capsys):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        rc = webcam.main(["--model", str(runtime_models["u8"]), "--source", str(video_file),
-                          "--no-display", "--serve", f"127.0.0.1:{port}"])
+        rc = webcam.main(
+            [
+                "--model",
+                str(runtime_models["u8"]),
+                "--source",
+                str(video_file),
+                "--no-display",
+                "--serve",
+                f"127.0.0.1:{port}",
+            ]
+        )
     assert rc == 2
-    assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err.replace("\n", "")
+    assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err.replace(
+        "\n", ""
+    )
 
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_with_a_summary(runtime_models, video_file):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime.webcam", "--model", str(runtime_models["u8"]), "--source",
-         str(video_file), "--loop", "--no-display", "--threads", "1", "--json"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "runtime.webcam",
+            "--model",
+            str(runtime_models["u8"]),
+            "--source",
+            str(video_file),
+            "--loop",
+            "--no-display",
+            "--threads",
+            "1",
+            "--json",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(4)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
