@@ -220,7 +220,8 @@ def make_dataset(
     negatives have an all-zero box. ``augment`` is True (default ``Augment()``), False or an
     ``Augment``. Order and augmentation are reproducible for a given ``seed``; a shuffled
     or augmented dataset draws a new order and new augmentations every epoch.
-    ``parallel`` caps the loading threads (default: tf.data's autotuning).
+    ``parallel`` caps the loading threads (default: tf.data's autotuning). Sets OpenCV to
+    one thread per caller (process-wide), as tf.data provides the parallelism.
     """
     import tensorflow as tf  # heavy: only when a dataset is built
 
@@ -233,6 +234,9 @@ def make_dataset(
     aug = Augment() if augment is True else (augment or None)
     size = int(image_size)
     _SHUTDOWN.register()
+    # tf.data already loads images in parallel; OpenCV's own thread pool on top of that only
+    # oversubscribes the cores (measured: 15% more CPU per image on 2 cores).
+    cv2.setNumThreads(1)
 
     def load(index: np.int64, draw: np.int64) -> tuple[np.ndarray, np.ndarray, np.int32]:
         if _SHUTDOWN.closing:  # the interpreter is exiting: fill buffers with blanks, fast
