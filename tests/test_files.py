@@ -112,7 +112,7 @@ def test_missing_and_empty_datasets_raise_clear_errors(tmp_path: Path, write_ima
     with pytest.raises(ValueError, match="needs data_dir"):
         get_source("csv")
     (tmp_path / "l.csv").write_text('x.jpg,"[1, 2, 3, 4]"\n')
-    with pytest.raises(ValueError, match=r"l\.csv has no usable labelled image.*x\.jpg does not exist"):
+    with pytest.raises(ValueError, match=r"l\.csv has no usable image with an object.*x\.jpg does not exist"):
         get_source("csv", data_dir=tmp_path / "l.csv")
     (tmp_path / "e").mkdir()
     with pytest.raises(ValueError, match="no VOC annotation"):
@@ -178,6 +178,9 @@ def test_yolo_names_negatives_and_bad_lines(tmp_path: Path, write_image: Callabl
             assert framed(s) and src.labels[s.label] == ("cat" if s.name.endswith("1.jpg") else "person")
     (root / "classes.txt").write_text("a\nb\n")  # classes.txt wins over data.yaml
     assert get_source("yolo", data_dir=root, split="all").labels == ["none", "a", "b"]
+    (root / "labels").rename(root / "labelz")  # no label file anywhere: an error, not all negatives
+    with pytest.raises(ValueError, match="no YOLO label file"):
+        get_source("yolo", data_dir=root)
 
 
 def test_coco_json_negatives_crowd_and_malformed(tmp_path: Path, write_image: Callable[..., Path]) -> None:

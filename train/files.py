@@ -71,20 +71,23 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path} is not a readable image file") from None
 
 
-def _probe(path: Path, full: bool) -> tuple[tuple[int, int], np.ndarray | None]:
-    """((width, height), decoded image or None) from the content; a full decode when ``full``."""
+def _probe(path: Path, full: bool, budget: list[int]) -> tuple[tuple[int, int], np.ndarray | None]:
+    """((width, height), decoded image while ``budget`` bytes last) from the file's content.
+
+    ``full`` decodes the whole image (catches truncated files); else only the header.
+    """
     if full:
         image = read_image(path)
-        return (image.shape[1], image.shape[0]), image
+        keep = image.nbytes <= budget[0]  # racy across threads by a few images: harmless
+        budget[0] -= image.nbytes if keep else 0
+        return (image.shape[1], image.shape[0]), image if keep else None
     try:
         from PIL import Image
 
         with Image.open(path) as pil:
             return pil.size, None
-    except FileNotFoundError:
-        raise ValueError(f"image {path} does not exist") from None
-    except Exception:
-        raise ValueError(f"{path} is not a readable image file") from None
+    except Exception:  # missing, unreadable or not an image
+        raise ValueError(f"{path} is missing or not a readable image file") from None
 
 
 class FileSource:
@@ -102,8 +105,9 @@ class FileSource:
         entries = sorted(_merge(entries), key=lambda e: str(e.path))
         # Small sets: decode every image now (catches truncated files, fills the cache).
         full = len(entries) <= FULL_CHECK_LIMIT
+        budget = [int(float(options.cache_mb) * 2**20)]
         with ThreadPoolExecutor(max_workers=4) as pool:  # decoders release the GIL
-            probes = list(pool.map(lambda e: _try(_probe, e.path, full), entries))
+            probes = list(pool.map(lambda e: _try(_probe, e.path, full, budget), entries))
         records, images = [], []
         for entry, probe in zip(entries, probes):
             record = probe if isinstance(probe, str) else _choose(entry, probe[0], options.multi)
@@ -117,9 +121,9 @@ class FileSource:
             shown = "\n  ".join(problems[:10])
             more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
             log.warning("%s %s: skipped %d entries:\n  %s%s", fmt, root, len(problems), shown, more)
-        if not records:
+        if not any(box is not None for _, box, _ in records):
             first = f" (first problem: {problems[0]})" if problems else ""
-            raise ValueError(f"{fmt} data at {root} has no usable labelled image{first}")
+            raise ValueError(f"{fmt} data at {root} has no usable image with an object{first}")
         self.labels = [NO_OBJECT, *sorted({name for _, box, name in records if box is not None})]
         order = np.random.default_rng(int(options.seed)).permutation(len(records))
         n_val = int(round(len(records) * float(options.val_fraction)))
@@ -360,6 +364,8 @@ def yolo_source(options: SourceOptions) -> FileSource:
             problems.append(f"{where}: {err}")
             continue
         entries.append(Entry(image, objects, where, normalized=True))
+    if not any(_yolo_label_path(root, e.path).is_file() for e in entries) and not problems:
+        raise ValueError(f"no YOLO label file (labels/NAME.txt) for any image under {root}")
     return FileSource("yolo", root, entries, problems, options)
 
 
