@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                                      .split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
                         help="model files or folders (default: the int8 default models)")
-    parser.add_argument("--suites", default="bookworm",
+    parser.add_argument("--suites", default="bookworm,trixie",
                         help=f"Debian userlands, comma-separated ({', '.join(arm64_root.USERLANDS)})")
     parser.add_argument("--cpus", default="pi5,pi4",
                         help=f"emulated boards, comma-separated ({', '.join(arm64_root.CPUS)})")

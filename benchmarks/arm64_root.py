@@ -22,28 +22,24 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
 log = logging.getLogger(__name__)
 
-LIBS = (
-    "libstdc++6",
-    "libgcc-s1",
-    "zlib1g",
-)  # what the wheels need beyond python; apt adds the rest
+LIBS = ("libstdc++6", "libgcc-s1", "zlib1g")  # what the wheels need beyond python; apt adds the rest
 MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 # LiteRT's aarch64 wheel is manylinux_2_27: with only 2_28 pip rejects it.
-PLATFORMS = (
-    "manylinux_2_28_aarch64",
-    "manylinux_2_27_aarch64",
-    "manylinux2014_aarch64",
-    "manylinux_2_17_aarch64",
-)
+PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux2014_aarch64",
+             "manylinux_2_17_aarch64")
 APP_DIRS = ("runtime", "benchmarks")  # the project code a Pi user runs
 
 
@@ -64,16 +60,10 @@ class Userland:
     @property
     def marker_env(self) -> dict[str, str]:
         """PEP 508 marker environment of this userland's Python on a Pi."""
-        return {
-            "implementation_name": "cpython",
-            "os_name": "posix",
-            "platform_machine": "aarch64",
-            "platform_python_implementation": "CPython",
-            "platform_system": "Linux",
-            "python_full_version": f"{self.python}.0",
-            "python_version": self.python,
-            "sys_platform": "linux",
-        }
+        return {"implementation_name": "cpython", "os_name": "posix", "platform_machine": "aarch64",
+                "platform_python_implementation": "CPython", "platform_system": "Linux",
+                "python_full_version": f"{self.python}.0", "python_version": self.python,
+                "sys_platform": "linux"}
 
 
 USERLANDS: dict[str, Userland] = {
@@ -114,23 +104,11 @@ class CpuProfile:
 # The qemu CPU and /proc/cpuinfo must agree: XNNPACK picks kernels from cpuinfo, and with
 # qemu's default "max" CPU it runs kernels no Pi has (and int8 results drift).
 CPUS: dict[str, CpuProfile] = {
-    "pi5": CpuProfile(
-        "Raspberry Pi 5 (Cortex-A76)",
-        "cortex-a76",
-        "0x4",
-        "0xd0b",
-        1,
-        "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
-        "asimdrdm lrcpc dcpop asimddp",
-    ),
-    "pi4": CpuProfile(
-        "Raspberry Pi 4 (Cortex-A72)",
-        "cortex-a72",
-        "0x0",
-        "0xd08",
-        3,
-        "fp asimd evtstrm crc32 cpuid",
-    ),
+    "pi5": CpuProfile("Raspberry Pi 5 (Cortex-A76)", "cortex-a76", "0x4", "0xd0b", 1,
+                      "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
+                      "asimdrdm lrcpc dcpop asimddp"),
+    "pi4": CpuProfile("Raspberry Pi 4 (Cortex-A72)", "cortex-a72", "0x0", "0xd08", 3,
+                      "fp asimd evtstrm crc32 cpuid"),
 }
 
 
@@ -157,9 +135,8 @@ def parse_apt_simulation(text: str) -> list[str]:
     return [line.split()[1] for line in text.splitlines() if line.startswith("Inst ")]
 
 
-def runtime_requirements(
-    pyproject: Path, pins: dict[str, str] | None = None, userland: Userland = USERLANDS["bookworm"]
-) -> list[str]:
+def runtime_requirements(pyproject: Path, pins: dict[str, str] | None = None,
+                         userland: Userland = USERLANDS["bookworm"]) -> list[str]:
     """The ``dependencies`` + ``[runtime]`` requirements that apply on aarch64 Linux.
 
     ``pins`` maps a distribution name to a version (the host's); a requirement whose
@@ -170,8 +147,7 @@ def runtime_requirements(
 
     project = tomllib.loads(pyproject.read_text())["project"]
     lines = list(project.get("dependencies", [])) + list(
-        project.get("optional-dependencies", {}).get("runtime", [])
-    )
+        project.get("optional-dependencies", {}).get("runtime", []))
     pins = {canonicalize_name(k): v for k, v in (pins or {}).items()}
     out = []
     for line in lines:
@@ -227,11 +203,8 @@ def _run(cmd: list[str], what: str, *, cwd: Path | None = None, timeout: float =
 
 def sources_list(suite: str, mirror: str = MIRROR) -> str:
     """apt sources for Debian ``suite`` arm64 (main, updates; security from Debian's own host)."""
-    lines = [
-        f"{mirror} {suite} main",
-        f"{mirror} {suite}-updates main",
-        f"{SECURITY_MIRROR} {suite}-security main",
-    ]
+    lines = [f"{mirror} {suite} main", f"{mirror} {suite}-updates main",
+             f"{SECURITY_MIRROR} {suite}-security main"]
     return "".join(f"deb [arch=arm64 signed-by={DEBIAN_KEYRING}] {line}\n" for line in lines)
 
 
@@ -243,15 +216,10 @@ def apt_options(cache: Path, suite: str, mirror: str) -> list[str]:
     (apt / "status").touch()  # nothing installed: apt resolves the full dependency closure
     (apt / "sources.list").write_text(sources_list(suite, mirror))
     opts = {
-        "APT::Architecture": "arm64",
-        "APT::Architectures": "arm64",
-        "Dir::State": apt,
-        "Dir::State::Lists": apt / "lists",
-        "Dir::State::status": apt / "status",
-        "Dir::Cache": apt / "cache",
-        "Dir::Etc::SourceList": apt / "sources.list",
-        "Dir::Etc::SourceParts": apt / "sources.list.d",
-        "Acquire::Languages": "none",
+        "APT::Architecture": "arm64", "APT::Architectures": "arm64",
+        "Dir::State": apt, "Dir::State::Lists": apt / "lists", "Dir::State::status": apt / "status",
+        "Dir::Cache": apt / "cache", "Dir::Etc::SourceList": apt / "sources.list",
+        "Dir::Etc::SourceParts": apt / "sources.list.d", "Acquire::Languages": "none",
         "APT::Install-Recommends": "false",
     }
     if os.geteuid() == 0:  # apt's _apt user may not be able to write into the cache folder
@@ -271,16 +239,11 @@ def build_root(cache: Path, userland: Userland, *, mirror: str = MIRROR) -> Path
         raise ArmRootError(f"{DEBIAN_KEYRING} is missing: apt-get install debian-archive-keyring")
     opts = apt_options(cache, userland.suite, mirror)
     log.info("arm64 root: apt-get update (%s %s arm64)", mirror, userland.suite)
-    _run(
-        ["apt-get", *opts, "--error-on=any", "update"],
-        f"apt-get update for Debian {userland.suite} arm64 (is {mirror} reachable? the arm64 "
-        "check needs Debian's package registry)",
-        timeout=300,
-    )
-    sim = _run(
-        ["apt-get", *opts, "-s", "install", *wanted],
-        f"apt-get resolving {' '.join(wanted)} for arm64",
-    )
+    _run(["apt-get", *opts, "--error-on=any", "update"],
+         f"apt-get update for Debian {userland.suite} arm64 (is {mirror} reachable? the arm64 "
+         "check needs Debian's package registry)", timeout=300)
+    sim = _run(["apt-get", *opts, "-s", "install", *wanted],
+               f"apt-get resolving {' '.join(wanted)} for arm64")
     packages = parse_apt_simulation(sim)
     if python not in packages:
         raise ArmRootError(f"apt did not resolve {python} for arm64:\n{sim[-800:]}")
@@ -288,12 +251,8 @@ def build_root(cache: Path, userland: Userland, *, mirror: str = MIRROR) -> Path
     shutil.rmtree(debs, ignore_errors=True)
     debs.mkdir(parents=True)
     log.info("arm64 root: downloading %d Debian packages", len(packages))
-    _run(
-        ["apt-get", *opts, "download", *packages],
-        "apt-get download of arm64 packages",
-        cwd=debs,
-        timeout=600,
-    )
+    _run(["apt-get", *opts, "download", *packages], "apt-get download of arm64 packages",
+         cwd=debs, timeout=600)
     shutil.rmtree(root, ignore_errors=True)
     stamp.unlink(missing_ok=True)
     for deb in sorted(debs.glob("*.deb")):
@@ -301,22 +260,14 @@ def build_root(cache: Path, userland: Userland, *, mirror: str = MIRROR) -> Path
     for top in ("bin", "sbin", "lib"):  # merged /usr: trixie packages ship only usr/lib etc.
         if not (root / top).exists() and (root / "usr" / top).is_dir():
             (root / top).symlink_to(f"usr/{top}")
-    stamp.write_text(
-        json.dumps({"key": key, "packages": sorted(p.name for p in debs.glob("*.deb"))}, indent=1)
-    )
+    stamp.write_text(json.dumps({"key": key, "packages": sorted(p.name for p in debs.glob("*.deb"))},
+                                indent=1))
     return root
 
 
 def _pip_target_flags(python: str) -> list[str]:
-    flags = [
-        "--only-binary=:all:",
-        "--python-version",
-        python,
-        "--implementation",
-        "cp",
-        "--abi",
-        "cp" + python.replace(".", ""),
-    ]
+    flags = ["--only-binary=:all:", "--python-version", python, "--implementation", "cp",
+             "--abi", "cp" + python.replace(".", "")]
     return flags + [arg for plat in PLATFORMS for arg in ("--platform", plat)]
 
 
@@ -331,44 +282,17 @@ def install_wheels(cache: Path, root: Path, requirements: list[str], python: str
         shutil.rmtree(cache / "wheels", ignore_errors=True)
         wheels.mkdir(parents=True)
         log.info("arm64 wheels: pip download %s", " ".join(requirements))
-        _run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "-q",
-                "--disable-pip-version-check",
-                *_pip_target_flags(python),
-                "-d",
-                str(wheels),
-                *requirements,
-            ],
-            "pip download of the aarch64 wheels (is the package index reachable? every "
-            "runtime dependency must have a manylinux aarch64 wheel)",
-            timeout=600,
-        )
+        _run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+              *_pip_target_flags(python), "-d", str(wheels), *requirements],
+             "pip download of the aarch64 wheels (is the package index reachable? every "
+             "runtime dependency must have a manylinux aarch64 wheel)", timeout=600)
         (wheels / "complete").touch()
     shutil.rmtree(site, ignore_errors=True)
     stamp.unlink(missing_ok=True)
     files = sorted(str(p) for p in wheels.glob("*.whl"))
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "--no-index",
-            "--no-deps",
-            "--target",
-            str(site),
-            *_pip_target_flags(python),
-            *files,
-        ],
-        "pip install --target of the aarch64 wheels",
-    )
+    _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+          "--no-index", "--no-deps", "--target", str(site), *_pip_target_flags(python), *files],
+         "pip install --target of the aarch64 wheels")
     stamp.write_text(json.dumps({"key": key, "wheels": [Path(f).name for f in files]}, indent=1))
     return site
 
@@ -397,9 +321,8 @@ def find_qemu() -> Path:
     """The qemu-aarch64-static binary (Debian package qemu-user-static)."""
     found = shutil.which("qemu-aarch64-static")
     if found is None:
-        raise ArmRootError(
-            "qemu-aarch64-static not found: install it with `sudo apt-get install qemu-user-static`"
-        )
+        raise ArmRootError("qemu-aarch64-static not found: install it with "
+                           "`sudo apt-get install qemu-user-static`")
     return Path(found)
 
 
@@ -426,17 +349,8 @@ class Guest:
 
     def command(self, cpu: CpuProfile, args: list[str]) -> list[str]:
         """The host command line that runs ``python ARGS`` on the emulated board."""
-        return [
-            str(self.qemu),
-            "-cpu",
-            cpu.qemu_cpu,
-            "-L",
-            str(self.root),
-            "-0",
-            str(self.launcher),
-            str(self.python),
-            *args,
-        ]
+        return [str(self.qemu), "-cpu", cpu.qemu_cpu, "-L", str(self.root), "-0", str(self.launcher),
+                str(self.python), *args]
 
     def set_board(self, cpu: CpuProfile) -> None:
         """Make the root look like ``cpu``: its /proc/cpuinfo and the launcher's qemu CPU.
@@ -447,63 +361,45 @@ class Guest:
         """
         (self.root / "proc").mkdir(exist_ok=True)
         (self.root / "proc/cpuinfo").write_text(cpuinfo_text(cpu))
-        self.launcher.write_text(
-            "#!/bin/sh\n# qemu launcher written by benchmarks.arm64_root\n"
-            f'exec {shlex.join(self.command(cpu, []))} "$@"\n'
-        )
+        self.launcher.write_text("#!/bin/sh\n# qemu launcher written by benchmarks.arm64_root\n"
+                                 f'exec {shlex.join(self.command(cpu, []))} "$@"\n')
         self.launcher.chmod(0o755)
 
     def env(self) -> dict[str, str]:
         """A clean environment: nothing from the host's Python leaks in."""
-        return {
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(self.app),
-            "LANG": "C.UTF-8",
-            "PYTHONPATH": f"{self.app}:{self.site}",
-            "PYTHONNOUSERSITE": "1",
-            "COLUMNS": "120",
-            "TERM": "dumb",
-        }
+        return {"PATH": "/usr/bin:/bin", "HOME": str(self.app), "LANG": "C.UTF-8",
+                "PYTHONPATH": f"{self.app}:{self.site}", "PYTHONNOUSERSITE": "1",
+                "COLUMNS": "120", "TERM": "dumb"}
 
-    def run(
-        self, cpu: CpuProfile, args: list[str], *, timeout: float = 300
-    ) -> subprocess.CompletedProcess[str]:
+    def run(self, cpu: CpuProfile, args: list[str], *, timeout: float = 300
+            ) -> subprocess.CompletedProcess[str]:
         """Run python with ``args`` on the emulated ``cpu`` (cwd = the app folder)."""
         self.set_board(cpu)
         cmd = self.command(cpu, args)
         log.debug("$ %s", " ".join(cmd))
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(
-                cmd, cwd=self.app, env=self.env(), capture_output=True, text=True, timeout=timeout
-            )
+            proc = subprocess.run(cmd, cwd=self.app, env=self.env(), capture_output=True,
+                                  text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             proc = subprocess.CompletedProcess(cmd, 124, "", f"timed out after {timeout:.0f} s")
-        log.info(
-            "arm64 %s %s: %s (%.1f s emulated, exit %d)",
-            self.userland.suite,
-            cpu.qemu_cpu,
-            " ".join(args[:2]) if args[0] == "-m" else "probe",
-            time.perf_counter() - t0,
-            proc.returncode,
-        )
+        log.info("arm64 %s %s: %s (%.1f s emulated, exit %d)", self.userland.suite, cpu.qemu_cpu,
+                 " ".join(args[:2]) if args[0] == "-m" else "probe", time.perf_counter() - t0,
+                 proc.returncode)
         return proc
 
 
-PROBE = (
-    "import json, platform, numpy, cv2, onnxruntime, ai_edge_litert, sys; "
-    "from importlib.metadata import version as v; print(json.dumps({'machine': "
-    "platform.machine(), 'python': platform.python_version(), 'libc': "
-    "' '.join(platform.libc_ver()), 'numpy': numpy.__version__, 'opencv': cv2.__version__, "
-    "'onnxruntime': onnxruntime.__version__, 'ai_edge_litert': v('ai-edge-litert'), "
-    "'tensorflow_importable': __import__('importlib.util').util.find_spec('tensorflow') "
-    "is not None}))"
-)
+PROBE = ("import json, platform, numpy, cv2, onnxruntime, ai_edge_litert, sys; "
+         "from importlib.metadata import version as v; print(json.dumps({'machine': "
+         "platform.machine(), 'python': platform.python_version(), 'libc': "
+         "' '.join(platform.libc_ver()), 'numpy': numpy.__version__, 'opencv': cv2.__version__, "
+         "'onnxruntime': onnxruntime.__version__, 'ai_edge_litert': v('ai-edge-litert'), "
+         "'tensorflow_importable': __import__('importlib.util').util.find_spec('tensorflow') "
+         "is not None}))")
 
 
-def prepare(
-    cache: Path, repo: Path, models: list[Path], userland: Userland, *, mirror: str = MIRROR
-) -> Guest:
+def prepare(cache: Path, repo: Path, models: list[Path], userland: Userland, *,
+            mirror: str = MIRROR) -> Guest:
     """Build (or reuse) the root, the wheels and the app copy; return the runnable guest."""
     from packaging.requirements import Requirement
 
@@ -517,17 +413,9 @@ def prepare(
     t1 = time.perf_counter()
     pyproject = repo.resolve() / "pyproject.toml"
     names = [Requirement(r).name for r in runtime_requirements(pyproject, userland=userland)]
-    site = install_wheels(
-        cache,
-        root,
-        runtime_requirements(pyproject, host_versions(names), userland),
-        userland.python,
-    )
+    site = install_wheels(cache, root, runtime_requirements(pyproject, host_versions(names), userland),
+                          userland.python)
     app, guest_models = install_app(root, repo.resolve(), models)
-    log.info(
-        "arm64 %s ready: root %.1f s, wheels %.1f s",
-        userland.suite,
-        t1 - t0,
-        time.perf_counter() - t1,
-    )
+    log.info("arm64 %s ready: root %.1f s, wheels %.1f s", userland.suite, t1 - t0,
+             time.perf_counter() - t1)
     return Guest(qemu, userland, root, site, app, guest_models)
