@@ -97,16 +97,14 @@ def asset_path(name: str) -> Path:
 @functools.lru_cache(maxsize=None)
 def load_image(name: str) -> np.ndarray:
     """A built-in photo as (h, w, 3) uint8 RGB (grey ones are stacked to three channels)."""
+    from PIL import Image  # Pillow, not OpenCV: libpng warns about page.png's colour profile
+
     path = asset_path(name)
-    image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise RuntimeError(f"could not decode asset {path}")
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    elif image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    else:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    try:
+        with Image.open(path) as pil:
+            image = np.asarray(pil.convert("RGB"))
+    except OSError as err:
+        raise RuntimeError(f"could not decode asset {path}: {err}") from None
     image.setflags(write=False)  # cached and shared: nobody may draw on it
     return image
 
