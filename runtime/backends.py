@@ -191,6 +191,12 @@ def _tflite_factory(interpreter_class: Callable[[], Any]) -> Callable[..., Backe
             raise ValueError(f"{path} is not a valid TFLite model ({err}); re-export it") from None
         except RuntimeError as err:  # e.g. an op this interpreter build does not have
             raise ValueError(f"{path} cannot run in {name} ({err})") from None
+        except SystemError as err:  # a C extension built for another NumPy ABI
+            hint = " (tflite-runtime 2.14 is built for NumPy 1.x: pip install 'numpy<2')"
+            raise ValueError(
+                f"{name} could not create an interpreter ({err})"
+                + (hint if name == "tflite_runtime" else "")
+            ) from None
         return TFLiteBackend(it, name, threads, metadata)
 
     return make

@@ -254,6 +254,8 @@ def run(
             writer.release()
         if server is not None:
             server.stop()
+            if summary.stopped_by == "end of source" and not src.live:
+                console.print("the source ended, so did the stream: add --loop to keep serving it")
         if window:
             cv2.destroyAllWindows()
     return summary
