@@ -5,7 +5,7 @@
     python -m benchmarks.runtime_overhead --standin            # build stand-in int8 models first
 
 Per frame, side by side in one run (medians; stages interleaved frame by frame):
-decode (reported apart), preprocess (the contract's INTER_AREA resize + BGR->RGB), invoke
+decode (reported apart), preprocess (the contract's bilinear resize + BGR->RGB), invoke
 through the runtime (quantize, run, dequantize), postprocess, draw, and the bare engine
 call on the same input tensor (set_tensor/invoke/get_tensor, or session.run). The webcam
 loop prepares frames in its capture thread, so both the sequential sum and the inference

@@ -23,7 +23,7 @@ def test_preprocess_resizes_and_keeps_rgb_order():
 def test_preprocess_bgr_flag_matches_cvtcolor_then_resize():
     rng = np.random.default_rng(0)
     bgr = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
-    expected = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (48, 32), interpolation=cv2.INTER_AREA)
+    expected = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (48, 32), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_array_equal(contract.preprocess(bgr, (32, 48), bgr=True), expected)
 
 
