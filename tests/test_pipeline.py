@@ -8,7 +8,7 @@ import pytest
 
 from runtime.contract import box_to_pixels, preprocess
 from tests.conftest import draw_box_image
-from train.pipeline import Augment, flip_horizontal, load_example, make_dataset, random_window
+from train.pipeline import Augment, flip_horizontal, load_example, make_dataset, photometric, random_window
 from train.sources import Sample, get_source
 
 
@@ -118,6 +118,8 @@ def test_photometric_augmentations_leave_the_box_alone() -> None:
         image, box, _ = load_example(src, i, 48, augment=aug, rng=np.random.default_rng(i))
         np.testing.assert_array_equal(box, plain_box)
         assert np.abs(image.astype(int) - plain_image.astype(int)).mean() > 1.0  # pixels did change
+    big = photometric(np.random.default_rng(0), np.full((600, 700, 3), 100, np.uint8), aug)
+    assert big.shape == (600, 700, 3)  # larger than the cached noise table
 
 
 def test_negatives_stay_negative_under_augmentation() -> None:

@@ -150,9 +150,10 @@ def flip_horizontal(image: np.ndarray, box: np.ndarray, present: bool) -> tuple[
     return cv2.flip(image, 1), box
 
 
-@functools.lru_cache(maxsize=1)
-def _noise_table() -> np.ndarray:
-    return np.random.default_rng(1234).standard_normal((512, 512, 3)).astype(np.float32)
+@functools.lru_cache(maxsize=2)
+def _noise_table(side: int) -> np.ndarray:
+    """Fixed Gaussian noise; random windows of it are much cheaper than fresh draws."""
+    return np.random.default_rng(1234).standard_normal((side, side, 3)).astype(np.float32)
 
 
 def photometric(rng: np.random.Generator, image: np.ndarray, aug: Augment) -> np.ndarray:
@@ -163,8 +164,8 @@ def photometric(rng: np.random.Generator, image: np.ndarray, aug: Augment) -> np
         k = 3 if rng.random() < 0.7 else 5
         image = cv2.GaussianBlur(image, (k, k), 0)
     if rng.random() < aug.noise:
-        table = _noise_table()
         h, w = image.shape[:2]
+        table = _noise_table(max(512, h, w))
         oy, ox = rng.integers(0, table.shape[0] - h + 1), rng.integers(0, table.shape[1] - w + 1)
         noisy = image + rng.uniform(2, 10) * table[oy : oy + h, ox : ox + w]
         image = np.clip(noisy, 0, 255).astype(np.uint8)
