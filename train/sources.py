@@ -53,12 +53,14 @@ class SourceOptions:
     """Options shared by all sources.
 
     Attributes:
-        split: ``train``, ``val`` or ``test``; synthetic test splits use backgrounds and
-            objects that training never sees; file sources split by a seeded shuffle.
+        split: ``train``, ``val`` or ``test``; synthetic val and test splits each use their
+            own backgrounds (and faces) that training never sees; file sources split by a
+            seeded shuffle (``val`` and ``test`` are the same held-out part; ``all``: every image).
         data_dir: folder (or file) for file sources.
-        size: number of samples for synthetic sources.
+        size: number of samples for synthetic sources (file sources ignore it).
         seed: makes sample ``i`` reproducible.
-        negatives: share of synthetic samples with no object (label 0).
+        negatives: share of synthetic samples with no object (label 0); file sources take
+            their negatives from the data (images annotated with no object).
         multi: what to do with images holding several boxes: ``skip`` or ``largest``.
         val_fraction: share of a file dataset held out for validation/test.
         cache_mb: file sources keep decoded images in memory up to this many MiB.
