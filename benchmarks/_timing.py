@@ -9,7 +9,6 @@ triggered by other code does not land inside a sample.
 from __future__ import annotations
 
 import gc
-import resource
 import sys
 import time
 from typing import Any, Callable
@@ -91,17 +90,27 @@ def medians_agree(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return abs(a["p50"] - b["p50"]) <= max(a["std"], b["std"])
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+def peak_rss_mb() -> float | None:
+    """Peak resident set size of this process so far, in MB (None where it cannot be read)."""
+    try:
+        import resource  # noqa: PLC0415  (Unix only)
+    except ImportError:
+        try:
+            import psutil  # noqa: PLC0415  (Windows: peak working set)
+        except ImportError:
+            return None
+        return round(psutil.Process().memory_info().peak_wset / 2**20, 1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / 2**20 if sys.platform == "darwin" else peak / 1024, 1)
 
 
 def current_rss_mb() -> float | None:
     """Current resident set size in MB (Linux /proc; None elsewhere)."""
     try:
+        import resource  # noqa: PLC0415
+
         with open("/proc/self/statm") as fh:
             pages = int(fh.read().split()[1])
-        return round(pages * resource.getpagesize() / (1024 * 1024), 1)
-    except (OSError, ValueError, IndexError):
+        return round(pages * resource.getpagesize() / 2**20, 1)
+    except (ImportError, OSError, ValueError, IndexError):
         return None

@@ -150,6 +150,8 @@ def _finish(cells: list[dict[str, Any]], costs: dict[str, Any], max_iou_drop: fl
     for fam in {family(c["variant"]) for c in scored}:
         members = [c for c in scored if family(c["variant"]) == fam]
         ref = min(members, key=lambda c: (c["format"] != "keras", REF_ORDER.get(c.get("precision") or "", 9)))
+        if ref["format"] != "keras" and ref.get("precision") != "fp32":
+            continue  # no float model to judge against (e.g. a folder of int8 files only)
         for cell in members:
             cell["iou_drop"] = round(ref["mean_iou"] - cell["mean_iou"], 4)
             if cell["iou_drop"] > max_iou_drop:

@@ -247,15 +247,38 @@ def test_benchmark_run_dir_end_to_end(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_broken_models_become_error_cells_and_the_run_goes_on(models_dir, csv_set, tmp_path):
+def test_broken_models_become_error_cells_and_the_run_goes_on(tiny_run, models_dir, csv_set, tmp_path):
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for i in range(12):
+        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    writer.release()
     res = latency.run(models_dir, threads="1", runs=3, warmup=1, eval_dir=str(csv_set), baseline="none",
-                      backends="ai_edge_litert,onnxruntime")
+                      backends="ai_edge_litert,onnxruntime", video=str(video), video_frames=6,
+                      extra=[str(tiny_run / "model_fp32.tflite")], max_iou_drop=1.0)
     broken = _cells(res, variant="broken.tflite")
     cut = _cells(res, variant="cut.onnx", provider="CPUExecutionProvider")
     assert broken[0]["status"] == "error" and "TFLite" in broken[0]["reason"]
     assert cut[0]["status"] == "error" and "ONNX" in cut[0]["reason"]
     good = _cells(res, variant="model_int8.tflite")[0]
     assert good["status"] == "ok" and good["n_eval"] == 4 and res["eval"]["name"].startswith("csv:")
+    assert good["pipeline"]["frames"] == 6 and good["pipeline"]["fps"] > 0  # 3 warm-up frames excluded
+    assert good["pipeline"]["fps"] <= good["pipeline"]["fps_no_decode"]
+    extra = _cells(res, kind="extra")
+    assert [c["variant"] for c in extra] == ["model_fp32.tflite"] and extra[0]["status"] == "ok"
+
+
+def test_accuracy_check_compares_with_the_float_model_of_the_same_family():
+    def cell(variant, fmt, precision, iou):
+        return _schema.new_cell(variant=variant, kind="model", format=fmt, precision=precision,
+                                backend="x", status="ok", mean_iou=iou, latency_ms={})
+    cells = [cell("model.keras", "keras", "fp32", 0.80), cell("model_int8.tflite", "tflite", "int8", 0.75),
+             cell("model_fp16.tflite", "tflite", "fp16", 0.79), cell("cat_int8.tflite", "tflite", "int8", 0.1),
+             cell("cat_int8.onnx", "onnx", "int8", 0.5)]
+    latency._finish(cells, {}, max_iou_drop=0.02)
+    assert [c["status"] for c in cells] == ["ok", "accuracy_failed", "ok", "ok", "ok"]
+    assert cells[1]["iou_drop"] == pytest.approx(0.05) and "model.keras" in cells[1]["reason"]
+    assert cells[3]["iou_drop"] is None  # int8 files only: no float model to judge against
 
 
 def test_user_errors_exit_2(tmp_path, capsys):
