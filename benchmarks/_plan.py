@@ -98,7 +98,8 @@ def discover(path: str | Path, kind: str = "model") -> list[Variant]:
     if not files:
         raise UserError(
             f"nothing to benchmark in {path}: no model.keras, *.tflite or *.onnx; export models first "
-            "(python -m export --model RUN) or pass a folder of exported models such as models/"
+            "(python -m export --model RUN, or `make models` for the defaults) or pass a folder of "
+            "exported models"
         )
     order = {"keras": 0, "tflite": 1, "onnx": 2}
     prec = {p: i for i, p in enumerate(PRECISIONS)}

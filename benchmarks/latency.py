@@ -205,6 +205,10 @@ def run(model: str | Path | None = None, *, formats: str | None = None, precisio
             costs[cell["variant"]] = raw["cost"]
     _share_costs(cells, raws, costs)
     _finish(cells, costs, max_iou_drop)
+    usable = fp.get("cores_usable") or fp.get("cores_logical") or 0
+    for cell in cells:
+        if cell["device"] == "cpu" and usable and (cell.get("threads") or 0) > usable:
+            cell["notes"].append(f"{cell['threads']} threads on {usable} usable cores: oversubscribed")
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -245,12 +249,17 @@ def _measure(planned: list, repeat: int, timeout: float,
             continue
         ok = [r for r in reps if r.get("latency_ms")]
         chosen = reps[0]
-        if len(ok) > 1:  # keep the repeat whose median is the median of the medians
+        if len(ok) > 1:  # the repeat whose median is the (lower) median of the medians
             p50s = [r["latency_ms"]["p50"] for r in ok]
             chosen = ok[p50s.index(statistics.median_low(p50s))]
         cell = to_cell(variant, spec, chosen)
         if len(ok) > 1:
-            cell["repeat_p50_ms"] = [r["latency_ms"]["p50"] for r in ok]
+            p50s = [r["latency_ms"]["p50"] for r in ok]
+            cell["repeat_p50_ms"] = p50s
+            spread = max(r["latency_ms"]["std"] for r in ok)
+            if max(p50s) - min(p50s) > spread:
+                cell["notes"].append(f"repeat medians differ by {max(p50s) - min(p50s):.3g} ms, more than "
+                                     f"the spread (std {spread:.3g} ms): the machine was busy, rerun")
         cells.append(cell)
         raws.append(next((r for r in reps if r.get("cost") or r.get("source_sha256")), chosen))
     return cells, raws, {}
