@@ -50,7 +50,7 @@ def timing_image(evalset: EvalSet | None) -> np.ndarray:
 def accuracy(runner: Runner, evalset: EvalSet) -> dict[str, Any]:
     """Mean IoU and CorLoc@0.5 over the eval images that hold an object."""
     ious = []
-    for image, box, label in zip(evalset.images, evalset.boxes, evalset.labels):
+    for image, box, label in zip(evalset.images, evalset.boxes, evalset.labels, strict=True):
         if label == "none" or (box[2] - box[0]) * (box[3] - box[1]) <= 0:
             continue
         pred = runner.box(image)
@@ -60,8 +60,11 @@ def accuracy(runner: Runner, evalset: EvalSet) -> dict[str, Any]:
     if not ious:
         return {"n_eval": 0, "mean_iou": None, "corloc": None}
     arr = np.array(ious)
-    return {"n_eval": int(arr.size), "mean_iou": round(float(arr.mean()), 4),
-            "corloc": round(float((arr >= 0.5).mean()), 4)}
+    return {
+        "n_eval": int(arr.size),
+        "mean_iou": round(float(arr.mean()), 4),
+        "corloc": round(float((arr >= 0.5).mean()), 4),
+    }
 
 
 def pipeline(runner: Runner, video: str, max_frames: int, warmup: int = 3) -> dict[str, Any]:
@@ -122,10 +125,16 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
             t0 = time.perf_counter()
             runner = make_runner(spec)
             out["load_ms"] = round((time.perf_counter() - t0) * 1e3, 3)
-        out["notes"] += [str(w.message)[:200] for w in caught if issubclass(w.category, UserWarning)]
-        out.update(backend=runner.backend, provider=runner.provider, device=runner.device,
-                   precision=runner.precision or spec.get("precision"),
-                   input_size=list(runner.input_size) if runner.input_size else None)
+        out["notes"] += [
+            str(w.message)[:200] for w in caught if issubclass(w.category, UserWarning)
+        ]
+        out.update(
+            backend=runner.backend,
+            provider=runner.provider,
+            device=runner.device,
+            precision=runner.precision or spec.get("precision"),
+            input_size=list(runner.input_size) if runner.input_size else None,
+        )
         out["notes"] += runner.notes
         out["source_sha256"] = getattr(runner, "source_sha256", None)
 
@@ -137,8 +146,12 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
             out["status"], out["reason"] = "accuracy_failed", "the model returns non-finite outputs"
 
         stage = "timing"
-        samples = _timing.sample(lambda: runner.call(x), warmup=spec["warmup"], runs=spec.get("runs"),
-                                 seconds=spec.get("seconds"))
+        samples = _timing.sample(
+            lambda: runner.call(x),
+            warmup=spec["warmup"],
+            runs=spec.get("runs"),
+            seconds=spec.get("seconds"),
+        )
         out["latency_ms"] = _timing.summarize(samples)
         out["fps"] = round(1e3 / out["latency_ms"]["mean"], 2)
 

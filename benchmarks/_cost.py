@@ -46,6 +46,7 @@ def pi_estimates(macs: int | None, precision: str | None) -> dict[str, list[floa
 
 # ---- Keras --------------------------------------------------------------------------------
 
+
 def _shape(tensor: Any) -> tuple[int, ...]:
     return tuple(int(d) if d is not None else 1 for d in tensor.shape)
 
@@ -67,7 +68,10 @@ def _keras_layer_macs(layer: Any) -> int:
         return spatial * out[-1] * int(np.prod(layer.kernel_size))
     if name == "SeparableConv2D":
         dm = getattr(layer, "depth_multiplier", 1)
-        return spatial * inp[-1] * dm * int(np.prod(layer.kernel_size)) + spatial * inp[-1] * dm * out[-1]
+        return (
+            spatial * inp[-1] * dm * int(np.prod(layer.kernel_size))
+            + spatial * inp[-1] * dm * out[-1]
+        )
     if name == "Dense":
         return int(np.prod(inp[1:-1] or (1,))) * inp[-1] * out[-1]
     return 0
@@ -75,19 +79,29 @@ def _keras_layer_macs(layer: Any) -> int:
 
 def keras_cost(model: Any) -> dict[str, int]:
     """Parameters and MACs of a Keras model (batch size 1)."""
-    return {"params": int(model.count_params()), "macs": sum(_keras_layer_macs(l) for l in model.layers)}
+    return {
+        "params": int(model.count_params()),
+        "macs": sum(_keras_layer_macs(layer) for layer in model.layers),
+    }
 
 
 # ---- TFLite -------------------------------------------------------------------------------
 
+
 def tflite_cost(interpreter: Any) -> dict[str, int]:
     """Parameters (conv/FC weights + biases) and MACs from a TFLite interpreter's op list."""
-    tensors = {t["index"]: tuple(int(d) for d in t["shape"]) for t in interpreter.get_tensor_details()}
+    tensors = {
+        t["index"]: tuple(int(d) for d in t["shape"]) for t in interpreter.get_tensor_details()
+    }
     macs = params = 0
     seen: set[int] = set()
     for op in interpreter._get_ops_details():  # noqa: SLF001  (the only op-level API)
         name, ins, outs = op["op_name"], list(op["inputs"]), list(op["outputs"])
-        if name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or len(ins) < 2 or not outs:
+        if (
+            name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+            or len(ins) < 2
+            or not outs
+        ):
             continue
         out = tensors.get(outs[0], ())
         w = tensors.get(ins[1], ())
@@ -107,6 +121,7 @@ def tflite_cost(interpreter: Any) -> dict[str, int]:
 
 
 # ---- ONNX ---------------------------------------------------------------------------------
+
 
 def onnx_cost(path: str) -> dict[str, int] | None:
     """Parameters and MACs of an ONNX file; None when the ``onnx`` package is missing."""
@@ -132,7 +147,12 @@ def onnx_cost(path: str) -> dict[str, int] | None:
         """Follow DequantizeLinear/Transpose/Identity back to the stored initializer."""
         for _ in range(4):
             node = producer.get(name)
-            if node is None or node.op_type not in ("DequantizeLinear", "Transpose", "Identity", "Cast"):
+            if node is None or node.op_type not in (
+                "DequantizeLinear",
+                "Transpose",
+                "Identity",
+                "Cast",
+            ):
                 break
             name = node.input[0]
         return name
@@ -145,15 +165,24 @@ def onnx_cost(path: str) -> dict[str, int] | None:
             w, out = shapes.get(weight(node.input[w_idx])), shapes.get(node.output[0])
             if w and out and len(out) >= 3:  # W (O, I/g, kh, kw), out (N, O, H, W)
                 macs += int(np.prod(out)) * int(np.prod(w[1:]))
-            weights = [node.input[w_idx]] + ([node.input[-1]] if len(node.input) > w_idx + 1 else [])
+            weights = [node.input[w_idx]] + (
+                [node.input[-1]] if len(node.input) > w_idx + 1 else []
+            )
         elif node.op_type in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
             b_idx = 3 if node.op_type == "QLinearMatMul" else 1
             w, out = shapes.get(weight(node.input[b_idx])), shapes.get(node.output[0])
             if not w or weight(node.input[b_idx]) not in inits or not out or len(w) != 2:
                 continue
-            k = w[1] if node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute) else w[0]
+            k = (
+                w[1]
+                if node.op_type == "Gemm"
+                and any(a.name == "transB" and a.i for a in node.attribute)
+                else w[0]
+            )
             macs += int(np.prod(out)) * k
-            weights = [node.input[b_idx]] + ([node.input[2]] if node.op_type == "Gemm" and len(node.input) > 2 else [])
+            weights = [node.input[b_idx]] + (
+                [node.input[2]] if node.op_type == "Gemm" and len(node.input) > 2 else []
+            )
         else:
             continue
         for name in weights:

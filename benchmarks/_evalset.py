@@ -103,7 +103,9 @@ def _read_voc(root: Path, limit: int | None) -> EvalSet:
         name, coords = max(objects, key=lambda o: (o[1][2] - o[1][0]) * (o[1][3] - o[1][1]))
         image_path = img_dir / (tree.findtext("filename") or xml_path.stem + ".jpg")
         if not image_path.is_file():
-            matches = [p for p in img_dir.glob(xml_path.stem + ".*") if p.suffix.lower() in IMAGE_SUFFIXES]
+            matches = [
+                p for p in img_dir.glob(xml_path.stem + ".*") if p.suffix.lower() in IMAGE_SUFFIXES
+            ]
             if not matches:
                 log.warning("no image for %s; skipped", xml_path.name)
                 continue
@@ -154,13 +156,22 @@ def read_folder(path: str | Path, limit: int | None = None) -> EvalSet:
     """Read a whole CSV (``image,bbox,label`` with pixel ``[x1, y1, x2, y2]``) or VOC folder."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"eval data {path} not found; pass --eval-dir with a CSV or VOC folder")
+        raise FileNotFoundError(
+            f"eval data {path} not found; pass --eval-dir with a CSV or VOC folder"
+        )
     fmt = detect_format(path)
     if fmt == "voc":
         data = _read_voc(path, limit)
     elif fmt == "csv":
-        csv_path = path if path.is_file() else (
-            path / "labels.csv" if (path / "labels.csv").is_file() else sorted(path.glob("*.csv"))[0])
+        csv_path = (
+            path
+            if path.is_file()
+            else (
+                path / "labels.csv"
+                if (path / "labels.csv").is_file()
+                else sorted(path.glob("*.csv"))[0]
+            )
+        )
         data = _read_csv(csv_path, limit)
     else:
         raise ValueError(
@@ -172,7 +183,9 @@ def read_folder(path: str | Path, limit: int | None = None) -> EvalSet:
     return data
 
 
-def from_source(name: str, *, data_dir: str | None, split: str, size: int, seed: int = 0) -> EvalSet:
+def from_source(
+    name: str, *, data_dir: str | None, split: str, size: int, seed: int = 0
+) -> EvalSet:
     """Draw an eval set from a registered training source (needs the training extras)."""
     from train.sources import get_source  # noqa: PLC0415  (optional dependency)
 
@@ -194,7 +207,9 @@ def from_source(name: str, *, data_dir: str | None, split: str, size: int, seed:
     return out
 
 
-def default_source(labels: list[str] | None, run_config: dict[str, Any] | None) -> tuple[str, str | None] | None:
+def default_source(
+    labels: list[str] | None, run_config: dict[str, Any] | None
+) -> tuple[str, str | None] | None:
     """(source, data_dir) to score on when none is given: the run's own data, or by label."""
     if run_config and run_config.get("data", {}).get("source"):
         data = run_config["data"]

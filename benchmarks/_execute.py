@@ -17,9 +17,24 @@ from benchmarks._schema import new_cell
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _CELL_KEYS_FROM_CHILD = (
-    "status", "reason", "backend", "provider", "device", "precision", "input_size", "n_eval",
-    "mean_iou", "corloc", "import_ms", "load_ms", "first_ms", "latency_ms", "fps", "peak_rss_mb",
-    "base_rss_mb", "pipeline",
+    "status",
+    "reason",
+    "backend",
+    "provider",
+    "device",
+    "precision",
+    "input_size",
+    "n_eval",
+    "mean_iou",
+    "corloc",
+    "import_ms",
+    "load_ms",
+    "first_ms",
+    "latency_ms",
+    "fps",
+    "peak_rss_mb",
+    "base_rss_mb",
+    "pipeline",
 )
 
 
@@ -53,7 +68,10 @@ def run_spec(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env())
         except subprocess.TimeoutExpired:
-            return {"status": "error", "reason": f"timed out after {timeout:.0f} s (--cell-timeout)"}
+            return {
+                "status": "error",
+                "reason": f"timed out after {timeout:.0f} s (--cell-timeout)",
+            }
         if out_path.is_file():
             try:
                 return json.loads(out_path.read_text())
@@ -66,9 +84,15 @@ def run_spec(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
 def to_cell(variant: Any, spec: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
     """A schema cell from the variant, its spec and what the cell process measured."""
     cell = new_cell(
-        variant=variant.name, kind=variant.kind, file=str(variant.file) if variant.file else None,
-        format=variant.format, precision=variant.precision, backend=spec["backend"],
-        provider=spec.get("provider"), device=spec.get("device", "cpu"), threads=spec.get("threads"),
+        variant=variant.name,
+        kind=variant.kind,
+        file=str(variant.file) if variant.file else None,
+        format=variant.format,
+        precision=variant.precision,
+        backend=spec["backend"],
+        provider=spec.get("provider"),
+        device=spec.get("device", "cpu"),
+        threads=spec.get("threads"),
         size_bytes=variant.file.stat().st_size if variant.file and variant.file.is_file() else None,
     )
     for key in _CELL_KEYS_FROM_CHILD:
@@ -78,13 +102,21 @@ def to_cell(variant: Any, spec: dict[str, Any], raw: dict[str, Any]) -> dict[str
     return cell
 
 
-def skipped_cell(variant: Any, runner: str, backend: str, provider: str | None, device: str,
-                 reason: str) -> dict[str, Any]:
+def skipped_cell(
+    variant: Any, runner: str, backend: str, provider: str | None, device: str, reason: str
+) -> dict[str, Any]:
     """A cell that was not run here, with the reason."""
     del runner
     return new_cell(
-        variant=variant.name, kind=variant.kind, file=str(variant.file) if variant.file else None,
-        format=variant.format, precision=variant.precision, backend=backend, provider=provider,
-        device=device, status="skipped", reason=reason,
+        variant=variant.name,
+        kind=variant.kind,
+        file=str(variant.file) if variant.file else None,
+        format=variant.format,
+        precision=variant.precision,
+        backend=backend,
+        provider=provider,
+        device=device,
+        status="skipped",
+        reason=reason,
         size_bytes=variant.file.stat().st_size if variant.file and variant.file.is_file() else None,
     )

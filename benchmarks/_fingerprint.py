@@ -84,15 +84,32 @@ def cpu_model(info: dict[str, str] | None = None) -> str:
     if info.get("model name"):
         return info["model name"]
     if "cpu part" in info:  # ARM: name the core from the MIDR part number
-        parts = {"0xd03": "Cortex-A53", "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76",
-                 "0xd05": "Cortex-A55", "0xd07": "Cortex-A57", "0xd0a": "Cortex-A75",
-                 "0xd41": "Cortex-A78", "0xd4b": "Cortex-A78C", "0xd46": "Cortex-A510",
-                 "0xd47": "Cortex-A710", "0xd0c": "Neoverse-N1", "0xd40": "Neoverse-V1"}
+        parts = {
+            "0xd03": "Cortex-A53",
+            "0xd08": "Cortex-A72",
+            "0xd0b": "Cortex-A76",
+            "0xd05": "Cortex-A55",
+            "0xd07": "Cortex-A57",
+            "0xd0a": "Cortex-A75",
+            "0xd41": "Cortex-A78",
+            "0xd4b": "Cortex-A78C",
+            "0xd46": "Cortex-A510",
+            "0xd47": "Cortex-A710",
+            "0xd0c": "Neoverse-N1",
+            "0xd40": "Neoverse-V1",
+        }
         return parts.get(info["cpu part"].lower(), f"ARM part {info['cpu part']}")
     if sys.platform == "darwin":
         try:
-            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
-                                  text=True, timeout=5).stdout.strip() or platform.processor()
+            return (
+                subprocess.run(
+                    ["sysctl", "-n", "machdep.cpu.brand_string"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout.strip()
+                or platform.processor()
+            )
         except (OSError, subprocess.SubprocessError):
             pass
     return platform.processor() or platform.machine()
@@ -122,7 +139,9 @@ def gpus() -> list[dict[str, str]]:
     try:
         out = subprocess.run(
             [exe, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
     except (OSError, subprocess.SubprocessError) as err:
         log.info("nvidia-smi failed: %s", err)
@@ -131,8 +150,13 @@ def gpus() -> list[dict[str, str]]:
     for line in out.stdout.strip().splitlines():
         fields = [f.strip() for f in line.split(",")]
         if len(fields) >= 2:
-            rows.append({"name": fields[0], "driver": fields[1],
-                         "memory": fields[2] if len(fields) > 2 else ""})
+            rows.append(
+                {
+                    "name": fields[0],
+                    "driver": fields[1],
+                    "memory": fields[2] if len(fields) > 2 else "",
+                }
+            )
     return rows
 
 

@@ -27,11 +27,26 @@ def console() -> Console:
 @contextlib.contextmanager
 def progress(con: Console) -> Iterator[Callable[[int, int, str], None]]:
     """A progress bar; yields the ``on_cell(done, total, description)`` callback."""
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=con, transient=True)
-    task = bar.add_task("planning", total=None)
-    with bar:
-        yield lambda done, total, what: bar.update(task, completed=done, total=total, description=what)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=con,
+        transient=True,
+    )
+    task = bar.add_task("", total=None)
+
+    def update(done: int, total: int, what: str) -> None:
+        if not bar.live.is_started:  # start on the first cell: errors before it print cleanly
+            bar.start()
+        bar.update(task, completed=done, total=total, description=what)
+
+    try:
+        yield update
+    finally:
+        if bar.live.is_started:
+            bar.stop()
 
 
 def slug(name: str) -> str:
@@ -51,7 +66,10 @@ def write_all(results: dict[str, Any], out: Path, plots: bool = True) -> list[Pa
     paths.append(_schema.write_atomic(out.with_suffix(".csv"), _schema.to_csv([results])))
     paths.append(_schema.write_atomic(out.with_suffix(".md"), _schema.to_markdown(results)))
     if plots and _plots.available():
-        for suffix, fn in (("_latency.png", _plots.latency_distribution), ("_tradeoff.png", _plots.tradeoff)):
+        for suffix, fn in (
+            ("_latency.png", _plots.latency_distribution),
+            ("_tradeoff.png", _plots.tradeoff),
+        ):
             png = fn([results], out.with_name(out.stem + suffix))
             if png:
                 paths.append(png)
@@ -64,8 +82,10 @@ def cell_table(cells: list[dict[str, Any]], title: str) -> Table:
     keep = [i for i in range(len(_schema.TABLE_HEADER)) if i < 4 or any(r[i] != "-" for r in rows)]
     table = Table(title=title, title_justify="left", header_style="bold")
     for i in keep:
-        table.add_column(_schema.TABLE_HEADER[i], justify="left" if i < 4 else "right", no_wrap=i < 4)
-    for cell, row in zip(cells, rows):
+        table.add_column(
+            _schema.TABLE_HEADER[i], justify="left" if i < 4 else "right", no_wrap=i < 4
+        )
+    for cell, row in zip(cells, rows, strict=True):
         row[3] = f"[{_STATUS_STYLE[cell['status']]}]{row[3]}[/]"
         table.add_row(*[row[i] for i in keep])
     return table
@@ -74,12 +94,20 @@ def cell_table(cells: list[dict[str, Any]], title: str) -> Table:
 def print_run(con: Console, results: dict[str, Any]) -> None:
     """The run's table, the reasons for non-ok cells, the eval set and the estimate caveat."""
     fp = results["device"]["fingerprint"]
-    title = (f"{results['device']['name']} - {fp['cpu']}, {fp['arch']}, {fp['cores_logical']} cores, "
-             f"{', '.join(fp['cpu_features']) or 'no SIMD flags read'}")
+    title = (
+        f"{results['device']['name']} - {fp['cpu']}, {fp['arch']}, {fp['cores_logical']} cores, "
+        f"{', '.join(fp['cpu_features']) or 'no SIMD flags read'}"
+    )
     con.print(cell_table(results["cells"], title))
     for line in _schema.reasons(results["cells"]):
         con.print(f"  [dim]{line}[/dim]")
     ev = results["eval"]
-    con.print(f"eval set: {ev['name']} ({ev['n']} images)" if ev["name"] else f"accuracy skipped: {ev['reason']}")
-    con.print("[dim]latency = the model call only, after warm-up; Pi4/Pi5 columns are ESTIMATES "
-              "scaled from published figures, not measurements[/dim]")
+    con.print(
+        f"eval set: {ev['name']} ({ev['n']} images)"
+        if ev["name"]
+        else f"accuracy skipped: {ev['reason']}"
+    )
+    con.print(
+        "[dim]latency = the model call only, after warm-up; Pi4/Pi5 columns are ESTIMATES "
+        "scaled from published figures, not measurements[/dim]"
+    )

@@ -60,11 +60,34 @@ def guess_precision(path: Path) -> str | None:
     if path.suffix == ".keras":
         return "fp32"
     tokens = set(re.split(r"[^a-z0-9]+", path.stem.lower()))
-    for name, words in (("int8", {"int8", "quant", "uint8"}), ("fp16", {"fp16", "float16", "f16"}),
-                        ("dynamic", {"dynamic", "dyn", "drq"}), ("fp32", {"fp32", "float32", "float"})):
+    for name, words in (
+        ("int8", {"int8", "quant", "uint8"}),
+        ("fp16", {"fp16", "float16", "f16"}),
+        ("dynamic", {"dynamic", "dyn", "drq"}),
+        ("fp32", {"fp32", "float32", "float"}),
+    ):
         if tokens & words:
             return name
     return None
+
+
+def contract_labels(path: Path | None) -> list[str]:
+    """Labels from a model's contract (TFLite metadata or sidecar JSON), read without an engine."""
+    from runtime.contract import CONTRACT_KEY, Contract, read_tflite_metadata, sidecar_path  # noqa: PLC0415
+
+    if path is None:
+        return []
+    try:
+        if path.suffix == ".tflite":
+            meta = read_tflite_metadata(path.read_bytes())
+            if CONTRACT_KEY in meta:
+                return Contract.from_json(meta[CONTRACT_KEY]).labels
+        side = sidecar_path(path)
+        if side.is_file() and side != path:
+            return Contract.from_json(side.read_bytes()).labels
+    except (OSError, ValueError):
+        pass
+    return []
 
 
 def _run_config(folder: Path) -> dict[str, Any] | None:
@@ -85,8 +108,10 @@ def discover(path: str | Path, kind: str = "model") -> list[Variant]:
     """The model variants under ``path`` (run dir, models dir or file); UserError if none."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise UserError(f"--model {path} not found; pass a run directory, a folder of .tflite/.onnx "
-                        "files or one model file")
+        raise UserError(
+            f"--model {path} not found; pass a run directory, a folder of .tflite/.onnx "
+            "files or one model file"
+        )
     if path.is_file():
         if path.suffix.lower() not in MODEL_SUFFIXES:
             raise UserError(f"--model {path} is not a .tflite, .onnx or .keras file")
@@ -97,7 +122,8 @@ def discover(path: str | Path, kind: str = "model") -> list[Variant]:
         files = [p for p in files if p.suffix != ".keras"]
     if not files:
         raise UserError(
-            f"nothing to benchmark in {path}: no model.keras, *.tflite or *.onnx; export models first "
+            f"nothing to benchmark in {path}: no model.keras, *.tflite or *.onnx; "
+            "export models first "
             "(python -m export --model RUN, or `make models` for the defaults) or pass a folder of "
             "exported models"
         )
@@ -113,14 +139,22 @@ def baselines(names: str, labels_text: str) -> list[Variant]:
         return []
     if names == "auto":
         text = labels_text.lower()
-        chosen = [n for n, words in (("haar_cat", ("cat",)), ("haar_face", ("face", "mask", "selfie", "person")))
-                  if any(w in text for w in words)]
+        chosen = [
+            n
+            for n, words in (
+                ("haar_cat", ("cat",)),
+                ("haar_face", ("face", "mask", "selfie", "person")),
+            )
+            if any(w in text for w in words)
+        ]
         chosen = chosen or list(HAAR_CASCADES)
     else:
         chosen = [n.strip() for n in names.split(",") if n.strip()]
         unknown = [n for n in chosen if n not in HAAR_CASCADES]
         if unknown:
-            raise UserError(f"unknown baseline {unknown[0]!r}; valid: auto, none, {', '.join(HAAR_CASCADES)}")
+            raise UserError(
+                f"unknown baseline {unknown[0]!r}; valid: auto, none, {', '.join(HAAR_CASCADES)}"
+            )
     return [Variant(n, None, "haar", "baseline") for n in chosen]
 
 
@@ -154,7 +188,11 @@ def backends_for(fmt: str, wanted: set[str] | None) -> list[tuple[str, str, str 
     elif fmt == "haar":
         out.append(("haar", "opencv", None, "cpu"))
     if wanted:
-        out = [o for o in out if o[1] in wanted or (o[2] or "").replace("ExecutionProvider", "").lower() in wanted]
+        out = [
+            o
+            for o in out
+            if o[1] in wanted or (o[2] or "").replace("ExecutionProvider", "").lower() in wanted
+        ]
     return out
 
 
@@ -166,15 +204,17 @@ def importable(module: str) -> bool:
         return False
 
 
-def installed_reason(runner: str, backend: str, provider: str | None, device: str,
-                     has_gpu: bool) -> str | None:
+def installed_reason(
+    runner: str, backend: str, provider: str | None, device: str, has_gpu: bool
+) -> str | None:
     """Why a combination cannot run here (checked without importing heavy engines), else None."""
     from runtime import BACKENDS  # noqa: PLC0415
 
     if runner == "runtime":
         module = BACKENDS[backend].module.split(".")[0]
         if not importable(module):
-            return f"{BACKENDS[backend].package} is not installed (pip install {BACKENDS[backend].package})"
+            package = BACKENDS[backend].package
+            return f"{package} is not installed (pip install {package})"
         if provider:
             providers, missing = ort_providers()
             if missing:

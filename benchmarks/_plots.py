@@ -28,27 +28,45 @@ def _plt() -> Any:
 
 
 def _label(cell: dict[str, Any], device: str | None = None) -> str:
-    backend = cell["backend"] + (f"/{cell['provider'].replace('ExecutionProvider', '')}"
-                                 if cell.get("provider") else "")
+    backend = cell["backend"] + (
+        f"/{cell['provider'].replace('ExecutionProvider', '')}" if cell.get("provider") else ""
+    )
     thr = f" {cell['threads']}t" if cell.get("threads") else ""
     return (f"{device}: " if device else "") + f"{cell['variant']} [{backend}{thr}]"
 
 
 def _timed(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [c for c in cells if isinstance(c.get("latency_ms"), dict) and c["latency_ms"].get("quantiles")]
+    return [
+        c
+        for c in cells
+        if isinstance(c.get("latency_ms"), dict) and c["latency_ms"].get("quantiles")
+    ]
 
 
 def latency_distribution(runs: list[dict[str, Any]], path: Path) -> Path | None:
     """Box plot per cell from the stored percentiles: box p25-p75, whiskers p1-p99, line p50."""
-    rows = [(c, r["device"]["name"] if len(runs) > 1 else None) for r in runs for c in _timed(r["cells"])]
+    rows = [
+        (c, r["device"]["name"] if len(runs) > 1 else None)
+        for r in runs
+        for c in _timed(r["cells"])
+    ]
     if not rows:
         return None
     plt = _plt()
     stats = []
     for cell, device in rows:
         q = cell["latency_ms"]["quantiles"]
-        stats.append({"label": _label(cell, device), "med": q[50], "q1": q[25], "q3": q[75],
-                      "whislo": q[1], "whishi": q[99], "fliers": [q[0], q[100]]})
+        stats.append(
+            {
+                "label": _label(cell, device),
+                "med": q[50],
+                "q1": q[25],
+                "q3": q[75],
+                "whislo": q[1],
+                "whishi": q[99],
+                "fliers": [q[0], q[100]],
+            }
+        )
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(stats) + 1.5))
     ax.bxp(stats, vert=False, showfliers=True, flierprops={"marker": ".", "markersize": 3})
     ax.set_xscale("log")
@@ -63,7 +81,12 @@ def latency_distribution(runs: list[dict[str, Any]], path: Path) -> Path | None:
 
 def tradeoff(runs: list[dict[str, Any]], path: Path) -> Path | None:
     """Median latency vs mean IoU, one point per cell (colour = device when several)."""
-    rows = [(c, r["device"]["name"]) for r in runs for c in _timed(r["cells"]) if c.get("mean_iou") is not None]
+    rows = [
+        (c, r["device"]["name"])
+        for r in runs
+        for c in _timed(r["cells"])
+        if c.get("mean_iou") is not None
+    ]
     if not rows:
         return None
     plt = _plt()
@@ -74,18 +97,27 @@ def tradeoff(runs: list[dict[str, Any]], path: Path) -> Path | None:
         for cell, dev in rows:
             if dev != device:
                 continue
-            ax.scatter(cell["latency_ms"]["p50"], cell["mean_iou"], color=f"C{i}",
-                       marker=markers.get(cell["format"], "o"),
-                       label=device if len(devices) > 1 else None)
-            ax.annotate(_label(cell), (cell["latency_ms"]["p50"], cell["mean_iou"]), fontsize=6,
-                        xytext=(3, 3), textcoords="offset points")
+            ax.scatter(
+                cell["latency_ms"]["p50"],
+                cell["mean_iou"],
+                color=f"C{i}",
+                marker=markers.get(cell["format"], "o"),
+                label=device if len(devices) > 1 else None,
+            )
+            ax.annotate(
+                _label(cell),
+                (cell["latency_ms"]["p50"], cell["mean_iou"]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     ax.set_xscale("log")
     ax.set_xlabel("median latency, ms (log scale)")
     ax.set_ylabel("mean IoU on the eval set")
     ax.grid(alpha=0.3)
     if len(devices) > 1:
         handles, labels = ax.get_legend_handles_labels()
-        unique = dict(zip(labels, handles))
+        unique = dict(zip(labels, handles, strict=True))
         ax.legend(unique.values(), unique.keys(), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -110,8 +142,10 @@ def device_comparison(runs: list[dict[str, Any]], path: Path) -> Path | None:
         ys = [k + i * height for k in range(len(keys))]
         xs = [v.get(device, 0) for v in keys.values()]
         ax.barh(ys, xs, height=height, label=device, color=f"C{i}")
-    names = [f"{v} [{b}{'/' + p.replace('ExecutionProvider', '') if p else ''}{f' {t}t' if t else ''}]"
-             for v, b, p, t in keys]
+    names = [
+        f"{v} [{b}{'/' + p.replace('ExecutionProvider', '') if p else ''}{f' {t}t' if t else ''}]"
+        for v, b, p, t in keys
+    ]
     ax.set_yticks([k + 0.4 - height / 2 for k in range(len(keys))], names, fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("median latency, ms (log scale)")

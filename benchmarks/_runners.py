@@ -50,7 +50,9 @@ class Runner:
     def box(self, image: np.ndarray) -> np.ndarray:
         """Normalized x1, y1, x2, y2 box predicted for one RGB image."""
         box, _ = self.call(self.prepare(image))
-        return np.clip(to_xyxy(np.asarray(box, np.float64).reshape(-1, 4)[0], self.box_format), 0, 1)
+        return np.clip(
+            to_xyxy(np.asarray(box, np.float64).reshape(-1, 4)[0], self.box_format), 0, 1
+        )
 
     def frame(self, bgr: np.ndarray) -> Any:
         """One video frame through the whole pipeline (preprocess, model, postprocess)."""
@@ -71,24 +73,39 @@ class RuntimeRunner(Runner):
         if backend not in BACKENDS:
             raise ValueError(f"unknown runtime backend {backend!r}; valid: {', '.join(BACKENDS)}")
         if not installed(backend):
-            raise Skip(f"{BACKENDS[backend].package} is not installed (pip install {BACKENDS[backend].package})")
+            raise Skip(
+                f"{BACKENDS[backend].package} is not installed "
+                f"(pip install {BACKENDS[backend].package})"
+            )
         if provider and provider != "CPUExecutionProvider":
             import onnxruntime as ort  # noqa: PLC0415
 
             if provider not in ort.get_available_providers():
-                raise Skip(f"{provider} is not available in this onnxruntime build "
-                           f"(has: {', '.join(ort.get_available_providers())})")
+                raise Skip(
+                    f"{provider} is not available in this onnxruntime build "
+                    f"(has: {', '.join(ort.get_available_providers())})"
+                )
         self.notes = []
         self.path = path
-        self.loc = Localizer.load(path, backend=backend, threads=threads,
-                                  providers=[provider] if provider else None)
+        self.loc = Localizer.load(
+            path, backend=backend, threads=threads, providers=[provider] if provider else None
+        )
         self.backend = self.loc.backend_name
         self.provider = self.loc.provider if BACKENDS[backend].format == "onnx" else None
         if provider and self.provider != provider:
-            raise Skip(f"{provider} did not initialise (session fell back to {self.provider}); no usable GPU?")
-        self.device = "gpu" if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
+            raise Skip(
+                f"{provider} did not initialise (session fell back to {self.provider}); "
+                "no usable GPU?"
+            )
+        self.device = (
+            "gpu" if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
+        )
         c = self.loc.contract
-        self.input_size, self.precision, self.box_format = tuple(c.input_size), c.precision, c.box_format
+        self.input_size, self.precision, self.box_format = (
+            tuple(c.input_size),
+            c.precision,
+            c.box_format,
+        )
         self.source_sha256 = c.source_sha256
         self._engine = BACKENDS[backend].format
 
@@ -153,7 +170,9 @@ class HaarRunner(Runner):
 
     def __init__(self, cascade: str, threads: int | None) -> None:
         if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
-            raise Skip("this OpenCV build has no Haar cascades (OpenCV 5 dropped them; use opencv 4.x)")
+            raise Skip(
+                "this OpenCV build has no Haar cascades (OpenCV 5 dropped them; use opencv 4.x)"
+            )
         path = Path(cv2.data.haarcascades) / cascade
         self.clf = cv2.CascadeClassifier(str(path))
         if self.clf.empty():
@@ -172,7 +191,9 @@ class HaarRunner(Runner):
         gray = cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
         h, w = gray.shape
         side = max(24, min(h, w) // 12)
-        found = self.clf.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4, minSize=(side, side))
+        found = self.clf.detectMultiScale(
+            gray, scaleFactor=1.1, minNeighbors=4, minSize=(side, side)
+        )
         if len(found) == 0:
             return np.zeros(4)
         x, y, bw, bh = max(found, key=lambda r: r[2] * r[3])  # the largest detection

@@ -83,7 +83,7 @@ def validate(data: Any, source: str = "results") -> dict[str, Any]:
     """Check a loaded results object; raise ResultsError naming the problem and the fix."""
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise ResultsError(
-            f"{source} is not an edgeloc benchmark results file (no \"schema\": \"{SCHEMA}\"); "
+            f'{source} is not an edgeloc benchmark results file (no "schema": "{SCHEMA}"); '
             "pass JSON files written by python -m benchmarks.latency --out"
         )
     version = data.get("schema_version")
@@ -91,12 +91,14 @@ def validate(data: Any, source: str = "results") -> dict[str, Any]:
         raise ResultsError(f"{source} has no integer schema_version; rerun benchmarks.latency")
     if version < SCHEMA_VERSION:
         raise ResultsError(
-            f"{source} uses results schema v{version}, older than v{SCHEMA_VERSION} of this edgeloc; "
+            f"{source} uses results schema v{version}, older than v{SCHEMA_VERSION} "
+            "of this edgeloc; "
             "rerun python -m benchmarks.latency on that device to regenerate it"
         )
     if version > SCHEMA_VERSION:
         raise ResultsError(
-            f"{source} uses results schema v{version}, newer than v{SCHEMA_VERSION} of this edgeloc; "
+            f"{source} uses results schema v{version}, newer than v{SCHEMA_VERSION} "
+            "of this edgeloc; "
             "upgrade edgeloc to read it"
         )
     missing = [key for key in TOP_KEYS if key not in data]
@@ -129,7 +131,9 @@ def load(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ResultsError(f"{path} is not JSON ({err}); pass files written by benchmarks.latency") from None
+        raise ResultsError(
+            f"{path} is not JSON ({err}); pass files written by benchmarks.latency"
+        ) from None
     return validate(data, str(path))
 
 
@@ -171,11 +175,44 @@ def write_json(results: dict[str, Any], path: str | Path) -> Path:
 # ---- flat views: CSV and Markdown -------------------------------------------------------------
 
 CSV_COLUMNS = (
-    "device", "variant", "kind", "format", "precision", "backend", "provider", "device_type",
-    "threads", "status", "reason", "size_bytes", "params", "macs", "input_size", "n_eval",
-    "mean_iou", "corloc", "iou_drop", "import_ms", "load_ms", "first_ms", "mean_ms", "std_ms",
-    "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms", "runs", "fps", "peak_rss_mb", "base_rss_mb",
-    "pipeline_fps", "est_pi4_ms_low", "est_pi4_ms_high", "est_pi5_ms_low", "est_pi5_ms_high",
+    "device",
+    "variant",
+    "kind",
+    "format",
+    "precision",
+    "backend",
+    "provider",
+    "device_type",
+    "threads",
+    "status",
+    "reason",
+    "size_bytes",
+    "params",
+    "macs",
+    "input_size",
+    "n_eval",
+    "mean_iou",
+    "corloc",
+    "iou_drop",
+    "import_ms",
+    "load_ms",
+    "first_ms",
+    "mean_ms",
+    "std_ms",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "min_ms",
+    "max_ms",
+    "runs",
+    "fps",
+    "peak_rss_mb",
+    "base_rss_mb",
+    "pipeline_fps",
+    "est_pi4_ms_low",
+    "est_pi4_ms_high",
+    "est_pi5_ms_low",
+    "est_pi5_ms_high",
     "repeat_p50_ms",
 )
 
@@ -187,12 +224,21 @@ def flat(cell: dict[str, Any], device: str = "") -> dict[str, Any]:
     pi4 = cell.get("est_pi4_ms") or [None, None]
     pi5 = cell.get("est_pi5_ms") or [None, None]
     row = {
-        "device": device, "device_type": cell.get("device"),
-        "mean_ms": lat.get("mean"), "std_ms": lat.get("std"), "p50_ms": lat.get("p50"),
-        "p90_ms": lat.get("p90"), "p99_ms": lat.get("p99"), "min_ms": lat.get("min"),
-        "max_ms": lat.get("max"), "runs": lat.get("n"), "pipeline_fps": pipe.get("fps"),
-        "est_pi4_ms_low": pi4[0], "est_pi4_ms_high": pi4[1],
-        "est_pi5_ms_low": pi5[0], "est_pi5_ms_high": pi5[1],
+        "device": device,
+        "device_type": cell.get("device"),
+        "mean_ms": lat.get("mean"),
+        "std_ms": lat.get("std"),
+        "p50_ms": lat.get("p50"),
+        "p90_ms": lat.get("p90"),
+        "p99_ms": lat.get("p99"),
+        "min_ms": lat.get("min"),
+        "max_ms": lat.get("max"),
+        "runs": lat.get("n"),
+        "pipeline_fps": pipe.get("fps"),
+        "est_pi4_ms_low": pi4[0],
+        "est_pi4_ms_high": pi4[1],
+        "est_pi5_ms_low": pi5[0],
+        "est_pi5_ms_high": pi5[1],
     }
     for key in CSV_COLUMNS:
         if key not in row:
@@ -222,7 +268,7 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         if value == 0:
             return "0"
-        return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:.0f}"
+        return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:.0f}"
     return str(value)
 
 
@@ -246,9 +292,25 @@ def fmt_count(n: int | None) -> str:
 
 
 TABLE_HEADER = (
-    "variant", "backend", "thr", "status", "size", "params", "MACs", "IoU", "CorLoc",
-    "load ms", "1st ms", "p50 ms", "p90 ms", "p99 ms", "FPS", "RSS MB", "video FPS",
-    "Pi4 est. ms", "Pi5 est. ms",
+    "variant",
+    "backend",
+    "thr",
+    "status",
+    "size",
+    "params",
+    "MACs",
+    "IoU",
+    "CorLoc",
+    "load ms",
+    "1st ms",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "FPS",
+    "RSS MB",
+    "video FPS",
+    "Pi4 est. ms",
+    "Pi5 est. ms",
 )
 
 
@@ -260,12 +322,25 @@ def table_row(cell: dict[str, Any]) -> list[str]:
         backend += f" ({str(cell['provider']).replace('ExecutionProvider', '')})"
     status = cell["status"]
     return [
-        cell["variant"], backend, fmt(cell.get("threads")), status, fmt_size(cell.get("size_bytes")),
-        fmt_count(cell.get("params")), fmt_count(cell.get("macs")), fmt(cell.get("mean_iou")),
-        fmt(cell.get("corloc")), fmt(cell.get("load_ms")), fmt(cell.get("first_ms")),
-        fmt(lat.get("p50")), fmt(lat.get("p90")), fmt(lat.get("p99")), fmt(cell.get("fps")),
-        fmt(cell.get("peak_rss_mb")), fmt((cell.get("pipeline") or {}).get("fps")),
-        fmt_range(cell.get("est_pi4_ms")), fmt_range(cell.get("est_pi5_ms")),
+        cell["variant"],
+        backend,
+        fmt(cell.get("threads")),
+        status,
+        fmt_size(cell.get("size_bytes")),
+        fmt_count(cell.get("params")),
+        fmt_count(cell.get("macs")),
+        fmt(cell.get("mean_iou")),
+        fmt(cell.get("corloc")),
+        fmt(cell.get("load_ms")),
+        fmt(cell.get("first_ms")),
+        fmt(lat.get("p50")),
+        fmt(lat.get("p90")),
+        fmt(lat.get("p99")),
+        fmt(cell.get("fps")),
+        fmt(cell.get("peak_rss_mb")),
+        fmt((cell.get("pipeline") or {}).get("fps")),
+        fmt_range(cell.get("est_pi4_ms")),
+        fmt_range(cell.get("est_pi5_ms")),
     ]
 
 
@@ -275,7 +350,8 @@ def reasons(cells: Iterable[dict[str, Any]]) -> list[str]:
     for cell in cells:
         if cell["status"] != "ok" or cell.get("notes"):
             what = f"{cell['variant']} / {cell['backend']}" + (
-                f" / {cell['threads']} thr" if cell.get("threads") else "")
+                f" / {cell['threads']} thr" if cell.get("threads") else ""
+            )
             text = cell.get("reason") or ""
             if cell.get("notes"):
                 text = "; ".join(filter(None, [text, *cell["notes"]]))
@@ -288,7 +364,8 @@ def to_markdown(run: dict[str, Any]) -> str:
     fp = run["device"].get("fingerprint", {})
     lines = [
         f"Device: **{run['device']['name']}** ({fp.get('cpu', '?')}, {fp.get('arch', '?')}, "
-        f"{fp.get('cores_logical', '?')} cores, {fp.get('os', '?')}, Python {fp.get('python', '?')}); "
+        f"{fp.get('cores_logical', '?')} cores, {fp.get('os', '?')}, "
+        f"Python {fp.get('python', '?')}); "
         f"{run['created']}",
         "",
         "| " + " | ".join(TABLE_HEADER) + " |",
@@ -299,6 +376,9 @@ def to_markdown(run: dict[str, Any]) -> str:
     notes = reasons(run["cells"])
     if notes:
         lines += ["", *[f"- {line}" for line in notes]]
-    lines += ["", "Latency: milliseconds of the model call alone after warm-up (median = p50). "
-              "Pi4/Pi5 columns are ESTIMATES scaled from published figures by MACs, not measurements."]
+    lines += [
+        "",
+        "Latency: milliseconds of the model call alone after warm-up (median = p50). "
+        "Pi4/Pi5 columns are ESTIMATES scaled from published figures by MACs, not measurements.",
+    ]
     return "\n".join(lines) + "\n"

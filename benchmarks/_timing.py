@@ -26,8 +26,9 @@ def time_once(fn: Callable[[], Any]) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def sample(fn: Callable[[], Any], *, warmup: int = 10, runs: int | None = 100,
-           seconds: float | None = None) -> np.ndarray:
+def sample(
+    fn: Callable[[], Any], *, warmup: int = 10, runs: int | None = 100, seconds: float | None = None
+) -> np.ndarray:
     """Latency samples (ms) of ``fn`` after ``warmup`` untimed calls.
 
     Exactly ``runs`` samples, or as many as fit in ``seconds`` (at least MIN_RUNS) when

@@ -14,32 +14,36 @@ import argparse
 import datetime as dt
 import logging
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks import _cost, _evalset, _plan
-from benchmarks._execute import run_spec, skipped_cell, to_cell
+from benchmarks import _matrix, _plan
 from benchmarks._fingerprint import default_device_name, fingerprint
-from benchmarks._plan import UserError, Variant
+from benchmarks._plan import UserError
 from benchmarks._schema import SCHEMA, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models"
-REF_ORDER = {"fp32": 0, "fp16": 1, "dynamic": 2, "int8": 3}
 
 # --profile presets: flag defaults a profile sets (explicit flags still win).
 PROFILES: dict[str, dict[str, Any]] = {
-    "pi": {"model": str(DEFAULT_MODELS), "formats": "tflite", "precisions": "int8",
-           "backends": "ai_edge_litert,tflite_runtime", "threads": "4,1"},
+    "pi": {
+        "model": str(DEFAULT_MODELS),
+        "formats": "tflite",
+        "precisions": "int8",
+        "backends": "ai_edge_litert,tflite_runtime",
+        "threads": "4,1",
+    },
 }
 
 
 def default_threads() -> list[int]:
     """1, 2 and 4 threads, as far as this machine has cores (plus its core count)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
     return sorted({t for t in (1, 2, 4) if t <= cores} | {min(cores, 4)})
 
 
@@ -61,115 +65,48 @@ def parse_threads(text: str | None) -> list[int]:
     try:
         values = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise UserError(f"--threads {text!r} must be comma-separated integers, e.g. 1,2,4") from None
+        raise UserError(
+            f"--threads {text!r} must be comma-separated integers, e.g. 1,2,4"
+        ) from None
     if not values or min(values) < 1:
         raise UserError(f"--threads {text!r} must list thread counts >= 1")
     return list(dict.fromkeys(values))
 
 
-def build_evalset(variants: list[Variant], *, source: str | None, data_dir: str | None,
-                  split: str | None, size: int, seed: int = 0) -> tuple[Any, str | None]:
-    """(EvalSet or None, reason when accuracy is skipped). Explicit bad input raises UserError."""
-    if data_dir and not source:  # a CSV/VOC folder, read whole by the lean reader
-        if split and split != "all":
-            source = _evalset.detect_format(Path(data_dir).expanduser())
-            if source is None:
-                raise UserError(f"--eval-dir {data_dir} is neither a CSV nor a VOC dataset")
-        else:
-            try:
-                return _evalset.read_folder(data_dir, limit=size), None
-            except (FileNotFoundError, ValueError) as err:
-                raise UserError(str(err)) from None
-    explicit = source is not None
-    if source is None:
-        config = next((v.run_config for v in variants if v.run_config), None)
-        labels = " ".join(str(v.name) for v in variants)
-        if config:
-            labels += " " + " ".join(config.get("model", {}).get("labels", []))
-        guess = _evalset.default_source(labels.split(), config)
-        if guess is None:
-            return None, "no eval set: pass --eval SOURCE or --eval-dir (a CSV or VOC folder)"
-        source, data_dir = guess[0], data_dir or guess[1]
-    try:
-        data = _evalset.from_source(source, data_dir=data_dir, split=split or "test", size=size, seed=seed)
-        return data, None
-    except ImportError as err:
-        reason = (f"eval source {source!r} needs the training extras ({err}); on a lean install "
-                  "pass --eval-dir with a CSV or VOC folder")
-    except (FileNotFoundError, ValueError) as err:
-        reason = f"eval source {source!r}: {err}"
-    except Exception as err:  # noqa: BLE001  (a default source that cannot be built here)
-        if explicit:
-            raise
-        reason = f"eval source {source!r} cannot be built here ({type(err).__name__}: {err})"
-    if explicit:
-        raise UserError(reason)
-    return None, reason
-
-
-def plan_specs(variants: list[Variant], *, threads: list[int], backends: set[str] | None,
-               has_gpu: bool, common: dict[str, Any]) -> list[tuple[Variant, dict[str, Any] | None, dict]]:
-    """(variant, spec or None, skipped cell or {}) for every planned cell."""
-    out: list[tuple[Variant, dict[str, Any] | None, dict]] = []
-    for v in variants:
-        combos = _plan.backends_for(v.format, backends)
-        if not combos:
-            out.append((v, None, skipped_cell(v, "", backends and ",".join(sorted(backends)) or "-", None,
-                                              "cpu", f"no selected backend runs {v.format} models")))
-        for runner, backend, provider, device in combos:
-            reason = _plan.installed_reason(runner, backend, provider, device, has_gpu)
-            if reason:
-                out.append((v, None, skipped_cell(v, runner, backend, provider, device, reason)))
-                continue
-            for t in threads if device == "cpu" else [None]:
-                spec = {**common, "runner": runner, "variant": v.name, "backend": backend,
-                        "provider": provider, "device": device, "threads": t,
-                        "file": str(v.file) if v.file else None, "precision": v.precision}
-                out.append((v, spec, {}))
-    return out
-
-
-def family(name: str) -> str:
-    """Variants of one model share a stem once precision words are removed (model_int8 -> model)."""
-    stem = Path(name).stem.lower()
-    words = {"int8", "uint8", "quant", "fp16", "float16", "f16", "dynamic", "dyn", "drq", "fp32",
-             "float32", "float"}
-    return "_".join(t for t in stem.replace("-", "_").split("_") if t not in words) or stem
-
-
-def _finish(cells: list[dict[str, Any]], costs: dict[str, Any], max_iou_drop: float) -> None:
-    """Fill cost and Pi estimates, then mark cells that lost too much accuracy."""
-    for cell in cells:
-        cost = costs.get(cell["variant"])
-        if cost:
-            cell["params"], cell["macs"] = cost.get("params"), cost.get("macs")
-        if cell["kind"] != "baseline" and cell.get("macs"):
-            est = _cost.pi_estimates(cell["macs"], cell.get("precision"))
-            cell["est_pi4_ms"], cell["est_pi5_ms"] = est["pi4"], est["pi5"]
-    scored = [c for c in cells if c["kind"] == "model" and c["status"] == "ok" and c.get("mean_iou") is not None]
-    for fam in {family(c["variant"]) for c in scored}:
-        members = [c for c in scored if family(c["variant"]) == fam]
-        ref = min(members, key=lambda c: (c["format"] != "keras", REF_ORDER.get(c.get("precision") or "", 9)))
-        if ref["format"] != "keras" and ref.get("precision") != "fp32":
-            continue  # no float model to judge against (e.g. a folder of int8 files only)
-        for cell in members:
-            cell["iou_drop"] = round(ref["mean_iou"] - cell["mean_iou"], 4)
-            if cell["iou_drop"] > max_iou_drop:
-                cell["status"] = "accuracy_failed"
-                cell["reason"] = (f"mean IoU {cell['mean_iou']:.3f} is {cell['iou_drop']:.3f} below "
-                                  f"{ref['variant']} ({ref['mean_iou']:.3f}); allowed drop {max_iou_drop}")
-
-
-def run(model: str | Path | None = None, *, formats: str | None = None, precisions: str | None = None,
-        backends: str | None = None, threads: str | None = None, runs: int | None = 100,
-        seconds: float | None = None, warmup: int = 10, eval_source: str | None = None,
-        eval_dir: str | None = None, eval_split: str | None = None, eval_size: int = 100,
-        video: str | None = None, video_frames: int = 300, device_name: str | None = None,
-        baseline: str = "auto", extra: list[str] | None = None, repeat: int = 1,
-        max_iou_drop: float = 0.02, cell_timeout: float = 600, command: str = "",
-        on_cell: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+def run(
+    model: str | Path | None = None,
+    *,
+    formats: str | None = None,
+    precisions: str | None = None,
+    backends: str | None = None,
+    threads: str | None = None,
+    runs: int | None = 100,
+    seconds: float | None = None,
+    warmup: int = 10,
+    eval_source: str | None = None,
+    eval_dir: str | None = None,
+    eval_split: str | None = None,
+    eval_size: int = 100,
+    video: str | None = None,
+    video_frames: int = 300,
+    device_name: str | None = None,
+    baseline: str = "auto",
+    extra: list[str] | None = None,
+    repeat: int = 1,
+    max_iou_drop: float = 0.02,
+    cell_timeout: float = 600,
+    command: str = "",
+    on_cell: Callable[[int, int, str], None] | None = None,
+) -> dict[str, Any]:
     """Plan and measure the whole matrix; returns a results object (see _schema)."""
-    if runs is not None and runs < 1 or seconds is not None and seconds <= 0 or warmup < 0 or repeat < 1:
+    if (
+        runs is not None
+        and runs < 1
+        or seconds is not None
+        and seconds <= 0
+        or warmup < 0
+        or repeat < 1
+    ):
         raise UserError("--runs, --seconds and --repeat must be positive and --warmup >= 0")
     if video and not Path(video).is_file():
         raise UserError(f"--video {video} not found; pass a video file (e.g. an .mp4)")
@@ -180,13 +117,22 @@ def run(model: str | Path | None = None, *, formats: str | None = None, precisio
     variants = _plan.discover(model or DEFAULT_MODELS)
     for path in extra or []:
         variants += _plan.discover(path, kind="extra")
-    variants = [v for v in variants if (not fmt_set or v.format in fmt_set)
-                and (not prec_set or v.precision in prec_set or v.precision is None)]
+    variants = [
+        v
+        for v in variants
+        if (not fmt_set or v.format in fmt_set)
+        and (not prec_set or v.precision in prec_set or v.precision is None)
+    ]
     if not variants:
-        raise UserError(f"no model in {model} matches --formats {formats} --precisions {precisions}")
-    evalset, eval_reason = build_evalset(variants, source=eval_source, data_dir=eval_dir,
-                                         split=eval_split, size=eval_size)
-    labels_text = " ".join(evalset.labels if evalset else []) + " " + " ".join(v.name for v in variants)
+        raise UserError(
+            f"no model in {model} matches --formats {formats} --precisions {precisions}"
+        )
+    evalset, eval_reason = _matrix.build_evalset(
+        variants, source=eval_source, data_dir=eval_dir, split=eval_split, size=eval_size
+    )
+    labels_text = (
+        " ".join(evalset.labels if evalset else []) + " " + " ".join(v.name for v in variants)
+    )
     if not fmt_set or "haar" in fmt_set:
         variants += _plan.baselines(baseline, labels_text)
     fp = fingerprint()
@@ -195,86 +141,60 @@ def run(model: str | Path | None = None, *, formats: str | None = None, precisio
         if evalset is not None:
             eval_path = str(Path(tmp) / "eval.npz")
             evalset.save(eval_path)
-        common = {"warmup": warmup, "runs": None if seconds else runs, "seconds": seconds,
-                  "eval_path": eval_path, "video": video, "video_frames": video_frames}
-        planned = plan_specs(variants, threads=thread_list, backends=backend_set,
-                             has_gpu=bool(fp["gpus"]), common=common)
-        cells, raws, costs = _measure(planned, repeat, cell_timeout, on_cell)
-    for cell, raw in zip(cells, raws):
+        common = {
+            "warmup": warmup,
+            "runs": None if seconds else runs,
+            "seconds": seconds,
+            "eval_path": eval_path,
+            "video": video,
+            "video_frames": video_frames,
+        }
+        planned = _matrix.plan_specs(
+            variants,
+            threads=thread_list,
+            backends=backend_set,
+            has_gpu=bool(fp["gpus"]),
+            common=common,
+        )
+        cells, raws, costs = _matrix.measure(planned, repeat, cell_timeout, on_cell)
+    for cell, raw in zip(cells, raws, strict=True):
         if raw.get("cost") and cell["variant"] not in costs:
             costs[cell["variant"]] = raw["cost"]
-    _share_costs(cells, raws, costs)
-    _finish(cells, costs, max_iou_drop)
+    _matrix.share_costs(cells, raws, costs)
+    _matrix.finish(cells, costs, max_iou_drop)
     usable = fp.get("cores_usable") or fp.get("cores_logical") or 0
     for cell in cells:
         if cell["device"] == "cpu" and usable and (cell.get("threads") or 0) > usable:
-            cell["notes"].append(f"{cell['threads']} threads on {usable} usable cores: oversubscribed")
+            cell["notes"].append(
+                f"{cell['threads']} threads on {usable} usable cores: oversubscribed"
+            )
     return {
-        "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "tool": f"edgeloc {_version()}", "command": command,
+        "tool": f"edgeloc {_version()}",
+        "command": command,
         "device": {"name": device_name or default_device_name(fp), "fingerprint": fp},
-        "settings": {"model": str(model or DEFAULT_MODELS), "threads": thread_list, "runs": runs,
-                     "seconds": seconds, "warmup": warmup, "repeat": repeat, "video": video,
-                     "max_iou_drop": max_iou_drop, "formats": formats, "precisions": precisions,
-                     "backends": backends},
-        "eval": {"name": evalset.name if evalset else None, "n": len(evalset) if evalset else 0,
-                 "reason": eval_reason},
+        "settings": {
+            "model": str(model or DEFAULT_MODELS),
+            "threads": thread_list,
+            "runs": runs,
+            "seconds": seconds,
+            "warmup": warmup,
+            "repeat": repeat,
+            "video": video,
+            "max_iou_drop": max_iou_drop,
+            "formats": formats,
+            "precisions": precisions,
+            "backends": backends,
+        },
+        "eval": {
+            "name": evalset.name if evalset else None,
+            "n": len(evalset) if evalset else 0,
+            "reason": eval_reason,
+        },
         "cells": cells,
     }
-
-
-def _measure(planned: list, repeat: int, timeout: float,
-             on_cell: Callable[[int, int, str], None] | None) -> tuple[list, list, dict]:
-    """Run every spec ``repeat`` times (whole passes, so drift hits all cells alike)."""
-    results: list[list[dict[str, Any]]] = [[] for _ in planned]
-    want_cost: set[str] = set()
-    todo = sum(1 for _, spec, _ in planned if spec) * repeat
-    done = 0
-    for _ in range(repeat):
-        for i, (variant, spec, _) in enumerate(planned):
-            if spec is None:
-                continue
-            spec = {**spec, "want_cost": variant.kind != "baseline" and variant.name not in want_cost}
-            want_cost.add(variant.name)
-            if on_cell:
-                on_cell(done, todo, f"{variant.name} / {spec['backend']} / {spec['threads'] or '-'} thr")
-            results[i].append(run_spec(spec, timeout))
-            done += 1
-    cells, raws = [], []
-    for (variant, spec, skipped), reps in zip(planned, results):
-        if spec is None:
-            cells.append(skipped)
-            raws.append({})
-            continue
-        ok = [r for r in reps if r.get("latency_ms")]
-        chosen = reps[0]
-        if len(ok) > 1:  # the repeat whose median is the (lower) median of the medians
-            p50s = [r["latency_ms"]["p50"] for r in ok]
-            chosen = ok[p50s.index(statistics.median_low(p50s))]
-        cell = to_cell(variant, spec, chosen)
-        if len(ok) > 1:
-            p50s = [r["latency_ms"]["p50"] for r in ok]
-            cell["repeat_p50_ms"] = p50s
-            spread = max(r["latency_ms"]["std"] for r in ok)
-            if max(p50s) - min(p50s) > spread:
-                cell["notes"].append(f"repeat medians differ by {max(p50s) - min(p50s):.3g} ms, more than "
-                                     f"the spread (std {spread:.3g} ms): the machine was busy, rerun")
-        cells.append(cell)
-        raws.append(next((r for r in reps if r.get("cost") or r.get("source_sha256")), chosen))
-    return cells, raws, {}
-
-
-def _share_costs(cells: list[dict], raws: list[dict], costs: dict[str, Any]) -> None:
-    """Variants exported from one Keras model (same source hash) share MACs when one lacks them."""
-    by_sha: dict[str, Any] = {}
-    for cell, raw in zip(cells, raws):
-        if raw.get("source_sha256") and costs.get(cell["variant"]):
-            by_sha.setdefault(raw["source_sha256"], costs[cell["variant"]])
-    for cell, raw in zip(cells, raws):
-        sha = raw.get("source_sha256")
-        if sha in by_sha and not (costs.get(cell["variant"]) or {}).get("macs"):
-            costs[cell["variant"]] = by_sha[sha]
 
 
 def _version() -> str:
@@ -287,29 +207,64 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.split("\n")[0])
-    p.add_argument("--model", help="run dir, folder of .tflite/.onnx files, or one model file (default: models/)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.latency", description=__doc__.split("\n")[0]
+    )
+    p.add_argument(
+        "--model",
+        help="run dir, folder of .tflite/.onnx files, or one model file (default: models/)",
+    )
     p.add_argument("--formats", help="comma list of tflite,onnx,keras,haar (default: all)")
     p.add_argument("--precisions", help="comma list of fp32,fp16,dynamic,int8 (default: all)")
-    p.add_argument("--backends", help="comma list: ai_edge_litert,tflite_runtime,onnxruntime,keras,opencv,cuda,...")
-    p.add_argument("--threads", help="comma list of CPU thread counts (default: 1,2,4 up to the core count)")
+    p.add_argument(
+        "--backends",
+        help="comma list: ai_edge_litert,tflite_runtime,onnxruntime,keras,opencv,cuda,...",
+    )
+    p.add_argument(
+        "--threads", help="comma list of CPU thread counts (default: 1,2,4 up to the core count)"
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--runs", type=int, default=100, help="timed calls per cell (default 100)")
     g.add_argument("--seconds", type=float, help="time each cell for this long instead of --runs")
-    p.add_argument("--warmup", type=int, default=10, help="untimed calls before timing (default 10)")
-    p.add_argument("--repeat", type=int, default=1, help="measure every cell N times (timing check)")
-    p.add_argument("--eval", dest="eval_source", help="eval source name (train.sources), e.g. cat-on-scenes, voc")
-    p.add_argument("--eval-dir", help="eval data folder: a CSV or VOC set (read whole unless --eval-split)")
+    p.add_argument(
+        "--warmup", type=int, default=10, help="untimed calls before timing (default 10)"
+    )
+    p.add_argument(
+        "--repeat", type=int, default=1, help="measure every cell N times (timing check)"
+    )
+    p.add_argument(
+        "--eval",
+        dest="eval_source",
+        help="eval source name (train.sources), e.g. cat-on-scenes, voc",
+    )
+    p.add_argument(
+        "--eval-dir", help="eval data folder: a CSV or VOC set (read whole unless --eval-split)"
+    )
     p.add_argument("--eval-split", help="split of the eval source: test (default), val, train, all")
     p.add_argument("--eval-size", type=int, default=100, help="eval images at most (default 100)")
     p.add_argument("--video", help="video file for the end-to-end pipeline FPS")
-    p.add_argument("--video-frames", type=int, default=300, help="frames of --video to use (default 300)")
-    p.add_argument("--baseline", default="auto", help="Haar baselines: auto, none, haar_cat, haar_face")
-    p.add_argument("--extra", action="append", help="another localizer model file or folder to include")
-    p.add_argument("--max-iou-drop", type=float, default=0.02, help="IoU drop vs the float model that fails a cell")
+    p.add_argument(
+        "--video-frames", type=int, default=300, help="frames of --video to use (default 300)"
+    )
+    p.add_argument(
+        "--baseline", default="auto", help="Haar baselines: auto, none, haar_cat, haar_face"
+    )
+    p.add_argument(
+        "--extra", action="append", help="another localizer model file or folder to include"
+    )
+    p.add_argument(
+        "--max-iou-drop",
+        type=float,
+        default=0.02,
+        help="IoU drop vs the float model that fails a cell",
+    )
     p.add_argument("--device-name", help="name of this device in tables (default: board or CPU)")
-    p.add_argument("--profile", choices=sorted(PROFILES), help="preset: pi = int8 TFLite, 4 and 1 threads")
-    p.add_argument("--cell-timeout", type=float, default=600, help="seconds before a cell is abandoned")
+    p.add_argument(
+        "--profile", choices=sorted(PROFILES), help="preset: pi = int8 TFLite, 4 and 1 threads"
+    )
+    p.add_argument(
+        "--cell-timeout", type=float, default=600, help="seconds before a cell is abandoned"
+    )
     p.add_argument("--out", help="results JSON path (default results/latency-DEVICE.json)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return p
@@ -328,14 +283,30 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.latency " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
         with _output.progress(console) as bar:
-            results = run(args.model, formats=args.formats, precisions=args.precisions,
-                          backends=args.backends, threads=args.threads, runs=args.runs,
-                          seconds=args.seconds, warmup=args.warmup, eval_source=args.eval_source,
-                          eval_dir=args.eval_dir, eval_split=args.eval_split, eval_size=args.eval_size,
-                          video=args.video, video_frames=args.video_frames, device_name=args.device_name,
-                          baseline=args.baseline, extra=args.extra, repeat=args.repeat,
-                          max_iou_drop=args.max_iou_drop, cell_timeout=args.cell_timeout,
-                          command=command, on_cell=bar)
+            results = run(
+                args.model,
+                formats=args.formats,
+                precisions=args.precisions,
+                backends=args.backends,
+                threads=args.threads,
+                runs=args.runs,
+                seconds=args.seconds,
+                warmup=args.warmup,
+                eval_source=args.eval_source,
+                eval_dir=args.eval_dir,
+                eval_split=args.eval_split,
+                eval_size=args.eval_size,
+                video=args.video,
+                video_frames=args.video_frames,
+                device_name=args.device_name,
+                baseline=args.baseline,
+                extra=args.extra,
+                repeat=args.repeat,
+                max_iou_drop=args.max_iou_drop,
+                cell_timeout=args.cell_timeout,
+                command=command,
+                on_cell=bar,
+            )
     except UserError as err:
         console.print(f"[red]error:[/red] {err}")
         return 2

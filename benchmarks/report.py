@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 def load_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
     """Load and validate results files; device names made unique (``name #2``)."""
     if not paths:
-        raise ResultsError("no results files given; pass JSON files from python -m benchmarks.latency")
+        raise ResultsError(
+            "no results files given; pass JSON files from python -m benchmarks.latency"
+        )
     runs, seen = [], {}
     for path in paths:
         run = _schema.load(path)
@@ -54,7 +56,15 @@ def comparison(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     for run in runs:
         for cell in run["cells"]:
             table.setdefault(_key(cell), {})[run["device"]["name"]] = cell
-    header = ["variant", "backend", "thr", *[f"{d} p50 ms" for d in devices], "IoU", "Pi4 est. ms", "Pi5 est. ms"]
+    header = [
+        "variant",
+        "backend",
+        "thr",
+        *[f"{d} p50 ms" for d in devices],
+        "IoU",
+        "Pi4 est. ms",
+        "Pi5 est. ms",
+    ]
     rows = []
     for key in sorted(table, key=lambda k: (k[0], k[1], k[2], k[3])):
         per = table[key]
@@ -64,61 +74,101 @@ def comparison(runs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
             if c is None:
                 cells.append("")
             elif c["status"] in ("ok", "accuracy_failed"):
-                cells.append(fmt(c["latency_ms"]["p50"]) + ("" if c["status"] == "ok" else " (acc!)"))
+                cells.append(
+                    fmt(c["latency_ms"]["p50"]) + ("" if c["status"] == "ok" else " (acc!)")
+                )
             else:
                 cells.append(c["status"])
         any_cell = next(iter(per.values()))
         ious = [c["mean_iou"] for c in per.values() if c.get("mean_iou") is not None]
-        rows.append([*_key_text(key), *cells, fmt(ious[0]) if ious else "-",
-                     fmt_range(any_cell.get("est_pi4_ms")), fmt_range(any_cell.get("est_pi5_ms"))])
+        rows.append(
+            [
+                *_key_text(key),
+                *cells,
+                fmt(ious[0]) if ious else "-",
+                fmt_range(any_cell.get("est_pi4_ms")),
+                fmt_range(any_cell.get("est_pi5_ms")),
+            ]
+        )
     return header, rows
 
 
 def devices_markdown(runs: list[dict[str, Any]]) -> str:
     """One line per device: its fingerprint and where the numbers came from."""
-    lines = ["| device | CPU | arch | cores | features | OS | Python | engines | GPU | file |",
-             "|---|---|---|---:|---|---|---|---|---|---|"]
+    lines = [
+        "| device | CPU | arch | cores | features | OS | Python | engines | GPU | file |",
+        "|---|---|---|---:|---|---|---|---|---|---|",
+    ]
     for run in runs:
         fp = run["device"].get("fingerprint", {})
         libs = fp.get("libraries", {})
-        engines = ", ".join(f"{k} {v}" for k, v in libs.items()
-                            if k in ("ai-edge-litert", "tflite-runtime", "onnxruntime", "onnxruntime-gpu",
-                                     "tensorflow", "tensorflow-cpu"))
+        engines = ", ".join(
+            f"{k} {v}"
+            for k, v in libs.items()
+            if k
+            in (
+                "ai-edge-litert",
+                "tflite-runtime",
+                "onnxruntime",
+                "onnxruntime-gpu",
+                "tensorflow",
+                "tensorflow-cpu",
+            )
+        )
         gpus = ", ".join(g.get("name", "") for g in fp.get("gpus", [])) or "-"
-        lines.append(f"| {run['device']['name']} | {fp.get('cpu', '?')} | {fp.get('arch', '?')} | "
-                     f"{fp.get('cores_logical', '?')} | {' '.join(fp.get('cpu_features', []))} | "
-                     f"{fp.get('os', '?')} | {fp.get('python', '?')} | {engines} | {gpus} | "
-                     f"{Path(run['source_file']).name} |")
+        lines.append(
+            f"| {run['device']['name']} | {fp.get('cpu', '?')} | {fp.get('arch', '?')} | "
+            f"{fp.get('cores_logical', '?')} | {' '.join(fp.get('cpu_features', []))} | "
+            f"{fp.get('os', '?')} | {fp.get('python', '?')} | {engines} | {gpus} | "
+            f"{Path(run['source_file']).name} |"
+        )
     return "\n".join(lines)
 
 
 def to_markdown(runs: list[dict[str, Any]]) -> str:
     header, rows = comparison(runs)
-    lines = ["## Devices", "", devices_markdown(runs), "", "## Median latency by device", "",
-             "| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|"]
+    lines = [
+        "## Devices",
+        "",
+        devices_markdown(runs),
+        "",
+        "## Median latency by device",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|",
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", "p50 = median of the timed model calls after warm-up, in ms. `skipped`/`error` cells "
-              "are explained in each device's own results file. Pi4/Pi5 columns are ESTIMATES from "
-              "MACs and published figures (docs/benchmarks.md), not measurements."]
+    lines += [
+        "",
+        "p50 = median of the timed model calls after warm-up, in ms. `skipped`/`error` cells "
+        "are explained in each device's own results file. Pi4/Pi5 columns are ESTIMATES from "
+        "MACs and published figures (docs/benchmarks.md), not measurements.",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def write_report(runs: list[dict[str, Any]], out_dir: str | Path, plots: bool = True) -> list[Path]:
     """report.md, report.csv and (with matplotlib) report_devices.png, report_tradeoff.png."""
     out_dir = Path(out_dir)
-    paths = [_schema.write_atomic(out_dir / "report.md", to_markdown(runs)),
-             _schema.write_atomic(out_dir / "report.csv", _schema.to_csv(runs))]
+    paths = [
+        _schema.write_atomic(out_dir / "report.md", to_markdown(runs)),
+        _schema.write_atomic(out_dir / "report.csv", _schema.to_csv(runs)),
+    ]
     if plots and _plots.available():
-        for name, fn in (("report_devices.png", _plots.device_comparison),
-                         ("report_tradeoff.png", _plots.tradeoff),
-                         ("report_latency.png", _plots.latency_distribution)):
+        for name, fn in (
+            ("report_devices.png", _plots.device_comparison),
+            ("report_tradeoff.png", _plots.tradeoff),
+            ("report_latency.png", _plots.latency_distribution),
+        ):
             png = fn(runs, out_dir / name)
             if png:
                 paths.append(png)
     return paths
 
 
-def run(paths: list[str | Path], out_dir: str | Path = "results/report", plots: bool = True) -> tuple[list, list[Path]]:
+def run(
+    paths: list[str | Path], out_dir: str | Path = "results/report", plots: bool = True
+) -> tuple[list, list[Path]]:
     """Load, merge and write; returns (runs, written paths)."""
     runs = load_runs(paths)
     return runs, write_report(runs, out_dir, plots)
@@ -130,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks._output import console  # noqa: PLC0415
 
-    p = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.report", description=__doc__.split("\n")[0]
+    )
     p.add_argument("results", nargs="+", help="results JSON files from benchmarks.latency")
     p.add_argument("--out", default="results/report", help="output folder (default results/report)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

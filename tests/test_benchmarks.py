@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks import _cost, _evalset, _schema, _timing, latency, report
+from benchmarks import _cost, _evalset, _matrix, _schema, _timing, latency, report
 from benchmarks._cell import run_cell
 from benchmarks._fingerprint import fingerprint
 
@@ -24,6 +24,7 @@ FAST = ["--runs", "5", "--warmup", "1", "--threads", "1", "--baseline", "none", 
 
 
 # ---- fixtures --------------------------------------------------------------------------------
+
 
 def _write_csv_set(folder: Path, n: int = 4) -> Path:
     """A tiny CSV eval set (selfie layout): image,bbox,label with pixel [x1, y1, x2, y2]."""
@@ -48,9 +49,14 @@ def tiny_run(tmp_path_factory) -> Path:
     from train.model import ModelSpec, build_model
 
     run = tmp_path_factory.mktemp("run")
-    spec = ModelSpec(backbone="small_cnn", image_size=32, alpha=0.25, head_units=8, labels=("none", "cat"))
+    spec = ModelSpec(
+        backbone="small_cnn", image_size=32, alpha=0.25, head_units=8, labels=("none", "cat")
+    )
     build_model(spec).save(run / "model.keras")
-    config = {"model": {**asdict(spec), "labels": list(spec.labels)}, "data": {"source": "cat-on-scenes"}}
+    config = {
+        "model": {**asdict(spec), "labels": list(spec.labels)},
+        "data": {"source": "cat-on-scenes"},
+    }
     (run / "config.json").write_text(json.dumps(config))
     for q in ("none", "int8"):
         export_tflite(run, quantize=q, calib_size=8, verify=False)
@@ -80,6 +86,7 @@ def _cells(results: dict, **match) -> list[dict]:
 
 # ---- timing core -----------------------------------------------------------------------------
 
+
 def test_timing_excludes_warmup_and_counts_runs():
     calls = []
     samples = _timing.sample(lambda: calls.append(1), warmup=7, runs=25)
@@ -101,6 +108,7 @@ def test_summary_statistics_on_known_samples():
 
 
 # ---- cost ------------------------------------------------------------------------------------
+
 
 def test_macs_of_a_known_layer_stack():
     keras = pytest.importorskip("keras")
@@ -125,17 +133,40 @@ def test_pi_estimates_scale_with_macs_and_precision():
 
 # ---- schema and report -----------------------------------------------------------------------
 
+
 def _fake_run(device: str, p50: float) -> dict:
     stats = _timing.summarize(np.full(10, p50))
-    ok = _schema.new_cell(variant="m_int8.tflite", kind="model", format="tflite", precision="int8",
-                          backend="ai_edge_litert", threads=1, status="ok", latency_ms=stats,
-                          mean_iou=0.8, corloc=0.9)
-    skip = _schema.new_cell(variant="m_int8.onnx", kind="model", format="onnx", backend="onnxruntime",
-                            provider="CUDAExecutionProvider", device="gpu", status="skipped",
-                            reason="no GPU")
-    return {"schema": _schema.SCHEMA, "schema_version": _schema.SCHEMA_VERSION, "created": "now",
-            "device": {"name": device, "fingerprint": fingerprint()}, "settings": {},
-            "eval": {"name": None, "n": 0, "reason": "none"}, "cells": [ok, skip]}
+    ok = _schema.new_cell(
+        variant="m_int8.tflite",
+        kind="model",
+        format="tflite",
+        precision="int8",
+        backend="ai_edge_litert",
+        threads=1,
+        status="ok",
+        latency_ms=stats,
+        mean_iou=0.8,
+        corloc=0.9,
+    )
+    skip = _schema.new_cell(
+        variant="m_int8.onnx",
+        kind="model",
+        format="onnx",
+        backend="onnxruntime",
+        provider="CUDAExecutionProvider",
+        device="gpu",
+        status="skipped",
+        reason="no GPU",
+    )
+    return {
+        "schema": _schema.SCHEMA,
+        "schema_version": _schema.SCHEMA_VERSION,
+        "created": "now",
+        "device": {"name": device, "fingerprint": fingerprint()},
+        "settings": {},
+        "eval": {"name": None, "n": 0, "reason": "none"},
+        "cells": [ok, skip],
+    }
 
 
 def test_schema_rejects_foreign_older_and_broken_results(tmp_path):
@@ -174,7 +205,9 @@ def test_report_merges_devices_and_rejects_foreign_files(tmp_path, capsys):
     assert "| 1 |" in row and "| 4 |" in row
     assert (tmp_path / "rep" / "report.csv").read_text().count("m_int8") == 4  # 2 cells x 2 devices
     foreign = tmp_path / "other.json"
-    foreign.write_text(json.dumps({"benchmarks": [{"name": "x", "stats": {}}]}))  # pytest-benchmark-like
+    foreign.write_text(
+        json.dumps({"benchmarks": [{"name": "x", "stats": {}}]})
+    )  # pytest-benchmark-like
     capsys.readouterr()
     assert report.main([str(foreign)]) == 2
     assert "not an edgeloc benchmark results file" in capsys.readouterr().out
@@ -185,6 +218,7 @@ def test_report_merges_devices_and_rejects_foreign_files(tmp_path, capsys):
 
 
 # ---- eval sets and baselines -----------------------------------------------------------------
+
 
 def test_lean_reader_reads_csv_and_voc(tmp_path, csv_set):
     data = _evalset.read_folder(csv_set)
@@ -197,9 +231,12 @@ def test_lean_reader_reads_csv_and_voc(tmp_path, csv_set):
     (voc / "annotations" / "a.xml").write_text(
         "<annotation><filename>a.jpg</filename><size><width>0</width><height>0</height></size>"
         "<object><name>cat</name><bndbox><xmin>8</xmin><ymin>4</ymin><xmax>40</xmax><ymax>20</ymax>"
-        "</bndbox></object></annotation>")
+        "</bndbox></object></annotation>"
+    )
     data = _evalset.read_folder(voc)
-    np.testing.assert_allclose(data.boxes[0], [0.1, 0.1, 0.5, 0.5], atol=1e-6)  # decoded size, not 0x0
+    np.testing.assert_allclose(
+        data.boxes[0], [0.1, 0.1, 0.5, 0.5], atol=1e-6
+    )  # decoded size, not 0x0
     with pytest.raises(ValueError, match="neither a VOC"):
         _evalset.read_folder(tmp_path / "voc" / "images")
 
@@ -207,37 +244,67 @@ def test_lean_reader_reads_csv_and_voc(tmp_path, csv_set):
 def test_haar_baseline_cell_runs(csv_set, tmp_path):
     data = _evalset.read_folder(csv_set)
     data.save(tmp_path / "eval.npz")
-    out = run_cell({"runner": "haar", "variant": "haar_face", "backend": "opencv", "threads": 1,
-                    "warmup": 0, "runs": 2, "eval_path": str(tmp_path / "eval.npz")})
+    out = run_cell(
+        {
+            "runner": "haar",
+            "variant": "haar_face",
+            "backend": "opencv",
+            "threads": 1,
+            "warmup": 0,
+            "runs": 2,
+            "eval_path": str(tmp_path / "eval.npz"),
+        }
+    )
     assert out["status"] == "ok", out
     assert out["latency_ms"]["n"] == 2 and out["n_eval"] == 4
     assert 0.0 <= out["mean_iou"] <= 1.0  # white squares are no faces: usually 0
-    bad = run_cell({"runner": "haar", "variant": "haar_dog", "backend": "opencv", "warmup": 0, "runs": 1})
+    bad = run_cell(
+        {"runner": "haar", "variant": "haar_dog", "backend": "opencv", "warmup": 0, "runs": 1}
+    )
     assert bad["status"] == "error" and "haar_cat" in bad["reason"]
 
 
 # ---- end to end ------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_benchmark_run_dir_end_to_end(tiny_run, tmp_path):
     out = tmp_path / "res.json"
-    code = latency.main(["--model", str(tiny_run), *FAST, "--formats", "tflite,onnx,keras",
-                         "--eval-size", "4", "--out", str(out)])
+    code = latency.main(
+        [
+            "--model",
+            str(tiny_run),
+            *FAST,
+            "--formats",
+            "tflite,onnx,keras",
+            "--eval-size",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     res = _schema.load(out)  # validates the schema
     assert res["eval"]["name"].startswith("cat-on-scenes:test") and res["eval"]["n"] == 4
     ok = _cells(res, status="ok")
     assert {(c["variant"], c["backend"]) for c in ok} >= {
-        ("model.keras", "keras"), ("model_fp32.tflite", "ai_edge_litert"),
-        ("model_int8.tflite", "ai_edge_litert"), ("model_fp32.onnx", "onnxruntime"),
-        ("model_int8.onnx", "onnxruntime")}
+        ("model.keras", "keras"),
+        ("model_fp32.tflite", "ai_edge_litert"),
+        ("model_int8.tflite", "ai_edge_litert"),
+        ("model_fp32.onnx", "onnxruntime"),
+        ("model_int8.onnx", "onnxruntime"),
+    }
     for c in ok:
         assert c["latency_ms"]["n"] == 5 and c["latency_ms"]["p50"] > 0 and c["threads"] == 1
         assert c["load_ms"] > 0 and c["first_ms"] > 0 and c["peak_rss_mb"] > 0 and c["n_eval"] == 4
         assert c["macs"] > 0 and c["est_pi4_ms"][0] < c["est_pi4_ms"][1]
-    assert len({c["macs"] for c in ok}) == 1  # one architecture, counted from Keras, TFLite and ONNX
+    assert (
+        len({c["macs"] for c in ok}) == 1
+    )  # one architecture, counted from Keras, TFLite and ONNX
     keras_iou = _cells(res, variant="model.keras", status="ok")[0]["mean_iou"]
-    assert _cells(res, variant="model_fp32.tflite", status="ok")[0]["mean_iou"] == pytest.approx(keras_iou, abs=2e-3)
+    assert _cells(res, variant="model_fp32.tflite", status="ok")[0]["mean_iou"] == pytest.approx(
+        keras_iou, abs=2e-3
+    )
     assert _cells(res, variant="model_int8.tflite")[0]["precision"] == "int8"
     gpu = _cells(res, provider="CUDAExecutionProvider")
     assert gpu and all(c["status"] == "skipped" and c["reason"] for c in gpu)
@@ -247,22 +314,36 @@ def test_benchmark_run_dir_end_to_end(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_broken_models_become_error_cells_and_the_run_goes_on(tiny_run, models_dir, csv_set, tmp_path):
+def test_broken_models_become_error_cells_and_the_run_goes_on(
+    tiny_run, models_dir, csv_set, tmp_path
+):
     video = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
     for i in range(12):
         writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
     writer.release()
-    res = latency.run(models_dir, threads="1", runs=3, warmup=1, eval_dir=str(csv_set), baseline="none",
-                      backends="ai_edge_litert,onnxruntime", video=str(video), video_frames=6,
-                      extra=[str(tiny_run / "model_fp32.tflite")], max_iou_drop=1.0)
+    res = latency.run(
+        models_dir,
+        threads="1",
+        runs=3,
+        warmup=1,
+        eval_dir=str(csv_set),
+        baseline="none",
+        backends="ai_edge_litert,onnxruntime",
+        video=str(video),
+        video_frames=6,
+        extra=[str(tiny_run / "model_fp32.tflite")],
+        max_iou_drop=1.0,
+    )
     broken = _cells(res, variant="broken.tflite")
     cut = _cells(res, variant="cut.onnx", provider="CPUExecutionProvider")
     assert broken[0]["status"] == "error" and "TFLite" in broken[0]["reason"]
     assert cut[0]["status"] == "error" and "ONNX" in cut[0]["reason"]
     good = _cells(res, variant="model_int8.tflite")[0]
     assert good["status"] == "ok" and good["n_eval"] == 4 and res["eval"]["name"].startswith("csv:")
-    assert good["pipeline"]["frames"] == 6 and good["pipeline"]["fps"] > 0  # 3 warm-up frames excluded
+    assert (
+        good["pipeline"]["frames"] == 6 and good["pipeline"]["fps"] > 0
+    )  # 3 warm-up frames excluded
     assert good["pipeline"]["fps"] <= good["pipeline"]["fps_no_decode"]
     extra = _cells(res, kind="extra")
     assert [c["variant"] for c in extra] == ["model_fp32.tflite"] and extra[0]["status"] == "ok"
@@ -270,12 +351,25 @@ def test_broken_models_become_error_cells_and_the_run_goes_on(tiny_run, models_d
 
 def test_accuracy_check_compares_with_the_float_model_of_the_same_family():
     def cell(variant, fmt, precision, iou):
-        return _schema.new_cell(variant=variant, kind="model", format=fmt, precision=precision,
-                                backend="x", status="ok", mean_iou=iou, latency_ms={})
-    cells = [cell("model.keras", "keras", "fp32", 0.80), cell("model_int8.tflite", "tflite", "int8", 0.75),
-             cell("model_fp16.tflite", "tflite", "fp16", 0.79), cell("cat_int8.tflite", "tflite", "int8", 0.1),
-             cell("cat_int8.onnx", "onnx", "int8", 0.5)]
-    latency._finish(cells, {}, max_iou_drop=0.02)
+        return _schema.new_cell(
+            variant=variant,
+            kind="model",
+            format=fmt,
+            precision=precision,
+            backend="x",
+            status="ok",
+            mean_iou=iou,
+            latency_ms={},
+        )
+
+    cells = [
+        cell("model.keras", "keras", "fp32", 0.80),
+        cell("model_int8.tflite", "tflite", "int8", 0.75),
+        cell("model_fp16.tflite", "tflite", "fp16", 0.79),
+        cell("cat_int8.tflite", "tflite", "int8", 0.1),
+        cell("cat_int8.onnx", "onnx", "int8", 0.5),
+    ]
+    _matrix.finish(cells, {}, max_iou_drop=0.02)
     assert [c["status"] for c in cells] == ["ok", "accuracy_failed", "ok", "ok", "ok"]
     assert cells[1]["iou_drop"] == pytest.approx(0.05) and "model.keras" in cells[1]["reason"]
     assert cells[3]["iou_drop"] is None  # int8 files only: no float model to judge against
@@ -299,9 +393,11 @@ def test_user_errors_exit_2(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_missing_eval_source_and_video_are_user_errors(models_dir, tmp_path, capsys):
-    for argv, message in ((["--eval-dir", str(tmp_path / "nope")], "not found"),
-                          (["--eval", "no-such-source"], "no-such-source"),
-                          (["--video", str(tmp_path / "x.mp4")], "--video")):
+    for argv, message in (
+        (["--eval-dir", str(tmp_path / "nope")], "not found"),
+        (["--eval", "no-such-source"], "no-such-source"),
+        (["--video", str(tmp_path / "x.mp4")], "--video"),
+    ):
         capsys.readouterr()
         assert latency.main(["--model", str(models_dir), *FAST, *argv]) == 2
         assert message in capsys.readouterr().out
@@ -311,7 +407,8 @@ _BLOCKER = """
 import sys
 class _Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras", "tf2onnx", "onnx", "matplotlib", "skimage", "sklearn"):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf2onnx", "onnx", "matplotlib",
+                                  "skimage", "sklearn"):
             raise ImportError(f"blocked: {name}")
         return None
 sys.meta_path.insert(0, _Block())
@@ -325,13 +422,33 @@ def test_profile_pi_runs_with_only_the_lean_runtime(models_dir, csv_set, tmp_pat
     (site / "sitecustomize.py").write_text(textwrap.dedent(_BLOCKER))  # applies to every cell too
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
     out = tmp_path / "pi.json"
-    cmd = [sys.executable, "-m", "benchmarks.latency", "--profile", "pi", "--model", str(models_dir),
-           "--runs", "3", "--warmup", "1", "--baseline", "none", "--eval-dir", str(csv_set), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.latency",
+        "--profile",
+        "pi",
+        "--model",
+        str(models_dir),
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--baseline",
+        "none",
+        "--eval-dir",
+        str(csv_set),
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     res = _schema.load(out)
     ok = _cells(res, status="ok")
-    assert {(c["variant"], c["threads"]) for c in ok} == {("model_int8.tflite", 4), ("model_int8.tflite", 1)}
+    assert {(c["variant"], c["threads"]) for c in ok} == {
+        ("model_int8.tflite", 4),
+        ("model_int8.tflite", 1),
+    }
     assert all(c["backend"] == "ai_edge_litert" and c["n_eval"] == 4 for c in ok)
     assert ok[0]["macs"] > 0  # counted from the TFLite graph, without TensorFlow
     assert not list(tmp_path.glob("*.png"))  # no matplotlib: no plots, no failure
