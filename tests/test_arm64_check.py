@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,32 @@ def test_userland_requirements_resolve_for_its_python(name: str) -> None:
     assert root.runtime_requirements(REPO / "pyproject.toml", userland=userland)
     with pytest.raises(ValueError, match="bookworm"):
         root.get_userland("buster")
+
+
+def test_install_app_copies_runtime_and_models_with_sidecars(tmp_path: Path) -> None:
+    repo, rootdir = tmp_path / "repo", tmp_path / "root"
+    for name in root.APP_DIRS:
+        (repo / name / "__pycache__").mkdir(parents=True)
+        (repo / name / "__init__.py").write_text("")
+        (repo / name / "__pycache__" / "x.pyc").write_bytes(b"")
+    (tmp_path / "m.tflite").write_bytes(b"model")
+    (tmp_path / "m.json").write_text("{}")
+    app, models = root.install_app(rootdir, repo, [tmp_path / "m.tflite"])
+    assert models == [app / "models" / "m.tflite"] and (app / "models" / "m.json").exists()
+    assert (app / "runtime" / "__init__.py").exists()
+    assert not (app / "runtime" / "__pycache__").exists()
+
+
+def test_guest_board_writes_cpuinfo_and_a_launcher_for_subprocesses(tmp_path: Path) -> None:
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    guest = root.Guest(Path("/usr/bin/qemu-aarch64-static"), root.get_userland("bookworm"),
+                       tmp_path, tmp_path / "site", tmp_path / "app", [])
+    guest.set_board(root.get_cpu("pi4"))
+    assert "0xd08" in (tmp_path / "proc/cpuinfo").read_text()
+    script = guest.launcher.read_text()
+    assert guest.launcher.name == "python3.11-qemu" and os.access(guest.launcher, os.X_OK)
+    assert "-cpu cortex-a72" in script and f"-0 {guest.launcher}" in script
+    assert script.rstrip().endswith('"$@"')
+    env = guest.env()
+    assert env["PYTHONPATH"].split(":") == [str(guest.app), str(guest.site)]
+    assert not any(k.startswith("VIRTUAL_ENV") for k in env)
