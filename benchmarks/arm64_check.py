@@ -1,15 +1,16 @@
 """Raspberry-Pi-class proof: the lean runtime on arm64 (emulated) must agree with x86.
 
-    python -m benchmarks.arm64_check [--models DIR_OR_FILES...] [--cpus pi5,pi4]
+    python -m benchmarks.arm64_check [--models DIR_OR_FILES...] [--suites bookworm,trixie]
+                                     [--cpus pi5,pi4]
 
-Builds (cached, see ``benchmarks.arm64_root``) a Debian bookworm arm64 userland, the
-userland Raspberry Pi OS 64-bit is built on, with the aarch64 wheels of ``.[runtime]``
-and a copy of ``runtime/``; runs ``python -m runtime.infer`` with each model on a fixed
-set of generated images and the ``--profile pi`` latency preset, under
-``qemu-aarch64-static`` with a Pi 5 (Cortex-A76) and a Pi 4 (Cortex-A72) CPU model; runs
-the same on the host and compares per image: same label, box IoU >= 0.98, score within
-0.03. Exits 1 on any mismatch or failure. Every arm64 timing is EMULATED: qemu translates
-each instruction, so those numbers say nothing about a Pi's speed.
+Builds (cached, see ``benchmarks.arm64_root``) the Debian arm64 userlands Raspberry Pi OS
+64-bit is made of (bookworm: Python 3.11, trixie: Python 3.13) with the aarch64 wheels of
+``.[runtime]`` and a copy of ``runtime/``; runs ``python -m runtime.infer`` with each
+model on a fixed set of generated images, and the ``--profile pi`` latency preset, under
+``qemu-aarch64-static`` as a Pi 5 (Cortex-A76) and a Pi 4 (Cortex-A72); runs the same on
+the host and compares per image (``benchmarks.arm64_compare``): same label, box IoU >=
+0.98, score within 0.03. Exits 1 on any mismatch or failure. Every arm64 timing is
+EMULATED: qemu translates each instruction, so those numbers say nothing about a Pi's speed.
 """
 
 from __future__ import annotations
@@ -27,156 +28,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from benchmarks import arm64_root
-from runtime.contract import box_iou
+from benchmarks.arm64_compare import (EMULATED, IOU_MIN, SCORE_TOL, Row, compare, latency_table,
+                                      mark_emulated, markdown_table, read_jsonl, render_table)
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = ("models/cat_int8.tflite", "models/cat_int8.onnx")
 MODEL_SUFFIXES = (".tflite", ".onnx")
-IOU_MIN = 0.98
-SCORE_TOL = 0.03  # int8 kernels on ARM may round a few quantization steps differently
-EMULATED = "EMULATED under qemu on x86: not a speed figure"
-TIMING_KEYS = ("latency_ms", "total_ms")
-
-
-@dataclass
-class Row:
-    """One image, one model, one emulated board: x86 vs arm64."""
-
-    model: str
-    cpu: str
-    image: str
-    x86_label: str | None = None
-    arm64_label: str | None = None
-    x86_score: float | None = None
-    arm64_score: float | None = None
-    x86_box: list[float] | None = None
-    arm64_box: list[float] | None = None
-    iou: float | None = None
-    x86_ms: float | None = None
-    arm64_ms_emulated: float | None = None
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when the two runs agree."""
-        return not self.problems
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``runtime.infer`` results file (one JSON object per line)."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _timing(record: dict[str, Any]) -> float | None:
-    for key in TIMING_KEYS:
-        if isinstance(record.get(key), (int, float)):
-            return float(record[key])
-    return None
-
-
-def compare(x86: list[dict[str, Any]], arm: list[dict[str, Any]], *, model: str, cpu: str,
-            iou_min: float = IOU_MIN, score_tol: float = SCORE_TOL) -> list[Row]:
-    """Match records by image file name and check label, box IoU and score."""
-    by_name = {Path(r["image"]).name: r for r in arm if "image" in r}
-    rows = []
-    for rec in x86:
-        name = Path(rec["image"]).name
-        row = Row(model, cpu, name, x86_label=rec.get("label"), x86_score=rec.get("score"),
-                  x86_box=rec.get("box"), x86_ms=_timing(rec))
-        other = by_name.pop(name, None)
-        if other is None:
-            row.problems.append("no arm64 result")
-        else:
-            row.arm64_label, row.arm64_score = other.get("label"), other.get("score")
-            row.arm64_box, row.arm64_ms_emulated = other.get("box"), _timing(other)
-            row.problems += _differences(row, rec, other, iou_min, score_tol)
-        rows.append(row)
-    rows += [Row(model, cpu, name, problems=["no x86 result"]) for name in sorted(by_name)]
-    return rows
-
-
-def _differences(row: Row, x86: dict[str, Any], arm: dict[str, Any], iou_min: float,
-                 score_tol: float) -> list[str]:
-    problems = [f"{side} error: {rec['error']}" for side, rec in (("x86", x86), ("arm64", arm))
-                if rec.get("error")]
-    if problems:
-        return problems
-    if row.x86_label != row.arm64_label:
-        problems.append(f"label {row.x86_label!r} != {row.arm64_label!r}")
-    if x86.get("present") != arm.get("present"):
-        problems.append(f"present {x86.get('present')} != {arm.get('present')}")
-    if row.x86_box is None or row.arm64_box is None:
-        problems.append("box missing")
-    else:
-        row.iou = float(box_iou(np.asarray(row.x86_box), np.asarray(row.arm64_box)))
-        if row.iou < iou_min:
-            problems.append(f"box IoU {row.iou:.3f} < {iou_min}")
-    if row.x86_score is None or row.arm64_score is None:
-        problems.append("score missing")
-    elif abs(row.x86_score - row.arm64_score) > score_tol:
-        problems.append(f"score differs by {abs(row.x86_score - row.arm64_score):.3f} > {score_tol}")
-    return problems
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def render_table(rows: list[Row], model: str) -> Any:
-    """A rich table of one model's comparison; arm64 timings are labelled as emulated."""
-    from rich.table import Table
-
-    table = Table(title=f"{model}: x86 vs arm64", caption=f"arm64 ms: {EMULATED}")
-    for col in ("board", "image", "label", "score x86", "score arm64", "IoU", "x86 ms",
-                "arm64 ms (EMULATED)", "result"):
-        table.add_column(col, justify="left" if col in ("board", "image", "label", "result")
-                         else "right")
-    for r in (r for r in rows if r.model == model):
-        label = r.x86_label if r.x86_label == r.arm64_label else f"{r.x86_label} / {r.arm64_label}"
-        table.add_row(r.cpu, r.image, str(label), _fmt(r.x86_score, ".4f"),
-                      _fmt(r.arm64_score, ".4f"), _fmt(r.iou, ".4f"), _fmt(r.x86_ms, ".2f"),
-                      _fmt(r.arm64_ms_emulated, ".1f"),
-                      "[green]ok[/]" if r.ok else "[red]" + "; ".join(r.problems) + "[/]")
-    return table
-
-
-def latency_table(report: dict[str, Any]) -> Any:
-    """The ``--profile pi`` cells of each side: status and p50 (arm64 ones EMULATED)."""
-    from rich.table import Table
-
-    table = Table(title="benchmarks.latency --profile pi", caption=f"arm64 ms: {EMULATED}")
-    for col in ("run", "variant", "backend", "threads", "status", "p50 ms"):
-        table.add_column(col, justify="right" if col in ("threads", "p50 ms") else "left")
-    runs = [("x86", report["latency"].get("x86"))] + [
-        (f"arm64 {k} (EMULATED)", v["result"]) for k, v in report["latency"]["arm64"].items()]
-    for name, result in runs:
-        for cell in (result or {}).get("cells", []):
-            p50 = (cell.get("latency_ms") or {}).get("p50")
-            table.add_row(name, str(cell.get("variant")), str(cell.get("backend")),
-                          str(cell.get("threads") or "-"), str(cell.get("status")), _fmt(p50, ".2f"))
-    return table
-
-
-def markdown_table(rows: list[Row]) -> str:
-    """The comparison as a Markdown table (for BENCHMARKS.md)."""
-    head = ("| model | board | image | label | score x86 | score arm64 | box x86 (px) | "
-            "box arm64 (px) | IoU | ok |\n|---|---|---|---|---|---|---|---|---|---|\n")
-    def box(b: list[float] | None) -> str:
-        return "-" if b is None else ", ".join(f"{v:.1f}" for v in b)
-    return head + "".join(
-        f"| {r.model} | {r.cpu} | {r.image} | {r.x86_label} / {r.arm64_label} | "
-        f"{_fmt(r.x86_score, '.4f')} | {_fmt(r.arm64_score, '.4f')} | {box(r.x86_box)} | "
-        f"{box(r.arm64_box)} | {_fmt(r.iou, '.4f')} | {'yes' if r.ok else 'NO'} |\n" for r in rows)
-
-
-def mark_emulated(result: Any) -> dict[str, Any]:
-    """Wrap a result from the emulated run so no reader can take its timings as real."""
-    return {"emulated": True, "timing_note": EMULATED, "result": result}
 
 
 # (background, width, height, cat height as a fraction of the image or 0 = none, x, y, ext)
@@ -261,8 +121,6 @@ class Check:
     """What one check run compares and where it writes."""
 
     models: list[Path]
-    suites: list[str]
-    cpus: list[str]
     repo: Path
     work: Path
     images: list[Path]
@@ -287,7 +145,7 @@ def run(models: list[Path], *, suites: list[str], cpus: list[str], repo: Path = 
     guests = [arm64_root.prepare(cache, repo, models, u) for u in userlands]  # ArmRootError
     setup_s = time.perf_counter() - t0
     work = cache.resolve() / "run"
-    check = Check(models, suites, cpus, repo, work, make_images(work / "images"), iou_min, score_tol)
+    check = Check(models, repo, work, make_images(work / "images"), iou_min, score_tol)
     check.report = {
         "schema": "edgeloc.arm64_check", "schema_version": 1,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -351,7 +209,7 @@ def _arm_runs(check: Check, guest: arm64_root.Guest, boards: dict[str, arm64_roo
                 check.fail(f"arm64 ({target}) runtime.infer {model.name} failed (exit "
                            f"{proc.returncode}):\n{_tail(proc)}")
             elif model.name in x86:
-                check.rows += compare(x86[model.name], read_jsonl(out), model=model.name, cpu=target,
+                check.rows += compare(x86[model.name], read_jsonl(out), model=model.name, target=target,
                                       iou_min=check.iou_min, score_tol=check.score_tol)
 
 
@@ -425,8 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]error:[/] {err}")
         return 2
     try:
-        report, rows = run(models, suites=suites, cpus=cpus, repo=repo, cache=args.cache, out=args.out,
-                     iou_min=args.iou_min, score_tol=args.score_tol, latency_runs=args.latency_runs)
+        report, rows = run(models, suites=suites, cpus=cpus, repo=repo, cache=args.cache,
+                           out=args.out, iou_min=args.iou_min, score_tol=args.score_tol,
+                           latency_runs=args.latency_runs)
     except arm64_root.ArmRootError as err:
         console.print(f"[red]arm64 check FAILED: could not prepare the emulated Pi[/]\n{err}")
         return 1

@@ -328,7 +328,7 @@ def find_qemu() -> Path:
 
 @dataclass
 class Guest:
-    """A ready emulated Pi: run ``python -m MODULE`` in it with ``run_module``."""
+    """A ready emulated Pi: ``run(cpu, ["-m", "runtime.infer", ...])`` runs Python in it."""
 
     qemu: Path
     userland: Userland
@@ -389,13 +389,18 @@ class Guest:
         return proc
 
 
-PROBE = ("import json, platform, numpy, cv2, onnxruntime, ai_edge_litert, sys; "
-         "from importlib.metadata import version as v; print(json.dumps({'machine': "
-         "platform.machine(), 'python': platform.python_version(), 'libc': "
-         "' '.join(platform.libc_ver()), 'numpy': numpy.__version__, 'opencv': cv2.__version__, "
-         "'onnxruntime': onnxruntime.__version__, 'ai_edge_litert': v('ai-edge-litert'), "
-         "'tensorflow_importable': __import__('importlib.util').util.find_spec('tensorflow') "
-         "is not None}))")
+# Run first in each userland: the runtime's dependencies import, and TensorFlow is absent.
+PROBE = """
+import importlib.util, json, platform
+from importlib.metadata import version
+import ai_edge_litert, cv2, numpy, onnxruntime
+print(json.dumps({
+    "machine": platform.machine(), "python": platform.python_version(),
+    "libc": " ".join(platform.libc_ver()), "numpy": numpy.__version__, "opencv": cv2.__version__,
+    "onnxruntime": onnxruntime.__version__, "ai_edge_litert": version("ai-edge-litert"),
+    "tensorflow_importable": importlib.util.find_spec("tensorflow") is not None,
+}))
+"""
 
 
 def prepare(cache: Path, repo: Path, models: list[Path], userland: Userland, *,
@@ -413,8 +418,8 @@ def prepare(cache: Path, repo: Path, models: list[Path], userland: Userland, *,
     t1 = time.perf_counter()
     pyproject = repo.resolve() / "pyproject.toml"
     names = [Requirement(r).name for r in runtime_requirements(pyproject, userland=userland)]
-    site = install_wheels(cache, root, runtime_requirements(pyproject, host_versions(names), userland),
-                          userland.python)
+    requirements = runtime_requirements(pyproject, host_versions(names), userland)
+    site = install_wheels(cache, root, requirements, userland.python)
     app, guest_models = install_app(root, repo.resolve(), models)
     log.info("arm64 %s ready: root %.1f s, wheels %.1f s", userland.suite, t1 - t0,
              time.perf_counter() - t1)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import arm64_check as check
+from benchmarks import arm64_compare as cmp
 from benchmarks import arm64_root as root
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ def _rec(image: str, box: list[float], score: float, label: str = "cat", **extra
 def test_compare_accepts_small_int8_differences() -> None:
     x86 = [_rec("/a/1.png", [10, 10, 110, 110], 0.9000)]
     arm = [_rec("/elsewhere/1.png", [10.5, 10, 110, 110.5], 0.8906, latency_ms=40.0)]
-    (row,) = check.compare(x86, arm, model="m.tflite", cpu="pi5")
+    (row,) = cmp.compare(x86, arm, model="m.tflite", target="pi5")
     assert row.ok, row.problems
     assert row.iou == pytest.approx(0.99, abs=0.01)
     assert row.arm64_ms_emulated == 40.0 and row.x86_ms == 1.5
@@ -39,33 +40,33 @@ def test_compare_accepts_small_int8_differences() -> None:
     ],
 )
 def test_compare_flags_each_kind_of_mismatch(arm: dict, problem: str) -> None:
-    (row,) = check.compare([_rec("1.png", [10, 10, 110, 110], 0.9)], [arm], model="m", cpu="pi4")
+    (row,) = cmp.compare([_rec("1.png", [10, 10, 110, 110], 0.9)], [arm], model="m", target="pi4")
     assert not row.ok
     assert any(problem in p for p in row.problems), row.problems
 
 
 def test_compare_reports_images_missing_on_either_side() -> None:
-    rows = check.compare([_rec("1.png", [0, 0, 1, 1], 0.9)], [_rec("2.png", [0, 0, 1, 1], 0.9)],
-                         model="m", cpu="pi5")
+    rows = cmp.compare([_rec("1.png", [0, 0, 1, 1], 0.9)], [_rec("2.png", [0, 0, 1, 1], 0.9)],
+                         model="m", target="pi5")
     assert sorted(p for r in rows for p in r.problems) == ["no arm64 result", "no x86 result"]
 
 
 def test_tolerances_are_parameters() -> None:
     x86, arm = [_rec("1.png", [10, 10, 110, 110], 0.9)], [_rec("1.png", [10, 10, 100, 100], 0.8)]
-    assert not check.compare(x86, arm, model="m", cpu="pi5")[0].ok
-    assert check.compare(x86, arm, model="m", cpu="pi5", iou_min=0.8, score_tol=0.11)[0].ok
+    assert not cmp.compare(x86, arm, model="m", target="pi5")[0].ok
+    assert cmp.compare(x86, arm, model="m", target="pi5", iou_min=0.8, score_tol=0.11)[0].ok
 
 
 def test_emulated_timings_are_marked_in_table_json_and_markdown() -> None:
-    rows = check.compare([_rec("1.png", [0, 0, 9, 9], 0.9)], [_rec("1.png", [0, 0, 9, 9], 0.9)],
-                         model="m", cpu="pi5")
-    table = check.render_table(rows, "m")
+    rows = cmp.compare([_rec("1.png", [0, 0, 9, 9], 0.9)], [_rec("1.png", [0, 0, 9, 9], 0.9)],
+                         model="m", target="pi5")
+    table = cmp.render_table(rows, "m")
     assert any("EMULATED" in str(c.header) for c in table.columns)
     assert "not a speed figure" in str(table.caption)
-    wrapped = check.mark_emulated({"cells": [{"latency": {"p50": 12.0}}]})
+    wrapped = cmp.mark_emulated({"cells": [{"latency": {"p50": 12.0}}]})
     assert wrapped["emulated"] is True and "not a speed figure" in wrapped["timing_note"]
     assert "arm64_ms_emulated" in json.dumps([r.__dict__ for r in rows])
-    assert "| m | pi5 | 1.png | cat / cat |" in check.markdown_table(rows)
+    assert "| m | pi5 | 1.png | cat / cat |" in cmp.markdown_table(rows)
 
 
 def test_runtime_requirements_for_aarch64_drop_armv7_only_and_pin_host_versions(
@@ -143,8 +144,8 @@ def test_latency_table_marks_arm64_cells_emulated() -> None:
     cell = {"variant": "m.tflite", "backend": "ai_edge_litert", "threads": 4, "status": "ok",
             "latency_ms": {"p50": 12.5}}
     report = {"latency": {"x86": {"cells": [cell]},
-                          "arm64": {"pi5 bookworm": check.mark_emulated({"cells": [cell]})}}}
-    table = check.latency_table(report)
+                          "arm64": {"pi5 bookworm": cmp.mark_emulated({"cells": [cell]})}}}
+    table = cmp.latency_table(report)
     assert table.row_count == 2
     assert [c for c in table.columns if c.header == "run"][0]._cells == [
         "x86", "arm64 pi5 bookworm (EMULATED)"]
