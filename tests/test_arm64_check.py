@@ -35,7 +35,7 @@ def test_compare_accepts_small_int8_differences() -> None:
         (_rec("1.png", [10, 10, 110, 110], 0.9, label="dog"), "label"),
         (_rec("1.png", [10, 10, 100, 100], 0.9), "IoU"),  # IoU 0.81
         (_rec("1.png", [10, 10, 110, 110], 0.8), "score differs"),
-        (_rec("1.png", [10, 10, 110, 110], 0.3), "present"),
+        (_rec("1.png", [10, 10, 110, 110], 0.3), "score differs"),  # and present flips
         ({"image": "1.png", "error": "cannot decode image"}, "arm64 error"),
     ],
 )
@@ -49,6 +49,12 @@ def test_compare_reports_images_missing_on_either_side() -> None:
     rows = cmp.compare([_rec("1.png", [0, 0, 1, 1], 0.9)], [_rec("2.png", [0, 0, 1, 1], 0.9)],
                          model="m", target="pi5")
     assert sorted(p for r in rows for p in r.problems) == ["no arm64 result", "no x86 result"]
+
+
+def test_presence_flip_within_score_tolerance_is_not_a_mismatch() -> None:
+    rows = cmp.compare([_rec("1.png", [0, 0, 9, 9], 0.501)], [_rec("1.png", [0, 0, 9, 9], 0.497)],
+                       model="m", target="pi5")
+    assert rows[0].ok
 
 
 def test_tolerances_are_parameters() -> None:
