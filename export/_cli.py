@@ -14,7 +14,7 @@ from typing import Any
 
 from export._graph import quiet_tensorflow
 from export._io import ExportError, ExportResult, VerificationFailed, load_model
-from export.calib import DEFAULT_CALIB_SIZE
+from export.calib import DEFAULT_CALIB_SIZE, DEFAULT_SCREEN
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ def add_common_args(ap: argparse.ArgumentParser, *, out_help: str | None = None)
     ap.add_argument("--calib-dir", default=None, help="data folder/file for a file source (csv, voc, ...)")
     ap.add_argument("--calib-size", type=int, default=DEFAULT_CALIB_SIZE,
                     help=f"calibration images, drawn shuffled (default {DEFAULT_CALIB_SIZE})")
+    ap.add_argument("--calib-screen", type=float, default=DEFAULT_SCREEN,
+                    help="leave out calibration images whose activations peak this many times above "
+                         f"the median (at most 5%%; 0 keeps all; default {DEFAULT_SCREEN:g})")
     ap.add_argument("--max-iou-drop", type=float, default=0.02,
                     help="fail the export when mean IoU drops more than this vs Keras (default 0.02)")
     ap.add_argument("--no-verify", action="store_true", help="skip the held-out comparison with Keras")
@@ -51,7 +54,8 @@ def add_common_args(ap: argparse.ArgumentParser, *, out_help: str | None = None)
 
 def run(model: Any, jobs: list[tuple[str, str]], *, out: str | None = None,
         out_dir: str | None = None, calib: str | None = None, calib_dir: str | None = None,
-        calib_size: int = DEFAULT_CALIB_SIZE, verify: bool = True, max_iou_drop: float = 0.02,
+        calib_size: int = DEFAULT_CALIB_SIZE, calib_screen: float = DEFAULT_SCREEN,
+        verify: bool = True, max_iou_drop: float = 0.02,
         verify_data: str | None = None, verify_dir: str | None = None, verify_size: int = 200,
         seed: int = 0, console: Any = None, **options: Any) -> tuple[list[ExportResult], list[dict]]:
     """Run (format, quantize) exports of one model, sharing calibration and held-out sets.
@@ -75,7 +79,8 @@ def run(model: Any, jobs: list[tuple[str, str]], *, out: str | None = None,
     calibration = holdout = None
     if any(q == "int8" for _, q in jobs):
         calibration = calibration_set(calib, config=loaded.config, image_size=loaded.image_size,
-                                      size=calib_size, data_dir=calib_dir, seed=seed)
+                                      size=calib_size, data_dir=calib_dir, seed=seed,
+                                      model=loaded.model, screen_factor=calib_screen)
     if verify:
         holdout = holdout_set(loaded, verify_data, data_dir=verify_dir, size=verify_size, seed=seed)
     rows = [keras_row(holdout, loaded.path.stat().st_size if loaded.path else None)] if holdout else []
@@ -134,7 +139,8 @@ def run_cli(args: argparse.Namespace, jobs: list[tuple[str, str]], **options: An
     try:
         results, rows = run(
             args.model, jobs, out=args.out, out_dir=getattr(args, "out_dir", None), calib=args.calib,
-            calib_dir=args.calib_dir, calib_size=args.calib_size, verify=not args.no_verify,
+            calib_dir=args.calib_dir, calib_size=args.calib_size, calib_screen=args.calib_screen,
+            verify=not args.no_verify,
             max_iou_drop=args.max_iou_drop, verify_data=args.verify_data, verify_dir=args.verify_dir,
             verify_size=args.verify_size, seed=args.seed, console=err, **options)
     except ExportError as e:

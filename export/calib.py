@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 DEFAULT_CALIB_SIZE = 200
+DEFAULT_SCREEN = 8.0  # drop calibration images whose activations peak this many times the median
+_MAX_SCREENED = 0.05  # never drop more than this share of the set
 
 
 def decode_image(path: Path) -> np.ndarray:
@@ -73,6 +75,10 @@ def open_source(spec: str | None, *, config: dict[str, Any], split: str, size: i
                               "SOURCE (a source name with --calib-dir, or a folder of images)")
         if data_dir is None:
             data_dir = data_cfg.get("data_dir")
+        # The run's own splits: same seed and hold-out share as in training.
+        split_options = {k: data_cfg[k] for k in ("seed", "multi", "val_fraction") if k in data_cfg}
+    else:
+        split_options = {}
     desc: dict[str, Any] = {"source": spec, "split": split}
     if spec not in SOURCES and spec not in _source_names():
         folder = Path(spec).expanduser()
@@ -84,7 +90,7 @@ def open_source(spec: str | None, *, config: dict[str, Any], split: str, size: i
         source = ImageFolder(folder)
         desc = {"source": str(folder), "kind": "folder", "split": "all"}
     else:
-        options: dict[str, Any] = {"split": split, "size": size, "seed": seed}
+        options: dict[str, Any] = {"seed": 0, **split_options, "split": split, "size": size}
         if data_dir is not None:
             options["data_dir"] = Path(data_dir).expanduser()
             desc["data_dir"] = str(data_dir)
@@ -177,8 +183,13 @@ def draw(source: Any, size: int, image_size: int, *, seed: int = 0,
 
 def calibration_set(spec: str | None, *, config: dict[str, Any], image_size: int,
                     size: int = DEFAULT_CALIB_SIZE, data_dir: str | Path | None = None,
-                    seed: int = 0) -> CalibrationSet:
-    """Draw ``size`` shuffled training images from ``spec`` (default: the run's training data)."""
+                    seed: int = 0, model: Any = None,
+                    screen_factor: float = DEFAULT_SCREEN) -> CalibrationSet:
+    """Draw ``size`` shuffled training images from ``spec`` (default: the run's training data).
+
+    With ``model`` (the Keras model), images on which its activations explode are left out
+    (see ``screen``).
+    """
     if size < 1:
         raise ExportError(f"--calib-size must be at least 1, got {size}")
     source, info = open_source(spec, config=config, split="train", size=size, data_dir=data_dir,
@@ -193,4 +204,49 @@ def calibration_set(spec: str | None, *, config: dict[str, Any], image_size: int
                           f"pass --calib-size {len(pixels)} or fix the files")
     info = {**info, "size": int(len(pixels)), "seed": seed}
     log.info("calibration: %d images from %s", len(pixels), info["source"])
-    return CalibrationSet(pixels, info, skipped)
+    calib = CalibrationSet(pixels, info, skipped)
+    return screen(calib, model, screen_factor) if model is not None else calib
+
+
+
+def activation_peaks(model: Any, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    """(N, L) peak |activation| of each image at each top-level layer of the Keras model."""
+    import keras
+
+    # The outer graph's tensor of each top-level layer (a nested backbone's own ``.output``
+    # belongs to its inner graph, so take the node where the outer model calls it).
+    tensors = [layer._inbound_nodes[-1].output_tensors[0] for layer in model.layers
+               if not isinstance(layer, keras.layers.InputLayer) and layer._inbound_nodes]
+    probe = keras.Model(model.inputs, [t for t in tensors if len(t.shape) >= 2])
+    peaks = []
+    for i in range(0, len(images), batch):
+        outs = probe(images[i : i + batch].astype(np.float32), training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        peaks.append(np.stack([np.abs(np.asarray(o)).reshape(len(o), -1).max(axis=1) for o in outs], 1))
+    return np.concatenate(peaks)  # (N, L)
+
+
+def screen(calib: CalibrationSet, model: Any, factor: float = DEFAULT_SCREEN) -> CalibrationSet:
+    """Drop the rare images on which the float model's activations explode.
+
+    Min/max calibration takes each tensor's range from the most extreme image. A handful
+    of images (e.g. an unusual background) can push a layer's activations 50x above every
+    other image; their range then costs all ordinary images their int8 precision, while
+    the float model's own answer on those images is already saturated. An image is dropped
+    when some layer peaks over ``factor`` times that layer's median peak; at most 5% of the
+    set is dropped (the most extreme first). ``factor <= 0`` keeps everything.
+    """
+    if factor <= 0 or len(calib) < 20:
+        return calib
+    peaks = activation_peaks(model, calib.images)  # (N, L)
+    ratio = (peaks / np.maximum(np.median(peaks, axis=0), 1e-12)).max(axis=1)  # (N,)
+    worst = np.argsort(ratio)[::-1][: int(len(calib) * _MAX_SCREENED)]
+    drop = [int(i) for i in worst if ratio[i] > factor]
+    if not drop:
+        return CalibrationSet(calib.images, {**calib.info, "screened_out": 0}, calib.skipped)
+    keep = np.setdiff1d(np.arange(len(calib)), drop)
+    log.warning("calibration: left out %d of %d images whose activations peak %.0f-%.0fx above "
+                "the median (they would set the int8 ranges for every image)", len(drop),
+                len(calib), ratio[drop].min(), ratio[drop].max())
+    info = {**calib.info, "size": int(len(keep)), "screened_out": len(drop), "screen_factor": factor}
+    return CalibrationSet(calib.images[keep], info, calib.skipped)

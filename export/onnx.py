@@ -29,7 +29,7 @@ from export._io import (
     make_contract,
     staged,
 )
-from export.calib import DEFAULT_CALIB_SIZE, CalibrationSet, calibration_set
+from export.calib import DEFAULT_CALIB_SIZE, DEFAULT_SCREEN, CalibrationSet, calibration_set
 from runtime.contract import BOX_OUTPUT, CONTRACT_KEY, INPUT_NAME, SCORE_OUTPUT
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ def set_metadata(proto: Any, values: dict[str, str]) -> None:
 
 def export_onnx(model: Any, out: str | Path | None = None, *, quantize: str = "none",
                 calib: str | None = None, calib_dir: str | Path | None = None,
-                calib_size: int = DEFAULT_CALIB_SIZE, method: str = "minmax",
+                calib_size: int = DEFAULT_CALIB_SIZE, calib_screen: float = DEFAULT_SCREEN,
+                method: str = "minmax",
                 per_channel: bool = False, opset: int | None = None, io: str = "uint8",
                 verify: bool = True, max_iou_drop: float = 0.02, verify_data: str | None = None,
                 verify_dir: str | Path | None = None, verify_size: int = 200, seed: int = 0,
@@ -138,7 +139,8 @@ def export_onnx(model: Any, out: str | Path | None = None, *, quantize: str = "n
     check_writable(out)
     if precision == "int8" and calibration is None:
         calibration = calibration_set(calib, config=loaded.config, image_size=loaded.image_size,
-                                      size=calib_size, data_dir=calib_dir, seed=seed)
+                                      size=calib_size, data_dir=calib_dir, seed=seed,
+                                      model=loaded.model, screen_factor=calib_screen)
     if verify and holdout is None:
         from export.verify import holdout_set
 

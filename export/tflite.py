@@ -29,7 +29,7 @@ from export._io import (
     make_contract,
     staged,
 )
-from export.calib import DEFAULT_CALIB_SIZE, CalibrationSet, calibration_set
+from export.calib import DEFAULT_CALIB_SIZE, DEFAULT_SCREEN, CalibrationSet, calibration_set
 from export.quant import TFLITE_QUANTIZE, QuantConfig
 from runtime.contract import CONTRACT_KEY, read_tflite_metadata
 
@@ -101,7 +101,8 @@ def check_input_quantization(data: bytes, io: str) -> None:
 
 def export_tflite(model: Any, out: str | Path | None = None, *, quantize: str = "none",
                   calib: str | None = None, calib_dir: str | Path | None = None,
-                  calib_size: int = DEFAULT_CALIB_SIZE, io: str = "uint8", verify: bool = True,
+                  calib_size: int = DEFAULT_CALIB_SIZE, calib_screen: float = DEFAULT_SCREEN,
+                  io: str = "uint8", verify: bool = True,
                   max_iou_drop: float = 0.02, verify_data: str | None = None,
                   verify_dir: str | Path | None = None, verify_size: int = 200, seed: int = 0,
                   calibration: CalibrationSet | None = None, holdout: Any = None) -> ExportResult:
@@ -110,6 +111,8 @@ def export_tflite(model: Any, out: str | Path | None = None, *, quantize: str = 
     Args:
         quantize: ``none`` (fp32), ``fp16``, ``dynamic`` or ``int8``.
         calib, calib_dir, calib_size: calibration data for int8 (default: the run's training data).
+        calib_screen: leave out calibration images whose activations peak this many times
+            above the median (0 keeps all; see ``export.calib.screen``).
         io: input dtype (``uint8`` raw pixels, ``int8`` pixel - 128, ``float32``); int8 models
             also use it for their outputs.
         verify: compare with the Keras model on held-out data; a mean IoU drop over
@@ -124,7 +127,8 @@ def export_tflite(model: Any, out: str | Path | None = None, *, quantize: str = 
     check_writable(out)
     if precision == "int8" and calibration is None:
         calibration = calibration_set(calib, config=loaded.config, image_size=loaded.image_size,
-                                      size=calib_size, data_dir=calib_dir, seed=seed)
+                                      size=calib_size, data_dir=calib_dir, seed=seed,
+                                      model=loaded.model, screen_factor=calib_screen)
     if verify and holdout is None:
         from export.verify import holdout_set
 

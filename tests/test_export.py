@@ -1,0 +1,380 @@
+"""The exporters: every format and precision round-trips, agrees with Keras, carries its contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.contract import CONTRACT_KEY, Contract, preprocess, read_tflite_metadata
+
+SIZE = 32
+STEP = 1 / 256  # output quantization step of uint8/int8 box and score tensors
+CALIB, VERIFY = 48, 48
+FAST = dict(calib_size=CALIB, verify_size=VERIFY)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A small_cnn at 32 px, briefly fitted on blobs, saved as a run directory."""
+    import keras
+
+    from train.model import ModelSpec, build_model
+    from train.sources import get_source
+
+    keras.utils.set_random_seed(0)
+    spec = ModelSpec(backbone="small_cnn", image_size=SIZE, alpha=0.5, head_units=16)
+    source = get_source("blobs", split="train", size=320, seed=0)
+    samples = [source[i] for i in range(len(source))]
+    x = np.stack([preprocess(s.image, SIZE) for s in samples]).astype(np.float32)
+    y = {"box": np.stack([s.box for s in samples]), "score": np.array([s.label for s in samples])}
+    model = build_model(spec)
+    for layer in model.get_layer("small_cnn").layers:  # BN statistics settle within a few steps
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.6
+    model.compile(keras.optimizers.Adam(3e-3),
+                  loss={"box": "mse", "score": "sparse_categorical_crossentropy"})
+    model.fit(x, y, epochs=4, batch_size=32, verbose=0)
+    folder = tmp_path_factory.mktemp("run")
+    model.save(folder / "model.keras")
+    config = {"model": {**asdict(spec), "labels": list(spec.labels)}, "data": {"source": "blobs"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(run_dir):
+    """(pixels, Keras boxes, Keras scores) on fresh test images; the model must not be constant."""
+    from train.config import load_run
+    from train.sources import get_source
+
+    model, _ = load_run(run_dir)
+    source = get_source("blobs", split="test", size=24, seed=5)
+    pixels = np.stack([preprocess(source[i].image, SIZE) for i in range(len(source))])
+    out = model(pixels.astype(np.float32), training=False)
+    box, score = np.asarray(out["box"]), np.asarray(out["score"])
+    assert box.std(axis=0).max() > 0.01, "degenerate test model: boxes do not depend on the image"
+    return pixels, box, score
+
+
+def _run(path: Path, pixels: np.ndarray):
+    from runtime import Localizer
+
+    loc = Localizer.load(path, threads=1)
+    box, score = loc.invoke(pixels)
+    return loc, box, score
+
+
+TFLITE = [("tflite", q) for q in ("none", "fp16", "dynamic", "int8")]
+ONNX = [("onnx", q) for q in ("none", "int8")]
+# (median, max) of |output - Keras output| per precision: float exact to 1e-4, fp16 and
+# dynamic-range close, int8 a few output steps (1/256) typically; the max allows for the
+# error that builds up over the eleven quantized layers of this barely trained 32 px model.
+TOL = {"none": (1e-4, 1e-4), "fp16": (2e-3, 5e-3), "dynamic": (1e-2, 2e-2),
+       "int8": (3 * STEP, 16 * STEP)}
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory):
+    """Every (format, quantize) export of the test model, verified, with its result."""
+    from export.onnx import export_onnx
+    from export.tflite import export_tflite
+
+    folder = tmp_path_factory.mktemp("exported")
+    out = {}
+    for fmt, quantize in TFLITE + ONNX:
+        fn = export_tflite if fmt == "tflite" else export_onnx
+        out[fmt, quantize] = fn(run_dir, folder / f"m_{quantize}.{fmt}", quantize=quantize, **FAST)
+    return out
+
+
+def test_registry_matches_cli_choices():
+    from export.onnx import ONNX_QUANTIZE
+    from export.quant import TFLITE_QUANTIZE
+
+    assert [q for _, q in TFLITE] == list(TFLITE_QUANTIZE)
+    assert [q for _, q in ONNX] == list(ONNX_QUANTIZE)
+
+
+@pytest.mark.parametrize("fmt,quantize", TFLITE + ONNX, ids=[f"{f}-{q}" for f, q in TFLITE + ONNX])
+def test_every_format_and_precision_agrees_with_keras(exported, reference, run_dir, fmt, quantize):
+    from export._io import sha256_file
+
+    result = exported[fmt, quantize]
+    pixels, keras_box, keras_score = reference
+    assert result.path.is_file() and result.ok
+    assert result.size_bytes == result.path.stat().st_size
+    loc, box, score = _run(result.path, pixels)
+    assert box.shape == keras_box.shape and score.shape == keras_score.shape
+    median_tol, max_tol = TOL[quantize]
+    for name, got, want in (("box", box, keras_box), ("score", score, keras_score)):
+        diff = np.abs(got - want)
+        assert np.median(diff) <= median_tol and diff.max() <= max_tol, \
+            f"{fmt} {quantize} {name}: median {np.median(diff):.2g}, max {diff.max():.2g} vs Keras"
+    c = loc.contract
+    assert c.precision == result.precision
+    assert c.input_size == (SIZE, SIZE) and c.labels == ["none", "object"] and c.box_format == "xyxy"
+    assert c.input_dtype == "uint8" and loc._backend.input.dtype == np.uint8
+    assert c.source_sha256 == sha256_file(run_dir / "model.keras")
+    assert (c.calibration is not None) == (quantize == "int8")
+    if quantize == "int8":
+        assert c.calibration["source"] == "blobs"
+        assert c.calibration["size"] == CALIB - c.calibration["screened_out"] >= CALIB * 0.95
+    v = result.verification
+    assert v.n == VERIFY and abs(v.iou_drop) < 0.02 and v.status == "ok"
+
+
+def test_int8_tflite_is_all_integer_with_exact_pixel_input(exported):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(exported["tflite", "int8"].path))
+    inp = it.get_input_details()[0]
+    assert inp["dtype"] == np.uint8 and inp["quantization"] == (1.0, 0)  # raw pixels, no rescale
+    outs = {d["name"]: d for d in it.get_output_details()}
+    assert set(outs) == {"box", "score"}  # tensors renamed after their signature keys
+    assert all(d["dtype"] == np.uint8 for d in outs.values())
+    tensors = {d["index"]: d for d in it.get_tensor_details()}
+    float_ops = [op["op_name"] for op in it._get_ops_details()
+                 if any(tensors[i]["dtype"] == np.float32 for i in op["inputs"] if i >= 0)]
+    assert float_ops == [], f"int8 model still computes in float: {float_ops}"
+
+
+def test_no_flex_or_custom_ops_in_any_tflite_export(exported):
+    from ai_edge_litert.interpreter import Interpreter
+
+    for (fmt, quantize), result in exported.items():
+        if fmt != "tflite":
+            continue
+        ops = {op["op_name"] for op in Interpreter(model_path=str(result.path))._get_ops_details()}
+        assert ops and not any("Flex" in op or "CUSTOM" in op.upper() for op in ops), (quantize, ops)
+
+
+def test_contract_survives_in_tflite_metadata_and_onnx_metadata_props(exported):
+    import onnx
+
+    for (fmt, quantize), result in exported.items():
+        if fmt == "tflite":
+            raw = read_tflite_metadata(result.path.read_bytes())[CONTRACT_KEY]  # pure python
+        else:
+            props = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
+            raw = props[CONTRACT_KEY]
+        contract = Contract.from_json(raw)
+        assert contract == result.contract
+        assert contract.extra["format"] == fmt and "softmax" in contract.extra["score_meaning"]
+
+
+def test_onnx_exports_name_their_tensors_and_int8_is_qdq(exported):
+    import onnx
+
+    for quantize in ("none", "int8"):
+        model = onnx.load(str(exported["onnx", quantize].path))
+        assert [i.name for i in model.graph.input] == ["image"]
+        assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+        assert sorted(o.name for o in model.graph.output) == ["box", "score"]
+        ops = {n.op_type for n in model.graph.node}
+        assert ("QuantizeLinear" in ops) == (quantize == "int8")
+
+
+@pytest.mark.parametrize("io,dtype,quant", [("int8", np.int8, (1.0, -128)), ("float32", np.float32, (0.0, 0))])
+def test_tflite_int8_io_options(run_dir, reference, tmp_path, io, dtype, quant):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from export.tflite import export_tflite
+
+    result = export_tflite(run_dir, tmp_path / f"m_{io}.tflite", quantize="int8", io=io, **FAST)
+    it = Interpreter(model_path=str(result.path))
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    assert inp["dtype"] == dtype and inp["quantization"] == quant and out["dtype"] == dtype
+    loc, box, _ = _run(result.path, reference[0])  # the runtime feeds pixel - 128 / floats itself
+    assert loc.contract.input_dtype == io
+    assert np.median(np.abs(box - reference[1])) <= TOL["int8"][0]
+    assert np.abs(box - reference[1]).max() <= TOL["int8"][1]
+
+
+@pytest.mark.slow
+def test_combined_cli_writes_the_set_and_one_table(run_dir, tmp_path, capsys):
+    from export.__main__ import main
+
+    rc = main(["--model", str(run_dir), "--formats", "tflite,onnx", "--quantize", "none,int8",
+               "--out-dir", str(tmp_path), "--calib-size", str(CALIB), "--verify-size", str(VERIFY)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["model_fp32.onnx", "model_fp32.tflite", "model_int8.onnx", "model_int8.tflite"]
+    for word in ("keras", "reference", "mean IoU", "CorLoc", "IoU drop", "score agree"):
+        assert word in out
+    assert out.count(" ok ") >= 4
+
+
+def test_a_failed_verification_leaves_no_file(run_dir, tmp_path, capsys):
+    from export import VerificationFailed
+    from export.tflite import export_tflite, main
+
+    out = tmp_path / "m.tflite"
+    with pytest.raises(VerificationFailed) as info:  # any drop exceeds a negative limit
+        export_tflite(run_dir, out, quantize="int8", max_iou_drop=-1.0, **FAST)
+    assert info.value.args[0].verification.status.startswith("FAILED")
+    assert list(tmp_path.iterdir()) == []  # neither the model nor a temporary file
+    rc = main(["--model", str(run_dir), "--out", str(out), "--max-iou-drop", "-1",
+               "--calib-size", str(CALIB), "--verify-size", str(VERIFY)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "was not written" in err and not out.exists()
+
+
+def test_staged_write_is_atomic(tmp_path):
+    from export._io import staged
+
+    target = tmp_path / "model.tflite"
+    target.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with staged(target) as tmp:
+            tmp.write_bytes(b"half a mod")
+            raise KeyboardInterrupt  # killed mid-export
+    assert target.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [target]
+    with staged(target) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_one_calibration_generator_feeds_both_formats(run_dir):
+    from export.calib import calibration_set
+    from export.onnx import calibration_reader
+    from export.tflite import representative_dataset
+    from train.sources import get_source
+
+    config = {"data": {"source": "blobs"}}
+    calib = calibration_set(None, config=config, image_size=SIZE, size=10, seed=3)
+    again = calibration_set("blobs", config={}, image_size=SIZE, size=10, seed=3)
+    assert calib.images.shape == (10, SIZE, SIZE, 3) and calib.images.dtype == np.uint8
+    np.testing.assert_array_equal(calib.images, again.images)  # seeded
+    assert calib.info == {"source": "blobs", "split": "train", "size": 10, "seed": 3}
+    source = get_source("blobs", split="train", size=10, seed=0)  # seed=3 only shuffles
+    by_runtime = {preprocess(source[i].image, SIZE).tobytes() for i in range(10)}
+    assert {im.tobytes() for im in calib.images} == by_runtime  # the runtime's preprocessing
+    tflite_batches = [b[0] for b in representative_dataset(calib, "uint8")()]
+    reader = calibration_reader(calib, "image", "uint8")
+    onnx_batches = []
+    while (item := reader.get_next()) is not None:
+        onnx_batches.append(item["image"])
+    assert len(tflite_batches) == len(onnx_batches) == 10
+    for a, b in zip(tflite_batches, onnx_batches):
+        np.testing.assert_array_equal(a, b)
+    assert tflite_batches[0].min() == 0 and tflite_batches[0].max() == 255  # pinned input range
+
+
+def _image_folder(folder: Path, n: int, junk: int = 0) -> Path:
+    """``n`` blob images as PNG files (plus ``junk`` files that only look like images)."""
+    import cv2
+
+    from train.sources import get_source
+
+    folder.mkdir(parents=True, exist_ok=True)
+    source = get_source("blobs", split="train", size=n, seed=1)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"img{i}.png"), cv2.cvtColor(source[i].image, cv2.COLOR_RGB2BGR))
+    for i in range(junk):
+        (folder / f"junk{i}.jpg").write_text("not an image")
+    return folder
+
+
+def test_folder_calibration_source(run_dir, tmp_path):
+    from export.tflite import export_tflite
+
+    folder = _image_folder(tmp_path / "imgs", 12, junk=2)
+    result = export_tflite(run_dir, tmp_path / "m.tflite", quantize="int8", calib=str(folder),
+                           calib_size=10, verify_size=VERIFY)
+    assert result.contract.calibration["source"] == str(folder)
+    assert result.contract.calibration["size"] == 10
+
+
+def _bad_cases(run_dir: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
+    import keras
+
+    corrupt = tmp / "corrupt.keras"
+    corrupt.write_text("not a zip")
+    notkeras = tmp / "notkeras.keras"
+    with zipfile.ZipFile(notkeras, "w") as z:
+        z.writestr("hello.txt", "hi")
+    inp = keras.Input((SIZE, SIZE, 3))
+    one_out = tmp / "one_output.keras"
+    keras.Model(inp, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(inp))).save(one_out)
+    empty = tmp / "empty"
+    empty.mkdir()
+    junk = tmp / "junk"
+    junk.mkdir()
+    (junk / "a.jpg").write_text("nope")
+    few = _image_folder(tmp / "few", 3)
+    blocker = tmp / "a_file"
+    blocker.write_text("x")
+    m = ["--model", str(run_dir)]
+    q8 = ["--quantize", "int8"]
+    return [
+        ("missing model", ["--model", str(tmp / "nope")], "not found"),
+        ("corrupt model", ["--model", str(corrupt)], "corrupt"),
+        ("zip that is no model", ["--model", str(notkeras)], "could not load"),
+        ("no box/score outputs", ["--model", str(one_out)], "'box' (B, 4) and 'score'"),
+        ("empty calibration folder", m + q8 + ["--calib", str(empty)], "holds no images"),
+        ("unreadable calibration", m + q8 + ["--calib", str(junk), "--calib-size", "1"],
+         "no readable images"),
+        ("too few calibration samples", m + q8 + ["--calib", str(few), "--calib-size", "10"],
+         "only 3 images, fewer than --calib-size 10"),
+        ("unknown source", m + q8 + ["--calib", "no-such-source"], "neither a data source"),
+        ("unknown precision", m + ["--quantize", "int4"], "unknown TFLite --quantize 'int4'"),
+        ("unknown io", m + ["--io", "int16"], "unknown --io 'int16'"),
+        ("output folder missing", m + ["--out", str(tmp / "no" / "m.tflite")], "does not exist"),
+        ("output folder is a file", m + ["--out", str(blocker / "m.tflite")], "does not exist"),
+        ("calibration size", m + q8 + ["--calib-size", "0"], "at least 1"),
+    ]
+
+
+def test_bad_inputs_exit_2_with_one_clear_line(run_dir, tmp_path, capsys):
+    from export.tflite import main
+
+    for name, argv, message in _bad_cases(run_dir, tmp_path):
+        rc = main(argv + ["--verify-size", str(VERIFY)])
+        captured = capsys.readouterr()
+        assert rc == 2, (name, captured)
+        assert message in " ".join(captured.err.split()), (name, captured.err)
+        assert "Traceback" not in captured.err + captured.out, name
+    assert not list(run_dir.glob("*.tflite")) and not list(run_dir.glob(".*tmp*"))
+
+
+def test_bad_onnx_and_combined_flags(run_dir, capsys):
+    from export.__main__ import main as combined
+    from export.onnx import main as onnx_main
+
+    cases = [
+        (onnx_main, ["--model", str(run_dir), "--quantize", "int8", "--method", "kl"], "unknown calibration --method 'kl'"),
+        (onnx_main, ["--model", str(run_dir), "--quantize", "fp16"], "unknown ONNX --quantize 'fp16'"),
+        (onnx_main, ["--model", str(run_dir), "--opset", "7"], "--opset 7 is out of range"),
+        (combined, ["--model", str(run_dir), "--formats", "tflite,coreml"], "unknown format 'coreml'"),
+        (combined, ["--model", str(run_dir), "--quantize", "int3"], "unknown --quantize 'int3'"),
+    ]
+    for fn, argv, message in cases:
+        rc = fn(argv)
+        err = " ".join(capsys.readouterr().err.split())
+        assert rc == 2 and message in err, (argv, err)
+    with pytest.raises(SystemExit) as info:  # argparse's own type errors
+        combined(["--model", str(run_dir), "--calib-size", "many"])
+    assert info.value.code == 2 and "invalid int value" in capsys.readouterr().err
+
+
+def test_unwritable_output_folder(run_dir, tmp_path, capsys):
+    from export.tflite import main
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if os.access(folder, os.W_OK):  # root ignores permissions: use a kernel folder instead
+            folder = Path("/proc")
+        rc = main(["--model", str(run_dir), "--out", str(folder / "m.tflite")])
+        err = " ".join(capsys.readouterr().err.split())
+        assert rc == 2 and "not writable" in err, err
+    finally:
+        (tmp_path / "ro").chmod(0o700)
