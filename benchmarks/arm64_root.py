@@ -101,8 +101,9 @@ class CpuProfile:
     features: str
 
 
-# The qemu CPU and /proc/cpuinfo must agree: XNNPACK picks kernels from cpuinfo, and with
-# qemu's default "max" CPU it runs kernels no Pi has (and int8 results drift).
+# The qemu CPU and /proc/cpuinfo must agree (XNNPACK picks kernels from cpuinfo: an A76
+# cpuinfo on an A72 CPU dies of SIGILL). qemu's default "max" CPU runs kernels no Pi has, and
+# under it (qemu 7.2) int8 TFLite boxes came out wrong (IoU 0.5 vs x86); Pi CPUs: bit-exact.
 CPUS: dict[str, CpuProfile] = {
     "pi5": CpuProfile("Raspberry Pi 5 (Cortex-A76)", "cortex-a76", "0x4", "0xd0b", 1,
                       "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
