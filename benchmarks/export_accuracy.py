@@ -33,7 +33,7 @@ VARIANTS = [("tflite", "none"), ("tflite", "fp16"), ("tflite", "dynamic"), ("tfl
             ("onnx", "none"), ("onnx", "int8")]
 
 
-def measure_run(run: Path, out: Path, *, verify_size: int, calib_size: int, seed: int,
+def measure_run(run: Path, out: Path, *, verify_size: int, calib_size: int | None, seed: int,
                 console: Console) -> dict[str, Any]:
     """Export every variant of one run and measure it; returns a JSON-ready dict."""
     from export._io import load_model
@@ -119,7 +119,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(runs: Sequence[str], out: str, *, verify_size: int = 500, calib_size: int = 200,
+def run(runs: Sequence[str], out: str, *, verify_size: int = 500, calib_size: int | None = None,
         seed: int = 0, console: Console | None = None) -> tuple[list[dict[str, Any]], bool]:
     """Measure every run; write OUT/export_accuracy.{json,md}; returns (results, all targets met)."""
     console = console or Console()
@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", action="append", required=True, help="trained run directory (repeatable)")
     ap.add_argument("--out", default="runs/bench-export", help="folder for the exported files and results")
     ap.add_argument("--verify-size", type=int, default=500, help="held-out images per run (default 500)")
-    ap.add_argument("--calib-size", type=int, default=200, help="calibration images (default 200)")
+    ap.add_argument("--calib-size", type=int, default=None,
+                    help="calibration images (default 200, or all of a smaller training set)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     from export._graph import quiet_tensorflow

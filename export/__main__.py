@@ -43,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", default=None, help="folder for the files (default: next to the model)")
     ap.add_argument("--io", default="uint8", help="input dtype: uint8 (raw pixels, default), int8, float32")
     ap.add_argument("--method", default="minmax", help="ONNX int8 calibration: minmax, entropy, percentile")
-    ap.add_argument("--per-channel", action="store_true", help="ONNX int8: per-channel weight scales")
     ap.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     add_common_args(ap, out_help="not used here (one file per export); see --out-dir")
     args = ap.parse_args(argv)

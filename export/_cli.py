@@ -36,11 +36,17 @@ def add_common_args(ap: argparse.ArgumentParser, *, out_help: str | None = None)
                     help="int8 calibration data: a source name (cat-on-scenes, csv, voc, ...) or a "
                          "folder of images (default: the run's training data)")
     ap.add_argument("--calib-dir", default=None, help="data folder/file for a file source (csv, voc, ...)")
-    ap.add_argument("--calib-size", type=int, default=DEFAULT_CALIB_SIZE,
-                    help=f"calibration images, drawn shuffled (default {DEFAULT_CALIB_SIZE})")
+    ap.add_argument("--calib-size", type=int, default=None,
+                    help=f"calibration images, drawn shuffled (default {DEFAULT_CALIB_SIZE}, or all "
+                         "images of a smaller source)")
     ap.add_argument("--calib-screen", type=float, default=DEFAULT_SCREEN,
                     help="leave out calibration images whose activations peak this many times above "
                          f"the median (at most 5%%; 0 keeps all; default {DEFAULT_SCREEN:g})")
+    ap.add_argument("--per-channel", dest="per_channel", action="store_const", const=True, default=None,
+                    help="int8: one weight scale per output channel (default: per tensor, the "
+                         "smallest file, falling back to per channel if verification fails)")
+    ap.add_argument("--per-tensor", dest="per_channel", action="store_const", const=False,
+                    help="int8: one weight scale per tensor, no fallback")
     ap.add_argument("--max-iou-drop", type=float, default=0.02,
                     help="fail the export when mean IoU drops more than this vs Keras (default 0.02)")
     ap.add_argument("--no-verify", action="store_true", help="skip the held-out comparison with Keras")
@@ -54,7 +60,7 @@ def add_common_args(ap: argparse.ArgumentParser, *, out_help: str | None = None)
 
 def run(model: Any, jobs: list[tuple[str, str]], *, out: str | None = None,
         out_dir: str | None = None, calib: str | None = None, calib_dir: str | None = None,
-        calib_size: int = DEFAULT_CALIB_SIZE, calib_screen: float = DEFAULT_SCREEN,
+        calib_size: int | None = None, calib_screen: float = DEFAULT_SCREEN,
         verify: bool = True, max_iou_drop: float = 0.02,
         verify_data: str | None = None, verify_dir: str | None = None, verify_size: int = 200,
         seed: int = 0, console: Any = None, **options: Any) -> tuple[list[ExportResult], list[dict]]:
@@ -89,7 +95,7 @@ def run(model: Any, jobs: list[tuple[str, str]], *, out: str | None = None,
         export_fn = {"tflite": tflite_export.export_tflite, "onnx": onnx_export.export_onnx}[fmt]
         kwargs = dict(options)
         if fmt == "tflite":
-            for key in ("method", "per_channel", "opset"):
+            for key in ("method", "opset"):
                 kwargs.pop(key, None)
         target = out
         if out_dir is not None:

@@ -77,17 +77,14 @@ def _name(value: Any) -> str:
 
 
 def _rename_io(model: Any) -> None:
-    """Name each signature tensor after its signature key, when that name is free."""
+    """Name each signature tensor after its signature key (image, box, score) and every other
+    tensor ``t<index>``: the converter's scoped names only cost bytes on a device."""
     for sig in model.signatureDefs or []:
         graph = model.subgraphs[sig.subgraphIndex]
-        taken = {_name(t.name) for t in graph.tensors}
-        for item in list(sig.inputs or []) + list(sig.outputs or []):
-            key = _name(item.name)
-            tensor = graph.tensors[item.tensorIndex]
-            if _name(tensor.name) != key and key not in taken:
-                taken.discard(_name(tensor.name))
-                tensor.name = key
-                taken.add(key)
+        io = {item.tensorIndex: _name(item.name)
+              for item in list(sig.inputs or []) + list(sig.outputs or [])}
+        for index, tensor in enumerate(graph.tensors):
+            tensor.name = io.get(index, f"t{index}")
 
 
 def op_names(data: bytes) -> list[str]:

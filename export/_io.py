@@ -192,6 +192,38 @@ def staged(out: Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def write_verified(out: Path, data: bytes, result: ExportResult, holdout: Any,
+                   max_iou_drop: float, t0: float) -> ExportResult:
+    """Write ``data`` beside ``out``, verify it there (if ``holdout``), then rename it into place.
+
+    A failed verification raises VerificationFailed and leaves nothing at ``out``.
+    """
+    import time
+
+    with staged(out) as tmp:
+        tmp.write_bytes(data)
+        if holdout is not None:
+            from export.verify import verify_model
+
+            result.verification = verify_model(tmp, holdout, fmt=result.format,
+                                               precision=result.precision, max_iou_drop=max_iou_drop)
+        result.seconds = time.perf_counter() - t0
+        if not result.ok:
+            raise VerificationFailed(result)
+    log.info("wrote %s (%d bytes, %.1f s)", out, len(data), result.seconds)
+    return result
+
+
+def per_channel_choices(per_channel: bool | None, precision: str, verify: bool) -> list[bool]:
+    """int8 weight scales to try in order: per-tensor first (smallest file), then per-channel
+    if the per-tensor model fails verification; an explicit choice is tried alone."""
+    if precision != "int8":
+        return [False]
+    if per_channel is not None:
+        return [bool(per_channel)]
+    return [False, True] if verify else [False]
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

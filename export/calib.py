@@ -182,18 +182,23 @@ def draw(source: Any, size: int, image_size: int, *, seed: int = 0,
 
 
 def calibration_set(spec: str | None, *, config: dict[str, Any], image_size: int,
-                    size: int = DEFAULT_CALIB_SIZE, data_dir: str | Path | None = None,
+                    size: int | None = None, data_dir: str | Path | None = None,
                     seed: int = 0, model: Any = None,
                     screen_factor: float = DEFAULT_SCREEN) -> CalibrationSet:
     """Draw ``size`` shuffled training images from ``spec`` (default: the run's training data).
 
+    ``size=None`` takes ``DEFAULT_CALIB_SIZE`` images, or all of a smaller source; an
+    explicit ``size`` larger than the source is an error.
+
     With ``model`` (the Keras model), images on which its activations explode are left out
     (see ``screen``).
     """
-    if size < 1:
+    if size is not None and size < 1:
         raise ExportError(f"--calib-size must be at least 1, got {size}")
-    source, info = open_source(spec, config=config, split="train", size=size, data_dir=data_dir,
-                               seed=seed)
+    source, info = open_source(spec, config=config, split="train", size=size or DEFAULT_CALIB_SIZE,
+                               data_dir=data_dir, seed=seed)
+    if size is None:
+        size = min(DEFAULT_CALIB_SIZE, len(source))
     if len(source) < size:
         raise ExportError(f"calibration source {info['source']!r} has only {len(source)} images, "
                           f"fewer than --calib-size {size}; pass --calib-size {len(source)} or more data")

@@ -27,7 +27,8 @@ from export._io import (
     default_out,
     load_model,
     make_contract,
-    staged,
+    per_channel_choices,
+    write_verified,
 )
 from export.calib import DEFAULT_CALIB_SIZE, DEFAULT_SCREEN, CalibrationSet, calibration_set
 from export.quant import TFLITE_QUANTIZE, QuantConfig
@@ -42,11 +43,12 @@ def representative_dataset(calib: CalibrationSet, dtype: str) -> Any:
 
 
 def quant_config(precision: str, calib: CalibrationSet | None, io: str,
-                 graph_dtype: str | None = None) -> QuantConfig:
+                 graph_dtype: str | None = None, per_channel: bool = False) -> QuantConfig:
     """The QuantConfig for a precision name (int8 needs the calibration set)."""
     if precision == "int8":
         assert calib is not None
-        return QuantConfig.for_int8(representative_dataset(calib, graph_dtype or io), io=io)
+        return QuantConfig.for_int8(representative_dataset(calib, graph_dtype or io), io=io,
+                                    per_channel=per_channel)
     return {"fp32": QuantConfig.for_float32, "fp16": QuantConfig.for_float16,
             "dynamic": QuantConfig.for_dynamic}[precision]()
 
@@ -101,8 +103,8 @@ def check_input_quantization(data: bytes, io: str) -> None:
 
 def export_tflite(model: Any, out: str | Path | None = None, *, quantize: str = "none",
                   calib: str | None = None, calib_dir: str | Path | None = None,
-                  calib_size: int = DEFAULT_CALIB_SIZE, calib_screen: float = DEFAULT_SCREEN,
-                  io: str = "uint8", verify: bool = True,
+                  calib_size: int | None = None, calib_screen: float = DEFAULT_SCREEN,
+                  per_channel: bool | None = None, io: str = "uint8", verify: bool = True,
                   max_iou_drop: float = 0.02, verify_data: str | None = None,
                   verify_dir: str | Path | None = None, verify_size: int = 200, seed: int = 0,
                   calibration: CalibrationSet | None = None, holdout: Any = None) -> ExportResult:
@@ -113,6 +115,8 @@ def export_tflite(model: Any, out: str | Path | None = None, *, quantize: str = 
         calib, calib_dir, calib_size: calibration data for int8 (default: the run's training data).
         calib_screen: leave out calibration images whose activations peak this many times
             above the median (0 keeps all; see ``export.calib.screen``).
+        per_channel: int8 weight scales per output channel (True) or per tensor (False);
+            None: per tensor (smallest file), per channel if that fails verification.
         io: input dtype (``uint8`` raw pixels, ``int8`` pixel - 128, ``float32``); int8 models
             also use it for their outputs.
         verify: compare with the Keras model on held-out data; a mean IoU drop over
@@ -138,34 +142,35 @@ def export_tflite(model: Any, out: str | Path | None = None, *, quantize: str = 
     # or int8 (pixel - 128) itself, since calibration pins the input range to exactly 0..255;
     # the whole graph is then integer. Float models take io-typed pixels and cast them.
     graph_dtype = "float32" if precision == "int8" else io
-    config = quant_config(precision, calibration if precision == "int8" else None, io, graph_dtype)
-    data = convert(loaded.model, loaded.image_size, config, graph_dtype)
-    check_input_quantization(data, io)
-    ops = check_builtin_only(data)
-    contract = make_contract(
-        loaded, fmt="tflite", precision=precision, input_dtype=io,
-        calibration=calibration.info if precision == "int8" else None,
-        extra={"output_dtype": io if precision == "int8" else "float32", "ops": sorted(set(ops)),
-               **_versions()},
-    )
-    from export._flatbuffer import edit_tflite
+    choices = per_channel_choices(per_channel, precision, verify)
+    for attempt, channelwise in enumerate(choices):
+        config = quant_config(precision, calibration if precision == "int8" else None, io,
+                              graph_dtype, per_channel=channelwise)
+        data = convert(loaded.model, loaded.image_size, config, graph_dtype)
+        check_input_quantization(data, io)
+        ops = check_builtin_only(data)
+        calib_info = None
+        if precision == "int8":
+            calib_info = {**calibration.info, "per_channel": channelwise}
+        contract = make_contract(
+            loaded, fmt="tflite", precision=precision, input_dtype=io, calibration=calib_info,
+            extra={"output_dtype": io if precision == "int8" else "float32",
+                   "ops": sorted(set(ops)), **_versions()},
+        )
+        from export._flatbuffer import edit_tflite
 
-    data = edit_tflite(data, {CONTRACT_KEY: contract.to_json().encode()})
-    if read_tflite_metadata(data).get(CONTRACT_KEY) != contract.to_json().encode():
-        raise RuntimeError("the contract did not survive the TFLite metadata edit")
-    result = ExportResult(out, "tflite", precision, len(data), contract)
-    with staged(out) as tmp:
-        tmp.write_bytes(data)
-        if verify:
-            from export.verify import verify_model
-
-            result.verification = verify_model(tmp, holdout, fmt="tflite", precision=precision,
-                                               max_iou_drop=max_iou_drop)
-        result.seconds = time.perf_counter() - t0
-        if not result.ok:
-            raise VerificationFailed(result)
-    log.info("wrote %s (%d bytes, %.1f s)", out, len(data), result.seconds)
-    return result
+        data = edit_tflite(data, {CONTRACT_KEY: contract.to_json().encode()})
+        if read_tflite_metadata(data).get(CONTRACT_KEY) != contract.to_json().encode():
+            raise RuntimeError("the contract did not survive the TFLite metadata edit")
+        result = ExportResult(out, "tflite", precision, len(data), contract)
+        try:
+            return write_verified(out, data, result, holdout if verify else None, max_iou_drop, t0)
+        except VerificationFailed:
+            if attempt == len(choices) - 1:
+                raise
+            log.warning("tflite int8 with per-tensor weights lost %.4f mean IoU; trying per-channel "
+                        "weights", result.verification.iou_drop)
+    raise AssertionError("unreachable")
 
 
 def _versions() -> dict[str, str]:
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="input dtype (and int8 model outputs): uint8 (raw pixels, default), int8, float32")
     add_common_args(ap)
     args = ap.parse_args(argv)
-    return run_cli(args, [("tflite", args.quantize)], io=args.io)
+    return run_cli(args, [("tflite", args.quantize)], io=args.io, per_channel=args.per_channel)
 
 
 if __name__ == "__main__":
