@@ -110,6 +110,8 @@ CPUS: dict[str, CpuProfile] = {
                       "asimdrdm lrcpc dcpop asimddp"),
     "pi4": CpuProfile("Raspberry Pi 4 (Cortex-A72)", "cortex-a72", "0x0", "0xd08", 3,
                       "fp asimd evtstrm crc32 cpuid"),
+    "pi3": CpuProfile("Raspberry Pi 3 / Zero 2 W (Cortex-A53)", "cortex-a53", "0x0", "0xd03", 4,
+                      "fp asimd evtstrm crc32 cpuid"),
 }
 
 

@@ -111,7 +111,7 @@ def test_cpuinfo_is_arm_and_matches_the_qemu_cpu(name: str) -> None:
 
 def test_unknown_cpu_lists_the_valid_names() -> None:
     with pytest.raises(ValueError, match="pi5"):
-        root.get_cpu("pi3")
+        root.get_cpu("pi2")
 
 
 def test_sources_list_is_bookworm_arm64_signed() -> None:
