@@ -28,10 +28,15 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     return _Parser(prog=prog, description=description)
 
 
-def add_common_args(ap: argparse.ArgumentParser, *, out_help: str | None = None) -> None:
-    ap.add_argument("--model", required=True, help="run directory (holding model.keras) or a .keras file")
-    ap.add_argument("--out", default=None,
-                    help=out_help or "output file (default: RUN/model_<precision>.<format>)")
+def add_common_args(ap: argparse.ArgumentParser, *, out_help: str | None = None,
+                    model: bool = True, out: bool = True) -> None:
+    """The flags every export CLI shares (``model``/``out``: whether to add --model and --out)."""
+    if model:
+        ap.add_argument("--model", required=True,
+                        help="run directory (holding model.keras) or a .keras file")
+    if out:
+        ap.add_argument("--out", default=None,
+                        help=out_help or "output file (default: RUN/model_<precision>.<format>)")
     ap.add_argument("--calib", default=None,
                     help="int8 calibration data: a source name (cat-on-scenes, csv, voc, ...) or a "
                          "folder of images (default: the run's training data)")
@@ -63,8 +68,12 @@ def run(model: Any, jobs: list[tuple[str, str]], *, out: str | None = None,
         calib_size: int | None = None, calib_screen: float = DEFAULT_SCREEN,
         verify: bool = True, max_iou_drop: float = 0.02,
         verify_data: str | None = None, verify_dir: str | None = None, verify_size: int = 200,
-        seed: int = 0, console: Any = None, **options: Any) -> tuple[list[ExportResult], list[dict]]:
+        seed: int = 0, console: Any = None, stem: str = "model",
+        **options: Any) -> tuple[list[ExportResult], list[dict]]:
     """Run (format, quantize) exports of one model, sharing calibration and held-out sets.
+
+    Files go to ``out`` (one export), ``out_dir/<stem>_<precision>.<format>``, or next to
+    the model.
 
     Returns (results of the exports that passed, table rows of all, Keras reference first).
     """
@@ -99,7 +108,7 @@ def run(model: Any, jobs: list[tuple[str, str]], *, out: str | None = None,
                 kwargs.pop(key, None)
         target = out
         if out_dir is not None:
-            target = str(Path(out_dir).expanduser() / f"model_{_precision(quantize)}.{fmt}")
+            target = str(Path(out_dir).expanduser() / f"{stem}_{_precision(quantize)}.{fmt}")
         if console is not None:
             console.print(f"[bold]exporting[/] {fmt} {quantize} ...")
         try:
@@ -134,7 +143,8 @@ def _precision(quantize: str) -> str:
     return PRECISIONS.get(quantize, quantize)
 
 
-def run_cli(args: argparse.Namespace, jobs: list[tuple[str, str]], **options: Any) -> int:
+def run_cli(args: argparse.Namespace, jobs: list[tuple[str, str]], *, stem: str = "model",
+            **options: Any) -> int:
     """Run the jobs for parsed CLI flags; print the table; map errors to exit codes."""
     from rich.console import Console
 
@@ -148,7 +158,7 @@ def run_cli(args: argparse.Namespace, jobs: list[tuple[str, str]], **options: An
             calib_dir=args.calib_dir, calib_size=args.calib_size, calib_screen=args.calib_screen,
             verify=not args.no_verify,
             max_iou_drop=args.max_iou_drop, verify_data=args.verify_data, verify_dir=args.verify_dir,
-            verify_size=args.verify_size, seed=args.seed, console=err, **options)
+            verify_size=args.verify_size, seed=args.seed, console=err, stem=stem, **options)
     except ExportError as e:
         err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         return 2

@@ -378,3 +378,28 @@ def test_unwritable_output_folder(run_dir, tmp_path, capsys):
         assert rc == 2 and "not writable" in err, err
     finally:
         (tmp_path / "ro").chmod(0o700)
+
+
+def test_make_models_names_files_after_the_object_class(run_dir, tmp_path, capsys):
+    from export.make_models import default_name, main
+
+    assert default_name(run_dir) == "object" and default_name(tmp_path) == "model"
+    assert main(["--run", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+    assert "make demo" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.slow
+def test_export_accuracy_benchmark_reports_every_variant(run_dir, tmp_path):
+    from benchmarks.export_accuracy import VARIANTS, run
+
+    results, _ = run([str(run_dir)], str(tmp_path), verify_size=VERIFY, calib_size=CALIB)
+    rows = results[0]["variants"]
+    assert [(r["format"], r["precision"]) for r in rows][1:] == [
+        (f, {"none": "fp32"}.get(q, q)) for f, q in VARIANTS]
+    for r in rows[1:]:
+        assert (tmp_path / run_dir.name / Path(r["file"]).name).is_file()
+        assert abs(r["iou_drop"]) < 0.05 and 0 < r["size_ratio"] <= 1
+    int8 = [r for r in rows if r["precision"] == "int8"]
+    assert len(int8) == 2 and all("target_drop_ok" in r and "target_size_ok" in r for r in int8)
+    doc = json.loads((tmp_path / "export_accuracy.json").read_text())
+    assert doc["runs"][0]["variants"] == rows and "| tflite int8 |" in (tmp_path / "export_accuracy.md").read_text()
