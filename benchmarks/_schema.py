@@ -55,7 +55,7 @@ CELL_KEYS: dict[str, str] = {
     "first_ms": "the first inference (includes lazy initialisation)",
     "latency_ms": "stats of the timed calls: mean std p50 p90 p99 min max n quantiles",
     "fps": "1000 / mean latency",
-    "peak_rss_mb": "peak resident memory of the cell's process",
+    "peak_rss_mb": "peak resident memory of the cell's process up to the end of the timed runs",
     "base_rss_mb": "resident memory after imports, before loading the model",
     "pipeline": "video pipeline: fps, frames, decode_ms, frame_ms_p50 (with --video)",
     "repeat_p50_ms": "p50 of each repeat (with --repeat)",

@@ -91,8 +91,28 @@ def medians_agree(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return abs(a["p50"] - b["p50"]) <= max(a["std"], b["std"])
 
 
+def _proc_status_mb(field: str) -> float | None:
+    """A memory field (kB) of /proc/self/status in MB; None off Linux."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def peak_rss_mb() -> float | None:
-    """Peak resident set size of this process so far, in MB (None where it cannot be read)."""
+    """Peak resident set size of this process so far, in MB (None where it cannot be read).
+
+    Linux: VmHWM, the high-water mark of this process image. Not ``ru_maxrss``: Linux
+    carries that over from the parent across fork + exec, so a cell process started by
+    a large parent would report the parent's size.
+    """
+    hwm = _proc_status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
     try:
         import resource  # noqa: PLC0415  (Unix only)
     except ImportError:
@@ -106,12 +126,5 @@ def peak_rss_mb() -> float | None:
 
 
 def current_rss_mb() -> float | None:
-    """Current resident set size in MB (Linux /proc; None elsewhere)."""
-    try:
-        import resource  # noqa: PLC0415
-
-        with open("/proc/self/statm") as fh:
-            pages = int(fh.read().split()[1])
-        return round(pages * resource.getpagesize() / 2**20, 1)
-    except (ImportError, OSError, ValueError, IndexError):
-        return None
+    """Current resident set size in MB (Linux VmRSS; None elsewhere)."""
+    return _proc_status_mb("VmRSS")

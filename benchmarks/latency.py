@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from benchmarks import _matrix, _plan
 from benchmarks._fingerprint import default_device_name, fingerprint
 from benchmarks._plan import UserError
@@ -137,15 +139,18 @@ def run(
         variants += _plan.baselines(baseline, labels_text)
     fp = fingerprint()
     with tempfile.TemporaryDirectory(prefix="edgeloc-bench-") as tmp:
-        eval_path = None
-        if evalset is not None:
+        eval_path, timing_path = None, None
+        if evalset is not None and len(evalset):
             eval_path = str(Path(tmp) / "eval.npz")
             evalset.save(eval_path)
+            timing_path = str(Path(tmp) / "timing.npy")  # every cell times this same image
+            np.save(timing_path, evalset.images[0])
         common = {
             "warmup": warmup,
             "runs": None if seconds else runs,
             "seconds": seconds,
             "eval_path": eval_path,
+            "timing_path": timing_path,
             "video": video,
             "video_frames": video_frames,
         }
