@@ -80,45 +80,39 @@ def latency_distribution(runs: list[dict[str, Any]], path: Path) -> Path | None:
 
 
 def tradeoff(runs: list[dict[str, Any]], path: Path) -> Path | None:
-    """Median latency vs mean IoU, one point per cell (colour = device when several)."""
-    rows = [
-        (c, r["device"]["name"])
-        for r in runs
-        for c in _timed(r["cells"])
-        if c.get("mean_iou") is not None
-    ]
-    if not rows:
+    """Median latency vs mean IoU: the fastest cell of each variant on each device.
+
+    Colour = variant, marker = device; the legend names the backend and threads of the point.
+    """
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for run in runs:
+        for cell in _timed(run["cells"]):
+            if cell.get("mean_iou") is None:
+                continue
+            key = (run["device"]["name"], cell["variant"])
+            if key not in best or cell["latency_ms"]["p50"] < best[key]["latency_ms"]["p50"]:
+                best[key] = cell
+    if not best:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    devices = list(dict.fromkeys(d for _, d in rows))
-    markers = {"tflite": "o", "onnx": "s", "keras": "^", "haar": "x"}
-    for i, device in enumerate(devices):
-        for cell, dev in rows:
-            if dev != device:
-                continue
-            ax.scatter(
-                cell["latency_ms"]["p50"],
-                cell["mean_iou"],
-                color=f"C{i}",
-                marker=markers.get(cell["format"], "o"),
-                label=device if len(devices) > 1 else None,
-            )
-            ax.annotate(
-                _label(cell),
-                (cell["latency_ms"]["p50"], cell["mean_iou"]),
-                fontsize=6,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    devices = list(dict.fromkeys(d for d, _ in best))
+    variants = list(dict.fromkeys(v for _, v in best))
+    markers = "os^Dv<>pPX*h"
+    for (device, variant), cell in best.items():
+        ax.scatter(
+            cell["latency_ms"]["p50"],
+            cell["mean_iou"],
+            color=f"C{variants.index(variant) % 10}",
+            marker=markers[devices.index(device) % len(markers)],
+            s=50,
+            label=_label(cell, device if len(devices) > 1 else None),
+        )
     ax.set_xscale("log")
     ax.set_xlabel("median latency, ms (log scale)")
     ax.set_ylabel("mean IoU on the eval set")
     ax.grid(alpha=0.3)
-    if len(devices) > 1:
-        handles, labels = ax.get_legend_handles_labels()
-        unique = dict(zip(labels, handles, strict=True))
-        ax.legend(unique.values(), unique.keys(), fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
