@@ -25,6 +25,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+arm64-check: $(STAMP)
+	$(BIN)/python -m benchmarks.arm64_check
+
 models: $(STAMP)
 	$(BIN)/python -m export.make_models --out models
 
