@@ -1,6 +1,6 @@
 """Export one model to several formats and precisions with one verification table.
 
-    python -m export --model runs/demo --formats tflite,onnx --quantize none,int8
+python -m export --model runs/demo --formats tflite,onnx --quantize none,int8
 """
 
 from __future__ import annotations
@@ -35,24 +35,38 @@ def main(argv: list[str] | None = None) -> int:
 
     from export._cli import add_common_args, parser, run_cli
 
-    ap = parser("python -m export", "Export a Keras localizer to TFLite and ONNX in several precisions.")
-    ap.add_argument("--formats", default="tflite,onnx", help="comma list of tflite, onnx (default both)")
-    ap.add_argument("--quantize", default="none,int8",
-                    help="comma list of none, fp16, dynamic, int8 (fp16/dynamic: TFLite only; "
-                         "default none,int8)")
-    ap.add_argument("--out-dir", default=None, help="folder for the files (default: next to the model)")
-    ap.add_argument("--io", default="uint8", help="input dtype: uint8 (raw pixels, default), int8, float32")
-    ap.add_argument("--method", default="minmax", help="ONNX int8 calibration: minmax, entropy, percentile")
+    ap = parser(
+        "python -m export", "Export a Keras localizer to TFLite and ONNX in several precisions."
+    )
+    ap.add_argument(
+        "--formats", default="tflite,onnx", help="comma list of tflite, onnx (default both)"
+    )
+    ap.add_argument(
+        "--quantize",
+        default="none,int8",
+        help="comma list of none, fp16, dynamic, int8 (fp16/dynamic: TFLite only; "
+        "default none,int8)",
+    )
+    ap.add_argument(
+        "--out-dir", default=None, help="folder for the files (default: next to the model)"
+    )
+    ap.add_argument(
+        "--io", default="uint8", help="input dtype: uint8 (raw pixels, default), int8, float32"
+    )
+    ap.add_argument(
+        "--method", default="minmax", help="ONNX int8 calibration: minmax, entropy, percentile"
+    )
     ap.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
-    add_common_args(ap, out_help="not used here (one file per export); see --out-dir")
+    add_common_args(ap, out=False)
     args = ap.parse_args(argv)
     try:
         jobs = jobs_for(args.formats, args.quantize)
     except ExportError as err:
         Console(stderr=True).print(f"[red]error:[/] {err}", highlight=False)
         return 2
-    return run_cli(args, jobs, io=args.io, method=args.method, per_channel=args.per_channel,
-                   opset=args.opset)
+    return run_cli(
+        args, jobs, io=args.io, method=args.method, per_channel=args.per_channel, opset=args.opset
+    )
 
 
 if __name__ == "__main__":

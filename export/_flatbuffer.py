@@ -81,14 +81,16 @@ def _rename_io(model: Any) -> None:
     tensor ``t<index>``: the converter's scoped names only cost bytes on a device."""
     for sig in model.signatureDefs or []:
         graph = model.subgraphs[sig.subgraphIndex]
-        io = {item.tensorIndex: _name(item.name)
-              for item in list(sig.inputs or []) + list(sig.outputs or [])}
+        io = {
+            item.tensorIndex: _name(item.name)
+            for item in list(sig.inputs or []) + list(sig.outputs or [])
+        }
         for index, tensor in enumerate(graph.tensors):
             tensor.name = io.get(index, f"t{index}")
 
 
 def op_names(data: bytes) -> list[str]:
-    """Every operator code used in the model: builtin names, ``CUSTOM:<name>`` for custom/Flex ops."""
+    """Every operator code in the model: builtin names, ``CUSTOM:<name>`` for custom/Flex ops."""
     schema = _schema()
     model = schema.Model.GetRootAs(data, 0)
     builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}

@@ -7,8 +7,9 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,10 @@ def serving_fn(model: Any, input_dtype: str) -> Callable:
         if input_dtype == "int8":
             x = x + 128.0
         out = model(x, training=False)
-        return {"box": tf.identity(out["box"], name="box"),  # (B, 4)
-                "score": tf.identity(out["score"], name="score")}  # (B, K)
+        return {
+            "box": tf.identity(out["box"], name="box"),  # (B, 4)
+            "score": tf.identity(out["score"], name="score"),
+        }  # (B, K)
 
     return serve
 
@@ -74,8 +77,11 @@ def write_saved_model(model: Any, size: int, input_dtype: str, folder: Path) -> 
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(name="serving_default", fn=serving_fn(model, input_dtype),
-                         input_signature=[input_spec(size, input_dtype)])
+    archive.add_endpoint(
+        name="serving_default",
+        fn=serving_fn(model, input_dtype),
+        input_signature=[input_spec(size, input_dtype)],
+    )
     archive.write_out(str(folder), verbose=False)
     return folder
 
@@ -84,4 +90,6 @@ def tf_function(model: Any, size: int, input_dtype: str) -> Any:
     """The serving graph as a tf.function with a fixed input signature (for tf2onnx)."""
     import tensorflow as tf
 
-    return tf.function(serving_fn(model, input_dtype), input_signature=[input_spec(size, input_dtype)])
+    return tf.function(
+        serving_fn(model, input_dtype), input_signature=[input_spec(size, input_dtype)]
+    )

@@ -8,9 +8,10 @@ import logging
 import os
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -113,8 +114,10 @@ def load_model(model: Any) -> LoadedModel:
             raise ExportError(f"model {path} not found; pass --model RUN_DIR or a .keras file")
         file = path / "model.keras" if path.is_dir() else path
         if file.is_file() and file.suffix == ".keras" and not zipfile.is_zipfile(file):
-            raise ExportError(f"model file {file} is corrupt (a .keras file is a zip archive); "
-                              "re-save the model or retrain")
+            raise ExportError(
+                f"model file {file} is corrupt (a .keras file is a zip archive); "
+                "re-save the model or retrain"
+            )
         try:
             keras_model, config = load_run(path)
         except (FileNotFoundError, ValueError) as err:
@@ -137,24 +140,30 @@ def check_outputs(loaded: LoadedModel) -> None:
     model = loaded.model
     shape = tuple(model.inputs[0].shape) if getattr(model, "inputs", None) else ()
     if len(model.inputs) != 1 or len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
-        raise ExportError(f"model input has shape {shape}; an edgeloc localizer takes (B, S, S, 3) "
-                          "RGB pixels: build it with train.model.build_model")
+        raise ExportError(
+            f"model input has shape {shape}; an edgeloc localizer takes (B, S, S, 3) "
+            "RGB pixels: build it with train.model.build_model"
+        )
     size = int(shape[1])
     out = model(np.zeros((1, size, size, 3), np.float32), training=False)
     if not isinstance(out, dict) or set(out) != {BOX_OUTPUT, SCORE_OUTPUT}:
         got = sorted(out) if isinstance(out, dict) else f"one unnamed {type(out).__name__}"
         if isinstance(out, (list, tuple)):
             got = f"{len(out)} unnamed tensors"
-        raise ExportError(f"model outputs are {got}; the contract needs two named outputs "
-                          "'box' (B, 4) and 'score' (B, K): build it with train.model.build_model")
+        raise ExportError(
+            f"model outputs are {got}; the contract needs two named outputs "
+            "'box' (B, 4) and 'score' (B, K): build it with train.model.build_model"
+        )
     box, score = tuple(out[BOX_OUTPUT].shape), tuple(out[SCORE_OUTPUT].shape)
     if box != (1, 4) or len(score) != 2:
         raise ExportError(f"model outputs box {box} and score {score}; expected (B, 4) and (B, K)")
     k = score[1]
     labels = loaded.labels
     if len(labels) != k:
-        raise ExportError(f"model score has {k} classes but its config lists labels {labels}; "
-                          "fix config.json or retrain")
+        raise ExportError(
+            f"model score has {k} classes but its config lists labels {labels}; "
+            "fix config.json or retrain"
+        )
 
 
 def default_out(loaded: LoadedModel, fmt: str, precision: str) -> Path:
@@ -166,16 +175,22 @@ def check_writable(out: Path) -> None:
     """Fail early with advice when the output folder cannot take a new file."""
     folder = out.parent
     if out.is_dir():
-        raise ExportError(f"output path {out} is a directory; pass --out FILE.{out.suffix or 'tflite'}")
+        raise ExportError(
+            f"output path {out} is a directory; pass --out FILE.{out.suffix or 'tflite'}"
+        )
     if not folder.is_dir():
-        raise ExportError(f"output folder {folder} does not exist; create it or pass --out elsewhere")
+        raise ExportError(
+            f"output folder {folder} does not exist; create it or pass --out elsewhere"
+        )
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".edgeloc-write-test-")
         os.close(fd)
         os.unlink(tmp)
     except OSError as err:
-        raise ExportError(f"output folder {folder} is not writable ({err.strerror}); "
-                          "pass --out to a writable folder") from None
+        raise ExportError(
+            f"output folder {folder} is not writable ({err.strerror}); "
+            "pass --out to a writable folder"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -192,8 +207,9 @@ def staged(out: Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def write_verified(out: Path, data: bytes, result: ExportResult, holdout: Any,
-                   max_iou_drop: float, t0: float) -> ExportResult:
+def write_verified(
+    out: Path, data: bytes, result: ExportResult, holdout: Any, max_iou_drop: float, t0: float
+) -> ExportResult:
     """Write ``data`` beside ``out``, verify it there (if ``holdout``), then rename it into place.
 
     A failed verification raises VerificationFailed and leaves nothing at ``out``.
@@ -205,8 +221,13 @@ def write_verified(out: Path, data: bytes, result: ExportResult, holdout: Any,
         if holdout is not None:
             from export.verify import verify_model
 
-            result.verification = verify_model(tmp, holdout, fmt=result.format,
-                                               precision=result.precision, max_iou_drop=max_iou_drop)
+            result.verification = verify_model(
+                tmp,
+                holdout,
+                fmt=result.format,
+                precision=result.precision,
+                max_iou_drop=max_iou_drop,
+            )
         result.seconds = time.perf_counter() - t0
         if not result.ok:
             raise VerificationFailed(result)
@@ -243,8 +264,15 @@ def write_sidecar(model_path: Path, contract: Contract) -> Path:
     return side
 
 
-def make_contract(loaded: LoadedModel, *, fmt: str, precision: str, input_dtype: str,
-                  calibration: dict[str, Any] | None, extra: dict[str, Any] | None = None) -> Contract:
+def make_contract(
+    loaded: LoadedModel,
+    *,
+    fmt: str,
+    precision: str,
+    input_dtype: str,
+    calibration: dict[str, Any] | None,
+    extra: dict[str, Any] | None = None,
+) -> Contract:
     """The contract of one exported file."""
     spec = loaded.config.get("model", {})
     info = {
@@ -257,9 +285,16 @@ def make_contract(loaded: LoadedModel, *, fmt: str, precision: str, input_dtype:
         **(extra or {}),
     }
     size = loaded.image_size
-    return Contract(input_size=(size, size), labels=loaded.labels, box_format=loaded.box_format,
-                    input_dtype=input_dtype, precision=precision, calibration=calibration,
-                    source_sha256=loaded.sha256, extra=info)
+    return Contract(
+        input_size=(size, size),
+        labels=loaded.labels,
+        box_format=loaded.box_format,
+        input_dtype=input_dtype,
+        precision=precision,
+        calibration=calibration,
+        source_sha256=loaded.sha256,
+        extra=info,
+    )
 
 
 def check_choice(value: str, valid: Any, what: str) -> str:

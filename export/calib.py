@@ -9,9 +9,10 @@ the code the runtime runs. The TFLite representative dataset and the ONNX
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -50,8 +51,9 @@ class ImageFolder:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
-        self.files = sorted(p for p in self.folder.rglob("*")
-                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files = sorted(
+            p for p in self.folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
 
     def __len__(self) -> int:
         return len(self.files)
@@ -61,8 +63,15 @@ class ImageFolder:
         return Sample(decode_image(path), np.zeros(4, np.float32), 0, str(path))
 
 
-def open_source(spec: str | None, *, config: dict[str, Any], split: str, size: int,
-                data_dir: str | Path | None = None, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+def open_source(
+    spec: str | None,
+    *,
+    config: dict[str, Any],
+    split: str,
+    size: int,
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+) -> tuple[Any, dict[str, Any]]:
     """Build a data source from ``--calib``/``--verify-data`` or, if None, the run's training data.
 
     Returns (source, description): the description goes into the contract.
@@ -71,8 +80,10 @@ def open_source(spec: str | None, *, config: dict[str, Any], split: str, size: i
     if spec is None:
         spec = data_cfg.get("source")
         if not spec:
-            raise ExportError("the model has no config.json naming its training data; pass --calib "
-                              "SOURCE (a source name with --calib-dir, or a folder of images)")
+            raise ExportError(
+                "the model has no config.json naming its training data; pass --calib "
+                "SOURCE (a source name with --calib-dir, or a folder of images)"
+            )
         if data_dir is None:
             data_dir = data_cfg.get("data_dir")
         # The run's own splits: same seed and hold-out share as in training.
@@ -83,8 +94,10 @@ def open_source(spec: str | None, *, config: dict[str, Any], split: str, size: i
     if spec not in SOURCES and spec not in _source_names():
         folder = Path(spec).expanduser()
         if not folder.exists():
-            raise ExportError(f"calibration/verification source {spec!r} is neither a data source "
-                              f"({', '.join(_source_names())}) nor an existing folder of images")
+            raise ExportError(
+                f"calibration/verification source {spec!r} is neither a data source "
+                f"({', '.join(_source_names())}) nor an existing folder of images"
+            )
         if not folder.is_dir():
             raise ExportError(f"{folder} is a file; pass a folder of images or a source name")
         source = ImageFolder(folder)
@@ -99,9 +112,13 @@ def open_source(spec: str | None, *, config: dict[str, Any], split: str, size: i
         except (ValueError, FileNotFoundError, OSError) as err:
             raise ExportError(f"cannot open data source {spec!r}: {err}") from None
     if len(source) == 0:
-        where = f" in {desc['data_dir']}" if desc.get("data_dir") and desc["data_dir"] != spec else ""
-        raise ExportError(f"data source {spec!r}{where} holds no images; point --calib "
-                          "(or --calib-dir / --verify-dir) at data with images")
+        where = (
+            f" in {desc['data_dir']}" if desc.get("data_dir") and desc["data_dir"] != spec else ""
+        )
+        raise ExportError(
+            f"data source {spec!r}{where} holds no images; point --calib "
+            "(or --calib-dir / --verify-dir) at data with images"
+        )
     return source, desc
 
 
@@ -130,7 +147,7 @@ class CalibrationSet:
         return len(self.images)
 
     def batches(self, dtype: str = "uint8") -> Iterator[np.ndarray]:
-        """Yield (1, S, S, 3) input tensors in ``dtype`` (uint8 pixels, int8 = pixel - 128, float32).
+        """Yield (1, S, S, 3) inputs in ``dtype`` (uint8 pixels, int8 = pixel - 128, float32).
 
         The first image gets one black and one white pixel, so the calibrated input range is
         exactly 0..255 and the quantized input step is exactly one pixel value (scale 1).
@@ -151,8 +168,9 @@ def to_input(pixels: np.ndarray, dtype: str) -> np.ndarray:
     return pixels.astype(np.float32)
 
 
-def draw(source: Any, size: int, image_size: int, *, seed: int = 0,
-         what: str = "calibration") -> tuple[np.ndarray, list[Sample], list[str]]:
+def draw(
+    source: Any, size: int, image_size: int, *, seed: int = 0, what: str = "calibration"
+) -> tuple[np.ndarray, list[Sample], list[str]]:
     """Draw ``size`` readable samples in a seeded shuffled order, preprocessed to ``image_size``.
 
     Returns (pixels (N, S, S, 3) uint8, the samples (images dropped), names of unreadable ones).
@@ -171,20 +189,35 @@ def draw(source: Any, size: int, image_size: int, *, seed: int = 0,
             skipped.append(f"{name}: {err}")
             continue
         pixels.append(image)
-        kept.append(Sample(np.empty(0, np.uint8), np.asarray(sample.box, np.float32),
-                           int(sample.label), sample.name))
+        kept.append(
+            Sample(
+                np.empty(0, np.uint8),
+                np.asarray(sample.box, np.float32),
+                int(sample.label),
+                sample.name,
+            )
+        )
     if skipped:
         log.warning("%s: skipped %d unreadable samples (first: %s)", what, len(skipped), skipped[0])
     if not pixels:
-        raise ExportError(f"the {what} source has no readable images ({len(skipped)} unreadable, "
-                          f"first: {skipped[0] if skipped else '-'}); pass another source or fix the files")
+        raise ExportError(
+            f"the {what} source has no readable images ({len(skipped)} unreadable, "
+            f"first: {skipped[0] if skipped else '-'}); pass another source or fix the files"
+        )
     return np.stack(pixels), kept, skipped
 
 
-def calibration_set(spec: str | None, *, config: dict[str, Any], image_size: int,
-                    size: int | None = None, data_dir: str | Path | None = None,
-                    seed: int = 0, model: Any = None,
-                    screen_factor: float = DEFAULT_SCREEN) -> CalibrationSet:
+def calibration_set(
+    spec: str | None,
+    *,
+    config: dict[str, Any],
+    image_size: int,
+    size: int | None = None,
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    model: Any = None,
+    screen_factor: float = DEFAULT_SCREEN,
+) -> CalibrationSet:
     """Draw ``size`` shuffled training images from ``spec`` (default: the run's training data).
 
     ``size=None`` takes ``DEFAULT_CALIB_SIZE`` images, or all of a smaller source; an
@@ -195,23 +228,32 @@ def calibration_set(spec: str | None, *, config: dict[str, Any], image_size: int
     """
     if size is not None and size < 1:
         raise ExportError(f"--calib-size must be at least 1, got {size}")
-    source, info = open_source(spec, config=config, split="train", size=size or DEFAULT_CALIB_SIZE,
-                               data_dir=data_dir, seed=seed)
+    source, info = open_source(
+        spec,
+        config=config,
+        split="train",
+        size=size or DEFAULT_CALIB_SIZE,
+        data_dir=data_dir,
+        seed=seed,
+    )
     if size is None:
         size = min(DEFAULT_CALIB_SIZE, len(source))
     if len(source) < size:
-        raise ExportError(f"calibration source {info['source']!r} has only {len(source)} images, "
-                          f"fewer than --calib-size {size}; pass --calib-size {len(source)} or more data")
+        raise ExportError(
+            f"calibration source {info['source']!r} has only {len(source)} images, "
+            f"fewer than --calib-size {size}; pass --calib-size {len(source)} or more data"
+        )
     pixels, _, skipped = draw(source, size, image_size, seed=seed)
     if len(pixels) < size:
-        raise ExportError(f"calibration source {info['source']!r} gave only {len(pixels)} readable "
-                          f"images ({len(skipped)} unreadable), fewer than --calib-size {size}; "
-                          f"pass --calib-size {len(pixels)} or fix the files")
+        raise ExportError(
+            f"calibration source {info['source']!r} gave only {len(pixels)} readable "
+            f"images ({len(skipped)} unreadable), fewer than --calib-size {size}; "
+            f"pass --calib-size {len(pixels)} or fix the files"
+        )
     info = {**info, "size": int(len(pixels)), "seed": seed}
     log.info("calibration: %d images from %s", len(pixels), info["source"])
     calib = CalibrationSet(pixels, info, skipped)
     return screen(calib, model, screen_factor) if model is not None else calib
-
 
 
 def activation_peaks(model: Any, images: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -220,14 +262,19 @@ def activation_peaks(model: Any, images: np.ndarray, batch: int = 32) -> np.ndar
 
     # The outer graph's tensor of each top-level layer (a nested backbone's own ``.output``
     # belongs to its inner graph, so take the node where the outer model calls it).
-    tensors = [layer._inbound_nodes[-1].output_tensors[0] for layer in model.layers
-               if not isinstance(layer, keras.layers.InputLayer) and layer._inbound_nodes]
+    tensors = [
+        layer._inbound_nodes[-1].output_tensors[0]
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer) and layer._inbound_nodes
+    ]
     probe = keras.Model(model.inputs, [t for t in tensors if len(t.shape) >= 2])
     peaks = []
     for i in range(0, len(images), batch):
         outs = probe(images[i : i + batch].astype(np.float32), training=False)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        peaks.append(np.stack([np.abs(np.asarray(o)).reshape(len(o), -1).max(axis=1) for o in outs], 1))
+        peaks.append(
+            np.stack([np.abs(np.asarray(o)).reshape(len(o), -1).max(axis=1) for o in outs], 1)
+        )
     return np.concatenate(peaks)  # (N, L)
 
 
@@ -250,8 +297,18 @@ def screen(calib: CalibrationSet, model: Any, factor: float = DEFAULT_SCREEN) ->
     if not drop:
         return CalibrationSet(calib.images, {**calib.info, "screened_out": 0}, calib.skipped)
     keep = np.setdiff1d(np.arange(len(calib)), drop)
-    log.warning("calibration: left out %d of %d images whose activations peak %.0f-%.0fx above "
-                "the median (they would set the int8 ranges for every image)", len(drop),
-                len(calib), ratio[drop].min(), ratio[drop].max())
-    info = {**calib.info, "size": int(len(keep)), "screened_out": len(drop), "screen_factor": factor}
+    log.warning(
+        "calibration: left out %d of %d images whose activations peak %.0f-%.0fx above "
+        "the median (they would set the int8 ranges for every image)",
+        len(drop),
+        len(calib),
+        ratio[drop].min(),
+        ratio[drop].max(),
+    )
+    info = {
+        **calib.info,
+        "size": int(len(keep)),
+        "screened_out": len(drop),
+        "screen_factor": factor,
+    }
     return CalibrationSet(calib.images[keep], info, calib.skipped)

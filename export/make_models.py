@@ -31,17 +31,29 @@ def main(argv: list[str] | None = None) -> int:
 
     from export._cli import add_common_args, parser, run_cli
 
-    ap = parser("python -m export.make_models", "Export a trained run into the runtime's default models.")
-    ap.add_argument("--run", default=DEFAULT_RUN, help=f"trained run directory (default {DEFAULT_RUN})")
-    ap.add_argument("--out-dir", "--out", dest="out_dir", default="models",
-                    help="folder for the model files (default models)")
+    ap = parser(
+        "python -m export.make_models", "Export a trained run into the runtime's default models."
+    )
+    ap.add_argument(
+        "--run", default=DEFAULT_RUN, help=f"trained run directory (default {DEFAULT_RUN})"
+    )
+    ap.add_argument(
+        "--out-dir",
+        "--out",
+        dest="out_dir",
+        default="models",
+        help="folder for the model files (default models)",
+    )
     ap.add_argument("--name", default=None, help="file name stem (default: the run's object class)")
     add_common_args(ap, model=False, out=False)
     args = ap.parse_args(argv)
     run = Path(args.run)
     if not (run / "model.keras").is_file():
-        Console(stderr=True).print(f"[red]error:[/] no trained model at {run}/model.keras; train "
-                                   "the demo first (make demo) or pass --run RUN_DIR", highlight=False)
+        Console(stderr=True).print(
+            f"[red]error:[/] no trained model at {run}/model.keras; train "
+            "the demo first (make demo) or pass --run RUN_DIR",
+            highlight=False,
+        )
         return 2
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     args.model, args.out = str(run), None

@@ -30,7 +30,7 @@ from export._io import (
     per_channel_choices,
     write_verified,
 )
-from export.calib import DEFAULT_CALIB_SIZE, DEFAULT_SCREEN, CalibrationSet, calibration_set
+from export.calib import DEFAULT_SCREEN, CalibrationSet, calibration_set
 from runtime.contract import BOX_OUTPUT, CONTRACT_KEY, INPUT_NAME, SCORE_OUTPUT
 
 log = logging.getLogger(__name__)
@@ -66,20 +66,32 @@ def convert_float(model: Any, size: int, input_dtype: str, opset: int) -> Any:
     fn = tf_function(model, size, input_dtype)
     try:
         with native_output_captured():
-            proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature,
-                                                     opset=opset)
+            proto, _ = tf2onnx.convert.from_function(
+                fn, input_signature=fn.input_signature, opset=opset
+            )
     except Exception as err:
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-        raise ExportError(f"tf2onnx could not convert the model at opset {opset} ({first}); "
-                          "try another --opset") from None
+        raise ExportError(
+            f"tf2onnx could not convert the model at opset {opset} ({first}); try another --opset"
+        ) from None
     names = [o.name for o in proto.graph.output]
-    if sorted(names) != sorted([BOX_OUTPUT, SCORE_OUTPUT]) or proto.graph.input[0].name != INPUT_NAME:
+    if (
+        sorted(names) != sorted([BOX_OUTPUT, SCORE_OUTPUT])
+        or proto.graph.input[0].name != INPUT_NAME
+    ):
         raise RuntimeError(f"tf2onnx named the tensors {proto.graph.input[0].name} -> {names}")
     return proto
 
 
-def quantize_int8(float_path: Path, out_path: Path, calib: CalibrationSet, input_dtype: str, *,
-                  method: str, per_channel: bool) -> None:
+def quantize_int8(
+    float_path: Path,
+    out_path: Path,
+    calib: CalibrationSet,
+    input_dtype: str,
+    *,
+    method: str,
+    per_channel: bool,
+) -> None:
     """Static QDQ int8 (S8S8) of a float ONNX file, after onnxruntime's pre-processing."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -90,13 +102,21 @@ def quantize_int8(float_path: Path, out_path: Path, calib: CalibrationSet, input
     except Exception as err:  # symbolic shape inference trips on some graphs: quantize as is
         log.warning("quant_pre_process failed (%s); quantizing without it", err)
         pre = float_path
-    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                 "percentile": CalibrationMethod.Percentile}[method]
+    calibrate = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
     with native_output_captured():
         quantize_static(
-            str(pre), str(out_path), calibration_reader(calib, INPUT_NAME, input_dtype),
-            quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8, per_channel=per_channel, calibrate_method=calibrate,
+            str(pre),
+            str(out_path),
+            calibration_reader(calib, INPUT_NAME, input_dtype),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            calibrate_method=calibrate,
         )
 
 
@@ -110,14 +130,28 @@ def set_metadata(proto: Any, values: dict[str, str]) -> None:
         entry.key, entry.value = key, value
 
 
-def export_onnx(model: Any, out: str | Path | None = None, *, quantize: str = "none",
-                calib: str | None = None, calib_dir: str | Path | None = None,
-                calib_size: int | None = None, calib_screen: float = DEFAULT_SCREEN,
-                method: str = "minmax",
-                per_channel: bool | None = None, opset: int | None = None, io: str = "uint8",
-                verify: bool = True, max_iou_drop: float = 0.02, verify_data: str | None = None,
-                verify_dir: str | Path | None = None, verify_size: int = 200, seed: int = 0,
-                calibration: CalibrationSet | None = None, holdout: Any = None) -> ExportResult:
+def export_onnx(
+    model: Any,
+    out: str | Path | None = None,
+    *,
+    quantize: str = "none",
+    calib: str | None = None,
+    calib_dir: str | Path | None = None,
+    calib_size: int | None = None,
+    calib_screen: float = DEFAULT_SCREEN,
+    method: str = "minmax",
+    per_channel: bool | None = None,
+    opset: int | None = None,
+    io: str = "uint8",
+    verify: bool = True,
+    max_iou_drop: float = 0.02,
+    verify_data: str | None = None,
+    verify_dir: str | Path | None = None,
+    verify_size: int = 200,
+    seed: int = 0,
+    calibration: CalibrationSet | None = None,
+    holdout: Any = None,
+) -> ExportResult:
     """Export ``model`` (run dir, .keras file or keras.Model) to a verified .onnx file.
 
     Args:
@@ -140,9 +174,16 @@ def export_onnx(model: Any, out: str | Path | None = None, *, quantize: str = "n
     out = Path(out).expanduser() if out else default_out(loaded, "onnx", precision)
     check_writable(out)
     if precision == "int8" and calibration is None:
-        calibration = calibration_set(calib, config=loaded.config, image_size=loaded.image_size,
-                                      size=calib_size, data_dir=calib_dir, seed=seed,
-                                      model=loaded.model, screen_factor=calib_screen)
+        calibration = calibration_set(
+            calib,
+            config=loaded.config,
+            image_size=loaded.image_size,
+            size=calib_size,
+            data_dir=calib_dir,
+            seed=seed,
+            model=loaded.model,
+            screen_factor=calib_screen,
+        )
     if verify and holdout is None:
         from export.verify import holdout_set
 
@@ -160,17 +201,26 @@ def export_onnx(model: Any, out: str | Path | None = None, *, quantize: str = "n
             with tempfile.TemporaryDirectory(prefix="edgeloc-onnx-") as tmp:
                 float_path, q_path = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
                 onnx.save(float_proto, str(float_path))
-                quantize_int8(float_path, q_path, calibration, io, method=method,
-                              per_channel=channelwise)
+                quantize_int8(
+                    float_path, q_path, calibration, io, method=method, per_channel=channelwise
+                )
                 proto = onnx.load(str(q_path))
             calib_info = {**calibration.info, "method": method, "per_channel": channelwise}
         shorten_names(proto)
         contract = make_contract(
-            loaded, fmt="onnx", precision=precision, input_dtype=io, calibration=calib_info,
-            extra={"output_dtype": "float32", "opset": opset,
-                   "quant_format": "QDQ S8S8" if precision == "int8" else None,
-                   "exporter": "edgeloc", "tf2onnx": tf2onnx.__version__,
-                   "onnxruntime": onnxruntime.__version__},
+            loaded,
+            fmt="onnx",
+            precision=precision,
+            input_dtype=io,
+            calibration=calib_info,
+            extra={
+                "output_dtype": "float32",
+                "opset": opset,
+                "quant_format": "QDQ S8S8" if precision == "int8" else None,
+                "exporter": "edgeloc",
+                "tf2onnx": tf2onnx.__version__,
+                "onnxruntime": onnxruntime.__version__,
+            },
         )
         set_metadata(proto, {CONTRACT_KEY: contract.to_json()})
         proto.producer_name = "edgeloc"
@@ -181,8 +231,10 @@ def export_onnx(model: Any, out: str | Path | None = None, *, quantize: str = "n
         except VerificationFailed:
             if attempt == len(choices) - 1:
                 raise
-            log.warning("onnx int8 with per-tensor weights lost %.4f mean IoU; trying per-channel "
-                        "weights", result.verification.iou_drop)
+            log.warning(
+                "onnx int8 with per-tensor weights lost %.4f mean IoU; trying per-channel weights",
+                result.verification.iou_drop,
+            )
     raise AssertionError("unreachable")
 
 
@@ -216,13 +268,23 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = parser("python -m export.onnx", "Export a Keras localizer to a verified ONNX model.")
     ap.add_argument("--quantize", default="none", help="none | int8 (default none)")
-    ap.add_argument("--method", default="minmax", help="int8 calibration: minmax (default), entropy, percentile")
+    ap.add_argument(
+        "--method", default="minmax", help="int8 calibration: minmax (default), entropy, percentile"
+    )
     ap.add_argument("--opset", type=int, default=None, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    ap.add_argument("--io", default="uint8", help="input dtype: uint8 (raw pixels, default), int8, float32")
+    ap.add_argument(
+        "--io", default="uint8", help="input dtype: uint8 (raw pixels, default), int8, float32"
+    )
     add_common_args(ap)
     args = ap.parse_args(argv)
-    return run_cli(args, [("onnx", args.quantize)], io=args.io, method=args.method,
-                   per_channel=args.per_channel, opset=args.opset)
+    return run_cli(
+        args,
+        [("onnx", args.quantize)],
+        io=args.io,
+        method=args.method,
+        per_channel=args.per_channel,
+        opset=args.opset,
+    )
 
 
 if __name__ == "__main__":

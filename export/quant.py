@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -43,8 +44,9 @@ class QuantConfig:
         return cls("dynamic")
 
     @classmethod
-    def for_int8(cls, representative_data: RepresentativeData, io: str = "uint8",
-                 per_channel: bool = True) -> QuantConfig:
+    def for_int8(
+        cls, representative_data: RepresentativeData, io: str = "uint8", per_channel: bool = True
+    ) -> QuantConfig:
         if io not in IO_TYPES:
             raise ExportError(f"unknown --io {io!r}; valid: {', '.join(IO_TYPES)}")
         return cls("int8", representative_data, io, per_channel)

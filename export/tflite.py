@@ -30,7 +30,7 @@ from export._io import (
     per_channel_choices,
     write_verified,
 )
-from export.calib import DEFAULT_CALIB_SIZE, DEFAULT_SCREEN, CalibrationSet, calibration_set
+from export.calib import DEFAULT_SCREEN, CalibrationSet, calibration_set
 from export.quant import TFLITE_QUANTIZE, QuantConfig
 from runtime.contract import CONTRACT_KEY, read_tflite_metadata
 
@@ -42,15 +42,24 @@ def representative_dataset(calib: CalibrationSet, dtype: str) -> Any:
     return lambda: ([batch] for batch in calib.batches(dtype))
 
 
-def quant_config(precision: str, calib: CalibrationSet | None, io: str,
-                 graph_dtype: str | None = None, per_channel: bool = False) -> QuantConfig:
+def quant_config(
+    precision: str,
+    calib: CalibrationSet | None,
+    io: str,
+    graph_dtype: str | None = None,
+    per_channel: bool = False,
+) -> QuantConfig:
     """The QuantConfig for a precision name (int8 needs the calibration set)."""
     if precision == "int8":
         assert calib is not None
-        return QuantConfig.for_int8(representative_dataset(calib, graph_dtype or io), io=io,
-                                    per_channel=per_channel)
-    return {"fp32": QuantConfig.for_float32, "fp16": QuantConfig.for_float16,
-            "dynamic": QuantConfig.for_dynamic}[precision]()
+        return QuantConfig.for_int8(
+            representative_dataset(calib, graph_dtype or io), io=io, per_channel=per_channel
+        )
+    return {
+        "fp32": QuantConfig.for_float32,
+        "fp16": QuantConfig.for_float16,
+        "dynamic": QuantConfig.for_dynamic,
+    }[precision]()
 
 
 def convert(model: Any, size: int, config: QuantConfig, input_dtype: str) -> bytes:
@@ -69,9 +78,13 @@ def convert(model: Any, size: int, config: QuantConfig, input_dtype: str) -> byt
             text = str(err).strip() or type(err).__name__
             hint = ""
             if any(k in text for k in ("Flex", "SELECT_TF_OPS", "not supported", "custom op")):
-                hint = ("; the model needs ops outside TFLite's built-in set, which edgeloc does not "
-                        "allow (no Flex ops): replace those layers")
-            raise ExportError(f"TFLite conversion failed ({text.splitlines()[0][:300]}){hint}") from None
+                hint = (
+                    "; the model needs ops outside TFLite's built-in set, which edgeloc does not "
+                    "allow (no Flex ops): replace those layers"
+                )
+            raise ExportError(
+                f"TFLite conversion failed ({text.splitlines()[0][:300]}){hint}"
+            ) from None
 
 
 def check_builtin_only(data: bytes) -> list[str]:
@@ -81,13 +94,19 @@ def check_builtin_only(data: bytes) -> list[str]:
     ops = op_names(data)
     bad = [op for op in ops if op.startswith("CUSTOM")]
     if bad:
-        raise ExportError(f"exported model uses non-built-in ops {bad}; these need TensorFlow's "
-                          "Flex delegate, which edge interpreters lack")
+        raise ExportError(
+            f"exported model uses non-built-in ops {bad}; these need TensorFlow's "
+            "Flex delegate, which edge interpreters lack"
+        )
     return ops
 
 
 # Accepted (scale, zero point) of the input tensor per --io: each maps pixels exactly.
-_EXACT_INPUT = {"uint8": ((0.0, 0), (1.0, 0)), "int8": ((0.0, 0), (1.0, -128)), "float32": ((0.0, 0),)}
+_EXACT_INPUT = {
+    "uint8": ((0.0, 0), (1.0, 0)),
+    "int8": ((0.0, 0), (1.0, -128)),
+    "float32": ((0.0, 0),),
+}
 
 
 def check_input_quantization(data: bytes, io: str) -> None:
@@ -97,17 +116,32 @@ def check_input_quantization(data: bytes, io: str) -> None:
     detail = Interpreter(model_content=data).get_input_details()[0]
     scale, zero = detail["quantization"]
     if (round(float(scale), 6), int(zero)) not in _EXACT_INPUT[io]:
-        raise RuntimeError(f"converted input has quantization scale {scale}, zero point {zero}; "
-                           f"the contract's {io} input needs one of {_EXACT_INPUT[io]}")
+        raise RuntimeError(
+            f"converted input has quantization scale {scale}, zero point {zero}; "
+            f"the contract's {io} input needs one of {_EXACT_INPUT[io]}"
+        )
 
 
-def export_tflite(model: Any, out: str | Path | None = None, *, quantize: str = "none",
-                  calib: str | None = None, calib_dir: str | Path | None = None,
-                  calib_size: int | None = None, calib_screen: float = DEFAULT_SCREEN,
-                  per_channel: bool | None = None, io: str = "uint8", verify: bool = True,
-                  max_iou_drop: float = 0.02, verify_data: str | None = None,
-                  verify_dir: str | Path | None = None, verify_size: int = 200, seed: int = 0,
-                  calibration: CalibrationSet | None = None, holdout: Any = None) -> ExportResult:
+def export_tflite(
+    model: Any,
+    out: str | Path | None = None,
+    *,
+    quantize: str = "none",
+    calib: str | None = None,
+    calib_dir: str | Path | None = None,
+    calib_size: int | None = None,
+    calib_screen: float = DEFAULT_SCREEN,
+    per_channel: bool | None = None,
+    io: str = "uint8",
+    verify: bool = True,
+    max_iou_drop: float = 0.02,
+    verify_data: str | None = None,
+    verify_dir: str | Path | None = None,
+    verify_size: int = 200,
+    seed: int = 0,
+    calibration: CalibrationSet | None = None,
+    holdout: Any = None,
+) -> ExportResult:
     """Export ``model`` (run dir, .keras file or keras.Model) to a verified .tflite file.
 
     Args:
@@ -130,9 +164,16 @@ def export_tflite(model: Any, out: str | Path | None = None, *, quantize: str = 
     out = Path(out).expanduser() if out else default_out(loaded, "tflite", precision)
     check_writable(out)
     if precision == "int8" and calibration is None:
-        calibration = calibration_set(calib, config=loaded.config, image_size=loaded.image_size,
-                                      size=calib_size, data_dir=calib_dir, seed=seed,
-                                      model=loaded.model, screen_factor=calib_screen)
+        calibration = calibration_set(
+            calib,
+            config=loaded.config,
+            image_size=loaded.image_size,
+            size=calib_size,
+            data_dir=calib_dir,
+            seed=seed,
+            model=loaded.model,
+            screen_factor=calib_screen,
+        )
     if verify and holdout is None:
         from export.verify import holdout_set
 
@@ -144,8 +185,13 @@ def export_tflite(model: Any, out: str | Path | None = None, *, quantize: str = 
     graph_dtype = "float32" if precision == "int8" else io
     choices = per_channel_choices(per_channel, precision, verify)
     for attempt, channelwise in enumerate(choices):
-        config = quant_config(precision, calibration if precision == "int8" else None, io,
-                              graph_dtype, per_channel=channelwise)
+        config = quant_config(
+            precision,
+            calibration if precision == "int8" else None,
+            io,
+            graph_dtype,
+            per_channel=channelwise,
+        )
         data = convert(loaded.model, loaded.image_size, config, graph_dtype)
         check_input_quantization(data, io)
         ops = check_builtin_only(data)
@@ -153,9 +199,16 @@ def export_tflite(model: Any, out: str | Path | None = None, *, quantize: str = 
         if precision == "int8":
             calib_info = {**calibration.info, "per_channel": channelwise}
         contract = make_contract(
-            loaded, fmt="tflite", precision=precision, input_dtype=io, calibration=calib_info,
-            extra={"output_dtype": io if precision == "int8" else "float32",
-                   "ops": sorted(set(ops)), **_versions()},
+            loaded,
+            fmt="tflite",
+            precision=precision,
+            input_dtype=io,
+            calibration=calib_info,
+            extra={
+                "output_dtype": io if precision == "int8" else "float32",
+                "ops": sorted(set(ops)),
+                **_versions(),
+            },
         )
         from export._flatbuffer import edit_tflite
 
@@ -168,8 +221,11 @@ def export_tflite(model: Any, out: str | Path | None = None, *, quantize: str = 
         except VerificationFailed:
             if attempt == len(choices) - 1:
                 raise
-            log.warning("tflite int8 with per-tensor weights lost %.4f mean IoU; trying per-channel "
-                        "weights", result.verification.iou_drop)
+            log.warning(
+                "tflite int8 with per-tensor weights lost %.4f mean IoU; trying per-channel "
+                "weights",
+                result.verification.iou_drop,
+            )
     raise AssertionError("unreachable")
 
 
@@ -184,9 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     from export._cli import add_common_args, parser, run_cli
 
     ap = parser("python -m export.tflite", "Export a Keras localizer to a verified TFLite model.")
-    ap.add_argument("--quantize", default="none", help=f"{' | '.join(TFLITE_QUANTIZE)} (default none)")
-    ap.add_argument("--io", default="uint8",
-                    help="input dtype (and int8 model outputs): uint8 (raw pixels, default), int8, float32")
+    ap.add_argument(
+        "--quantize", default="none", help=f"{' | '.join(TFLITE_QUANTIZE)} (default none)"
+    )
+    ap.add_argument(
+        "--io",
+        default="uint8",
+        help="input dtype (and int8 model outputs): uint8 (raw pixels, default), int8, float32",
+    )
     add_common_args(ap)
     args = ap.parse_args(argv)
     return run_cli(args, [("tflite", args.quantize)], io=args.io, per_channel=args.per_channel)

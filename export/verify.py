@@ -65,16 +65,26 @@ def keras_predict(model: Any, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.concatenate(boxes), np.concatenate(scores)
 
 
-def holdout_set(loaded: LoadedModel, spec: str | None = None, *, data_dir: str | Path | None = None,
-                size: int = DEFAULT_VERIFY_SIZE, seed: int = 0) -> Holdout:
+def holdout_set(
+    loaded: LoadedModel,
+    spec: str | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    size: int = DEFAULT_VERIFY_SIZE,
+    seed: int = 0,
+) -> Holdout:
     """The test split of ``spec`` (default: the run's training source), with Keras predictions."""
-    source, info = open_source(spec, config=loaded.config, split="test", size=size,
-                               data_dir=data_dir, seed=seed)
+    source, info = open_source(
+        spec, config=loaded.config, split="test", size=size, data_dir=data_dir, seed=seed
+    )
     if info.get("kind") == "folder":
-        raise ExportError("verification needs true boxes; pass --verify-data SOURCE (a data source "
-                          "with boxes, e.g. voc with --verify-dir) or --no-verify")
-    pixels, samples, _ = draw(source, min(size, len(source)), loaded.image_size, seed=seed,
-                              what="verification")
+        raise ExportError(
+            "verification needs true boxes; pass --verify-data SOURCE (a data source "
+            "with boxes, e.g. voc with --verify-dir) or --no-verify"
+        )
+    pixels, samples, _ = draw(
+        source, min(size, len(source)), loaded.image_size, seed=seed, what="verification"
+    )
     boxes = np.stack([s.box for s in samples]).astype(np.float64)  # (N, 4) xyxy
     labels = np.array([s.label for s in samples])
     if not (labels > 0).any():
@@ -127,33 +137,53 @@ def run_exported(path: Path, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.concatenate(boxes), np.concatenate(scores)
 
 
-def verify_model(path: Path, holdout: Holdout, *, fmt: str, precision: str,
-                 max_iou_drop: float = 0.02) -> Verification:
+def verify_model(
+    path: Path, holdout: Holdout, *, fmt: str, precision: str, max_iou_drop: float = 0.02
+) -> Verification:
     """Run ``path`` on the held-out set and compare it with the Keras model."""
     box, score = run_exported(Path(path), holdout.pixels)
     keras_iou = float(holdout.iou(holdout.keras_box).mean())
     iou = holdout.iou(box)
     agree = np.argmax(score, axis=1) == np.argmax(holdout.keras_score, axis=1)
     result = Verification(
-        format=fmt, precision=precision, size_bytes=Path(path).stat().st_size,
-        mean_iou=float(iou.mean()), corloc=float((iou >= 0.5).mean()), keras_iou=keras_iou,
+        format=fmt,
+        precision=precision,
+        size_bytes=Path(path).stat().st_size,
+        mean_iou=float(iou.mean()),
+        corloc=float((iou >= 0.5).mean()),
+        keras_iou=keras_iou,
         iou_drop=keras_iou - float(iou.mean()),
         max_box_diff=float(np.abs(box - holdout.keras_box).max()),
         score_agreement=float(agree.mean()),
         max_score_diff=float(np.abs(score - holdout.keras_score).max()),
-        max_iou_drop=float(max_iou_drop), n=len(holdout.pixels),
+        max_iou_drop=float(max_iou_drop),
+        n=len(holdout.pixels),
     )
-    log.info("%s %s: mean IoU %.4f (Keras %.4f), %s", fmt, precision, result.mean_iou, keras_iou,
-             result.status)
+    log.info(
+        "%s %s: mean IoU %.4f (Keras %.4f), %s",
+        fmt,
+        precision,
+        result.mean_iou,
+        keras_iou,
+        result.status,
+    )
     return result
 
 
 def keras_row(holdout: Holdout, size_bytes: int | None) -> dict[str, Any]:
     """The reference row of the table: the Keras float model itself."""
     iou = holdout.iou(holdout.keras_box)
-    return {"format": "keras", "precision": "fp32", "size": size_bytes, "mean_iou": float(iou.mean()),
-            "corloc": float((iou >= 0.5).mean()), "iou_drop": 0.0, "max_box_diff": 0.0,
-            "score_agreement": 1.0, "status": "reference"}
+    return {
+        "format": "keras",
+        "precision": "fp32",
+        "size": size_bytes,
+        "mean_iou": float(iou.mean()),
+        "corloc": float((iou >= 0.5).mean()),
+        "iou_drop": 0.0,
+        "max_box_diff": 0.0,
+        "score_agreement": 1.0,
+        "status": "reference",
+    }
 
 
 def table(rows: list[dict[str, Any]], title: str = "Export verification") -> Any:
@@ -161,18 +191,38 @@ def table(rows: list[dict[str, Any]], title: str = "Export verification") -> Any
     from rich.table import Table
 
     t = Table(title=title)
-    for name in ("format", "precision", "size", "mean IoU", "CorLoc", "IoU drop", "max box diff",
-                 "score agree", "status"):
+    for name in (
+        "format",
+        "precision",
+        "size",
+        "mean IoU",
+        "CorLoc",
+        "IoU drop",
+        "max box diff",
+        "score agree",
+        "status",
+    ):
         t.add_column(name, justify="left" if name in ("format", "precision", "status") else "right")
     for r in rows:
-        def num(key: str, fmt: str) -> str:
+
+        def num(key: str, fmt: str, r: dict[str, Any] = r) -> str:
             return "-" if r.get(key) is None else format(r[key], fmt)
 
         status = r.get("status", "")
-        style = "green" if status == "ok" else "red" if status.startswith(("FAILED", "error")) else ""
-        t.add_row(r["format"], r["precision"], human_size(r.get("size")), num("mean_iou", ".4f"),
-                  num("corloc", ".3f"), num("iou_drop", "+.4f"), num("max_box_diff", ".4f"),
-                  num("score_agreement", ".1%"), f"[{style}]{status}[/]" if style else status)
+        style = (
+            "green" if status == "ok" else "red" if status.startswith(("FAILED", "error")) else ""
+        )
+        t.add_row(
+            r["format"],
+            r["precision"],
+            human_size(r.get("size")),
+            num("mean_iou", ".4f"),
+            num("corloc", ".3f"),
+            num("iou_drop", "+.4f"),
+            num("max_box_diff", ".4f"),
+            num("score_agreement", ".1%"),
+            f"[{style}]{status}[/]" if style else status,
+        )
     return t
 
 
@@ -182,8 +232,15 @@ def row(result: Any) -> dict[str, Any]:
     base = {"format": result.format, "precision": result.precision, "size": result.size_bytes}
     if v is None:
         return {**base, "status": "ok (not verified)"}
-    return {**base, "mean_iou": v.mean_iou, "corloc": v.corloc, "iou_drop": v.iou_drop,
-            "max_box_diff": v.max_box_diff, "score_agreement": v.score_agreement, "status": v.status}
+    return {
+        **base,
+        "mean_iou": v.mean_iou,
+        "corloc": v.corloc,
+        "iou_drop": v.iou_drop,
+        "max_box_diff": v.max_box_diff,
+        "score_agreement": v.score_agreement,
+        "status": v.status,
+    }
 
 
 def human_size(n: int | None) -> str:

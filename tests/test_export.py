@@ -1,4 +1,4 @@
-"""The exporters: every format and precision round-trips, agrees with Keras, carries its contract."""
+"""The exporters: every format and precision round-trips, matches Keras, carries its contract."""
 
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ def run_dir(tmp_path_factory) -> Path:
     for layer in model.get_layer("small_cnn").layers:  # BN statistics settle within a few steps
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.6
-    model.compile(keras.optimizers.Adam(3e-3),
-                  loss={"box": "mse", "score": "sparse_categorical_crossentropy"})
+    model.compile(
+        keras.optimizers.Adam(3e-3), loss={"box": "mse", "score": "sparse_categorical_crossentropy"}
+    )
     model.fit(x, y, epochs=4, batch_size=32, verbose=0)
     folder = tmp_path_factory.mktemp("run")
     model.save(folder / "model.keras")
@@ -75,8 +76,12 @@ ONNX = [("onnx", q) for q in ("none", "int8")]
 # (median, max) of |output - Keras output| per precision: float exact to 1e-4, fp16 and
 # dynamic-range close, int8 a few output steps (1/256) typically; the max allows for the
 # error that builds up over the eleven quantized layers of this barely trained 32 px model.
-TOL = {"none": (1e-4, 1e-4), "fp16": (2e-3, 5e-3), "dynamic": (1e-2, 2e-2),
-       "int8": (3 * STEP, 16 * STEP)}
+TOL = {
+    "none": (1e-4, 1e-4),
+    "fp16": (2e-3, 5e-3),
+    "dynamic": (1e-2, 2e-2),
+    "int8": (3 * STEP, 16 * STEP),
+}
 
 
 @pytest.fixture(scope="module")
@@ -114,11 +119,14 @@ def test_every_format_and_precision_agrees_with_keras(exported, reference, run_d
     median_tol, max_tol = TOL[quantize]
     for name, got, want in (("box", box, keras_box), ("score", score, keras_score)):
         diff = np.abs(got - want)
-        assert np.median(diff) <= median_tol and diff.max() <= max_tol, \
+        assert np.median(diff) <= median_tol and diff.max() <= max_tol, (
             f"{fmt} {quantize} {name}: median {np.median(diff):.2g}, max {diff.max():.2g} vs Keras"
+        )
     c = loc.contract
     assert c.precision == result.precision
-    assert c.input_size == (SIZE, SIZE) and c.labels == ["none", "object"] and c.box_format == "xyxy"
+    assert (
+        c.input_size == (SIZE, SIZE) and c.labels == ["none", "object"] and c.box_format == "xyxy"
+    )
     assert c.input_dtype == "uint8" and loc._backend.input.dtype == np.uint8
     assert c.source_sha256 == sha256_file(run_dir / "model.keras")
     assert (c.calibration is not None) == (quantize == "int8")
@@ -139,8 +147,11 @@ def test_int8_tflite_is_all_integer_with_exact_pixel_input(exported):
     assert set(outs) == {"box", "score"}  # tensors renamed after their signature keys
     assert all(d["dtype"] == np.uint8 for d in outs.values())
     tensors = {d["index"]: d for d in it.get_tensor_details()}
-    float_ops = [op["op_name"] for op in it._get_ops_details()
-                 if any(tensors[i]["dtype"] == np.float32 for i in op["inputs"] if i >= 0)]
+    float_ops = [
+        op["op_name"]
+        for op in it._get_ops_details()
+        if any(tensors[i]["dtype"] == np.float32 for i in op["inputs"] if i >= 0)
+    ]
     assert float_ops == [], f"int8 model still computes in float: {float_ops}"
 
 
@@ -151,13 +162,16 @@ def test_no_flex_or_custom_ops_in_any_tflite_export(exported):
         if fmt != "tflite":
             continue
         ops = {op["op_name"] for op in Interpreter(model_path=str(result.path))._get_ops_details()}
-        assert ops and not any("Flex" in op or "CUSTOM" in op.upper() for op in ops), (quantize, ops)
+        assert ops and not any("Flex" in op or "CUSTOM" in op.upper() for op in ops), (
+            quantize,
+            ops,
+        )
 
 
 def test_contract_survives_in_tflite_metadata_and_onnx_metadata_props(exported):
     import onnx
 
-    for (fmt, quantize), result in exported.items():
+    for (fmt, _), result in exported.items():
         if fmt == "tflite":
             raw = read_tflite_metadata(result.path.read_bytes())[CONTRACT_KEY]  # pure python
         else:
@@ -180,7 +194,9 @@ def test_onnx_exports_name_their_tensors_and_int8_is_qdq(exported):
         assert ("QuantizeLinear" in ops) == (quantize == "int8")
 
 
-@pytest.mark.parametrize("io,dtype,quant", [("int8", np.int8, (1.0, -128)), ("float32", np.float32, (0.0, 0))])
+@pytest.mark.parametrize(
+    "io,dtype,quant", [("int8", np.int8, (1.0, -128)), ("float32", np.float32, (0.0, 0))]
+)
 def test_tflite_int8_io_options(run_dir, reference, tmp_path, io, dtype, quant):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -200,8 +216,22 @@ def test_tflite_int8_io_options(run_dir, reference, tmp_path, io, dtype, quant):
 def test_combined_cli_writes_the_set_and_one_table(run_dir, tmp_path, capsys):
     from export.__main__ import main
 
-    rc = main(["--model", str(run_dir), "--formats", "tflite,onnx", "--quantize", "none,int8",
-               "--out-dir", str(tmp_path), "--calib-size", str(CALIB), "--verify-size", str(VERIFY)])
+    rc = main(
+        [
+            "--model",
+            str(run_dir),
+            "--formats",
+            "tflite,onnx",
+            "--quantize",
+            "none,int8",
+            "--out-dir",
+            str(tmp_path),
+            "--calib-size",
+            str(CALIB),
+            "--verify-size",
+            str(VERIFY),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     names = sorted(p.name for p in tmp_path.iterdir())
@@ -220,8 +250,20 @@ def test_a_failed_verification_leaves_no_file(run_dir, tmp_path, capsys):
         export_tflite(run_dir, out, quantize="int8", max_iou_drop=-1.0, **FAST)
     assert info.value.args[0].verification.status.startswith("FAILED")
     assert list(tmp_path.iterdir()) == []  # neither the model nor a temporary file
-    rc = main(["--model", str(run_dir), "--out", str(out), "--max-iou-drop", "-1",
-               "--calib-size", str(CALIB), "--verify-size", str(VERIFY)])
+    rc = main(
+        [
+            "--model",
+            str(run_dir),
+            "--out",
+            str(out),
+            "--max-iou-drop",
+            "-1",
+            "--calib-size",
+            str(CALIB),
+            "--verify-size",
+            str(VERIFY),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "was not written" in err and not out.exists()
 
@@ -262,7 +304,7 @@ def test_one_calibration_generator_feeds_both_formats(run_dir):
     while (item := reader.get_next()) is not None:
         onnx_batches.append(item["image"])
     assert len(tflite_batches) == len(onnx_batches) == 10
-    for a, b in zip(tflite_batches, onnx_batches):
+    for a, b in zip(tflite_batches, onnx_batches, strict=True):
         np.testing.assert_array_equal(a, b)
     assert tflite_batches[0].min() == 0 and tflite_batches[0].max() == 255  # pinned input range
 
@@ -286,8 +328,14 @@ def test_folder_calibration_source(run_dir, tmp_path):
     from export.tflite import export_tflite
 
     folder = _image_folder(tmp_path / "imgs", 12, junk=2)
-    result = export_tflite(run_dir, tmp_path / "m.tflite", quantize="int8", calib=str(folder),
-                           calib_size=10, verify_size=VERIFY)
+    result = export_tflite(
+        run_dir,
+        tmp_path / "m.tflite",
+        quantize="int8",
+        calib=str(folder),
+        calib_size=10,
+        verify_size=VERIFY,
+    )
     assert result.contract.calibration["source"] == str(folder)
     assert result.contract.calibration["size"] == 10
 
@@ -302,7 +350,9 @@ def _bad_cases(run_dir: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
         z.writestr("hello.txt", "hi")
     inp = keras.Input((SIZE, SIZE, 3))
     one_out = tmp / "one_output.keras"
-    keras.Model(inp, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(inp))).save(one_out)
+    keras.Model(inp, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(inp))).save(
+        one_out
+    )
     empty = tmp / "empty"
     empty.mkdir()
     junk = tmp / "junk"
@@ -319,10 +369,16 @@ def _bad_cases(run_dir: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
         ("zip that is no model", ["--model", str(notkeras)], "could not load"),
         ("no box/score outputs", ["--model", str(one_out)], "'box' (B, 4) and 'score'"),
         ("empty calibration folder", m + q8 + ["--calib", str(empty)], "holds no images"),
-        ("unreadable calibration", m + q8 + ["--calib", str(junk), "--calib-size", "1"],
-         "no readable images"),
-        ("too few calibration samples", m + q8 + ["--calib", str(few), "--calib-size", "10"],
-         "only 3 images, fewer than --calib-size 10"),
+        (
+            "unreadable calibration",
+            m + q8 + ["--calib", str(junk), "--calib-size", "1"],
+            "no readable images",
+        ),
+        (
+            "too few calibration samples",
+            m + q8 + ["--calib", str(few), "--calib-size", "10"],
+            "only 3 images, fewer than --calib-size 10",
+        ),
         ("unknown source", m + q8 + ["--calib", "no-such-source"], "neither a data source"),
         ("unknown precision", m + ["--quantize", "int4"], "unknown TFLite --quantize 'int4'"),
         ("unknown io", m + ["--io", "int16"], "unknown --io 'int16'"),
@@ -349,10 +405,22 @@ def test_bad_onnx_and_combined_flags(run_dir, capsys):
     from export.onnx import main as onnx_main
 
     cases = [
-        (onnx_main, ["--model", str(run_dir), "--quantize", "int8", "--method", "kl"], "unknown calibration --method 'kl'"),
-        (onnx_main, ["--model", str(run_dir), "--quantize", "fp16"], "unknown ONNX --quantize 'fp16'"),
+        (
+            onnx_main,
+            ["--model", str(run_dir), "--quantize", "int8", "--method", "kl"],
+            "unknown calibration --method 'kl'",
+        ),
+        (
+            onnx_main,
+            ["--model", str(run_dir), "--quantize", "fp16"],
+            "unknown ONNX --quantize 'fp16'",
+        ),
         (onnx_main, ["--model", str(run_dir), "--opset", "7"], "--opset 7 is out of range"),
-        (combined, ["--model", str(run_dir), "--formats", "tflite,coreml"], "unknown format 'coreml'"),
+        (
+            combined,
+            ["--model", str(run_dir), "--formats", "tflite,coreml"],
+            "unknown format 'coreml'",
+        ),
         (combined, ["--model", str(run_dir), "--quantize", "int3"], "unknown --quantize 'int3'"),
     ]
     for fn, argv, message in cases:
@@ -395,11 +463,15 @@ def test_export_accuracy_benchmark_reports_every_variant(run_dir, tmp_path):
     results, _ = run([str(run_dir)], str(tmp_path), verify_size=VERIFY, calib_size=CALIB)
     rows = results[0]["variants"]
     assert [(r["format"], r["precision"]) for r in rows][1:] == [
-        (f, {"none": "fp32"}.get(q, q)) for f, q in VARIANTS]
+        (f, {"none": "fp32"}.get(q, q)) for f, q in VARIANTS
+    ]
     for r in rows[1:]:
         assert (tmp_path / run_dir.name / Path(r["file"]).name).is_file()
         assert abs(r["iou_drop"]) < 0.05 and 0 < r["size_ratio"] <= 1
     int8 = [r for r in rows if r["precision"] == "int8"]
     assert len(int8) == 2 and all("target_drop_ok" in r and "target_size_ok" in r for r in int8)
     doc = json.loads((tmp_path / "export_accuracy.json").read_text())
-    assert doc["runs"][0]["variants"] == rows and "| tflite int8 |" in (tmp_path / "export_accuracy.md").read_text()
+    assert (
+        doc["runs"][0]["variants"] == rows
+        and "| tflite int8 |" in (tmp_path / "export_accuracy.md").read_text()
+    )
