@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         "--method", default="minmax", help="ONNX int8 calibration: minmax, entropy, percentile"
     )
     ap.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    ap.add_argument(
+        "--reduce-range", action="store_true", help="ONNX int8: 7-bit weights (x86 without VNNI)"
+    )
     add_common_args(ap, out=False)
     args = ap.parse_args(argv)
     try:
@@ -65,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         Console(stderr=True).print(f"[red]error:[/] {err}", highlight=False)
         return 2
     return run_cli(
-        args, jobs, io=args.io, method=args.method, per_channel=args.per_channel, opset=args.opset
+        args,
+        jobs,
+        io=args.io,
+        method=args.method,
+        per_channel=args.per_channel,
+        opset=args.opset,
+        reduce_range=args.reduce_range,
     )
 
 

@@ -172,7 +172,7 @@ def run(
         export_fn = {"tflite": tflite_export.export_tflite, "onnx": onnx_export.export_onnx}[fmt]
         kwargs = dict(options)
         if fmt == "tflite":
-            for key in ("method", "opset"):
+            for key in ("method", "opset", "reduce_range"):
                 kwargs.pop(key, None)
         target = out
         if out_dir is not None:

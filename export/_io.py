@@ -195,7 +195,12 @@ def check_writable(out: Path) -> None:
 
 @contextlib.contextmanager
 def staged(out: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``out``; rename it to ``out`` only if the block succeeds."""
+    """Yield a temporary path beside ``out``; rename it to ``out`` only if the block succeeds.
+
+    A killed export leaves only a hidden ``.<stem>.*.tmp<suffix>`` file, never a truncated
+    ``out``; such leftovers older than an hour are removed here.
+    """
+    _remove_stale(out)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=f".tmp{out.suffix}")
     os.close(fd)
     tmp_path = Path(tmp)
@@ -243,6 +248,17 @@ def per_channel_choices(per_channel: bool | None, precision: str, verify: bool) 
     if per_channel is not None:
         return [bool(per_channel)]
     return [False, True] if verify else [False]
+
+
+def _remove_stale(out: Path, max_age_s: float = 3600.0) -> None:
+    import time
+
+    for old in out.parent.glob(f".{out.stem}.*.tmp{out.suffix}"):
+        try:
+            if time.time() - old.stat().st_mtime > max_age_s:
+                old.unlink()
+        except OSError:
+            pass  # another export's file, or already gone
 
 
 def _umask() -> int:

@@ -110,7 +110,10 @@ def open_source(
         try:
             source = get_source(spec, **options)
         except (ValueError, FileNotFoundError, OSError) as err:
-            raise ExportError(f"cannot open data source {spec!r}: {err}") from None
+            raise ExportError(
+                f"cannot open data source {spec!r}: {err} (to use other data pass --calib SOURCE "
+                "--calib-dir PATH, and --verify-data/--verify-dir)"
+            ) from None
     if len(source) == 0:
         where = (
             f" in {desc['data_dir']}" if desc.get("data_dir") and desc["data_dir"] != spec else ""

@@ -91,6 +91,7 @@ def quantize_int8(
     *,
     method: str,
     per_channel: bool,
+    reduce_range: bool = False,
 ) -> None:
     """Static QDQ int8 (S8S8) of a float ONNX file, after onnxruntime's pre-processing."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -116,6 +117,7 @@ def quantize_int8(
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
+            reduce_range=reduce_range,  # 7-bit weights: no int8 overflow on x86 without VNNI
             calibrate_method=calibrate,
         )
 
@@ -141,6 +143,7 @@ def export_onnx(
     calib_screen: float = DEFAULT_SCREEN,
     method: str = "minmax",
     per_channel: bool | None = None,
+    reduce_range: bool = False,
     opset: int | None = None,
     io: str = "uint8",
     verify: bool = True,
@@ -159,6 +162,8 @@ def export_onnx(
         method: calibration method for int8: ``minmax``, ``entropy`` or ``percentile``.
         per_channel: int8 weight scales per output channel (True) or per tensor (False);
             None: per tensor (smallest file), per channel if that fails verification.
+        reduce_range: 7-bit weights, for x86 CPUs without VNNI where int8 products can
+            saturate (costs a little accuracy).
         opset: ONNX opset (default 17).
         io: input dtype: ``uint8`` raw pixels (default), ``int8`` pixel - 128, ``float32``.
         Other arguments as for ``export.tflite.export_tflite``.
@@ -202,10 +207,21 @@ def export_onnx(
                 float_path, q_path = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
                 onnx.save(float_proto, str(float_path))
                 quantize_int8(
-                    float_path, q_path, calibration, io, method=method, per_channel=channelwise
+                    float_path,
+                    q_path,
+                    calibration,
+                    io,
+                    method=method,
+                    per_channel=channelwise,
+                    reduce_range=reduce_range,
                 )
                 proto = onnx.load(str(q_path))
-            calib_info = {**calibration.info, "method": method, "per_channel": channelwise}
+            calib_info = {
+                **calibration.info,
+                "method": method,
+                "per_channel": channelwise,
+                "reduce_range": reduce_range,
+            }
         shorten_names(proto)
         contract = make_contract(
             loaded,
@@ -275,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--io", default="uint8", help="input dtype: uint8 (raw pixels, default), int8, float32"
     )
+    ap.add_argument(
+        "--reduce-range",
+        action="store_true",
+        help="int8: 7-bit weights, for x86 CPUs without VNNI (int8 products can saturate there)",
+    )
     add_common_args(ap)
     args = ap.parse_args(argv)
     return run_cli(
@@ -284,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         method=args.method,
         per_channel=args.per_channel,
         opset=args.opset,
+        reduce_range=args.reduce_range,
     )
 
 

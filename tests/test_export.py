@@ -278,9 +278,13 @@ def test_staged_write_is_atomic(tmp_path):
             tmp.write_bytes(b"half a mod")
             raise KeyboardInterrupt  # killed mid-export
     assert target.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [target]
+    stale, fresh = tmp_path / ".model.abc.tmp.tflite", tmp_path / ".model.def.tmp.tflite"
+    stale.write_bytes(b"left by a killed export")
+    fresh.write_bytes(b"another export's, in progress")
+    os.utime(stale, (0, 0))
     with staged(target) as tmp:
         tmp.write_bytes(b"new")
-    assert target.read_bytes() == b"new" and sorted(tmp_path.iterdir()) == [target]
+    assert target.read_bytes() == b"new" and sorted(tmp_path.iterdir()) == [fresh, target]
 
 
 def test_one_calibration_generator_feeds_both_formats(run_dir):
