@@ -11,7 +11,7 @@ from runtime.contract import from_xyxy, to_xyxy
 from train.config import RunConfig, load_run, resolve_config, save_config
 from train.losses import box_loss
 from train.metrics import MeanBoxIoU
-from train.model import BACKBONES, ModelSpec, build_model
+from train.model import BACKBONES, INITIAL_BOX, VECTORIZERS, ModelSpec, build_model
 
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
@@ -26,6 +26,21 @@ def test_every_backbone_builds_with_contract_outputs(backbone):
     assert np.all((box >= 0) & (box <= 1))
     np.testing.assert_allclose(score.sum(-1), 1.0, rtol=1e-5)
     assert model.inputs[0].name.startswith("image")
+
+
+@pytest.mark.parametrize("vectorizer", sorted(VECTORIZERS))
+@pytest.mark.parametrize("box_format", ["xyxy", "xywh"])
+def test_vectorizers_and_initial_box(vectorizer, box_format):
+    spec = ModelSpec(backbone="small_cnn", image_size=64, vectorizer=vectorizer, head_units=0,
+                     box_format=box_format)
+    model = build_model(spec)
+    x = np.full((2, 64, 64, 3), 100, np.uint8)
+    assert np.asarray(model(x)["box"]).shape == (2, 4)
+    # The untrained head starts from the centred half-size box, in the model's box format.
+    bias = 1 / (1 + np.exp(-model.get_layer("box").bias.numpy()))
+    np.testing.assert_allclose(to_xyxy(bias, box_format), INITIAL_BOX, atol=1e-6)
+    if vectorizer == "attention":
+        assert not model.get_layer("soft_argmax").trainable
 
 
 def test_unknown_backbone_lists_valid_names():

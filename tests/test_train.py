@@ -133,3 +133,21 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, flags, message):
 def test_evaluate_cli_bad_model_exits_2(tmp_path, capsys):
     assert evaluate_main(["--model", str(tmp_path / "missing")]) == 2
     assert "no trained model" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("keep, saved", [("best", [1, 1, 3, 3]), ("last", [1, 2, 3, 4])])
+def test_atomic_checkpoint_keeps_best_or_last(tmp_path, keep, saved):
+    from train.fit import AtomicCheckpoint
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    ckpt = AtomicCheckpoint(tmp_path / "model.keras", "val_box_iou", keep=keep)
+    ckpt.set_model(model)
+    held = []
+    for epoch, iou in enumerate([0.5, 0.4, 0.7, 0.6]):
+        model.layers[-1].bias.assign([float(epoch + 1)])  # marks the epoch in the weights
+        ckpt.on_epoch_end(epoch, {"val_box_iou": iou})
+        loaded = keras.models.load_model(tmp_path / "model.keras")
+        held.append(int(loaded.layers[-1].bias.numpy()[0]))
+    assert held == saved
+    assert ckpt.best_epoch == saved[-1]
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]  # no temp files left

@@ -43,7 +43,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--weights", help="imagenet, none or a backbone weights file")
     p.add_argument("--alpha", type=float, help="width multiplier (MobileNets, small_cnn)")
     p.add_argument("--box-format", choices=("xyxy", "xywh"))
-    p.add_argument("--vectorizer", choices=("gap", "flatten"))
+    p.add_argument("--vectorizer", help="gap, flatten or attention (spatial-softmax pooling)")
     p.add_argument("--head-units", type=int)
     p.add_argument("--reduce-filters", type=int, help="extra 3x3 stride-2 conv (0 = none)")
     p.add_argument("--epochs", type=int)
@@ -54,6 +54,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--decay-rate", type=float, help="learning-rate factor per decay step (0.8)")
     p.add_argument("--decay-steps", type=int, help="steps between decays (3600)")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0 = off)")
+    p.add_argument("--checkpoint", choices=("best", "last"),
+                   help="model.keras holds the best epoch by validation IoU (default) or the last")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no live progress bars (logs only)")

@@ -2,7 +2,8 @@
 
 Run directory layout (written by ``train``):
     model.keras     the best epoch so far by the validation monitor (mean IoU by default),
-                    rewritten atomically (temp file + os.replace) after each improving epoch
+                    rewritten atomically (temp file + os.replace) after each improving epoch;
+                    with ``--checkpoint last``, the last finished epoch
     config.json     the resolved RunConfig
     history.json/.csv  one row per finished epoch (losses, metrics, learning rate, seconds)
     metrics.json    summary: best epoch, training seconds, test-split evaluation
@@ -44,11 +45,15 @@ PLOT_FILE = "predictions.png"
 
 # ----------------------------------------------------------------------------- callbacks
 class AtomicCheckpoint(keras.callbacks.Callback):
-    """Save the model to ``path`` after each epoch that improves ``monitor`` (temp + replace)."""
+    """Save the model to ``path`` after each epoch that improves ``monitor`` (or after every
+    epoch with ``keep="last"``), through a temporary file and os.replace."""
 
-    def __init__(self, path: Path, monitor: str, mode: str = "max", best: float | None = None):
+    def __init__(self, path: Path, monitor: str, mode: str = "max", best: float | None = None,
+                 keep: str = "best"):
         super().__init__()
-        self.path, self.monitor, self.mode = Path(path), monitor, mode
+        if keep not in ("best", "last"):
+            raise ValueError(f"unknown checkpoint choice {keep!r}; valid: best, last")
+        self.path, self.monitor, self.mode, self.keep = Path(path), monitor, mode, keep
         self.best = best
         self.best_epoch: int | None = None
 
@@ -61,7 +66,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         value = (logs or {}).get(self.monitor)
         if value is None:  # no validation: keep the last epoch
             value = float("nan")
-        elif not self._better(float(value)):
+        elif self.keep == "best" and not self._better(float(value)):
             return
         self.best, self.best_epoch = float(value), epoch + 1
         save_model_atomic(self.model, self.path)
@@ -139,12 +144,15 @@ class ResumeState(keras.callbacks.Callback):
 
 
 class RichProgress(keras.callbacks.Callback):
-    """A rich progress display: one bar for the run, one for the current epoch."""
+    """A rich progress display: one bar for the run, one for the current epoch.
+
+    With ``live=False`` (logs, CI) only the one-line summary of each epoch is printed.
+    """
 
     def __init__(self, epochs: int, steps: int, console: Console | None = None,
-                 keys: Sequence[str] = ("loss", "box_iou", "score_acc")):
+                 keys: Sequence[str] = ("loss", "box_iou", "score_acc"), live: bool = True):
         super().__init__()
-        self.epochs, self.steps, self.keys = epochs, steps, tuple(keys)
+        self.epochs, self.steps, self.keys, self.live = epochs, steps, tuple(keys), live
         self.console = console or Console()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -152,14 +160,17 @@ class RichProgress(keras.callbacks.Callback):
             console=self.console,
         )
         self._run = self._epoch = None
+        self._t0 = time.perf_counter()
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self.progress.start()
+        if self.live:
+            self.progress.start()
         self._run = self.progress.add_task("run", total=self.epochs, info="",
                                            completed=self.params.get("initial_epoch", 0) or 0)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.progress.update(self._run, completed=epoch)
+        self._t0 = time.perf_counter()
         self._epoch = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}",
                                              total=self.steps, info="")
 
@@ -178,7 +189,9 @@ class RichProgress(keras.callbacks.Callback):
         parts = [f"{short} {float(logs[k]):.3f}" for k, short in names.items() if k in logs]
         self.progress.remove_task(self._epoch)
         self.progress.update(self._run, completed=epoch + 1)
-        self.progress.console.print(f"epoch {epoch + 1}/{self.epochs}  " + "  ".join(parts))
+        seconds = time.perf_counter() - self._t0
+        self.progress.console.print(f"epoch {epoch + 1}/{self.epochs} ({seconds:.0f} s)  "
+                                    + "  ".join(parts))
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.stop()
@@ -309,20 +322,20 @@ def train(config: RunConfig, run_dir: str | Path, *, console: Console | None = N
         console.print(f"resuming {run_dir} after epoch {state['epoch']}")
     t = config.training
     ckpt_state = state.get("checkpoint") or {}
-    checkpoint = AtomicCheckpoint(run_dir / MODEL_FILE, t.monitor, best=ckpt_state.get("best"))
+    checkpoint = AtomicCheckpoint(run_dir / MODEL_FILE, t.monitor, best=ckpt_state.get("best"),
+                                  keep=t.checkpoint)
     checkpoint.best_epoch = ckpt_state.get("best_epoch")
     stopper = (ResumableEarlyStopping(monitor=t.monitor, mode="max", patience=t.patience,
                                       state=state.get("early_stopping")) if t.patience else None)
     saver = ResumeState(run_dir, history, state, checkpoint, stopper)
-    bar = RichProgress(t.epochs, prep.steps_per_epoch, console) if progress else None
-    cbs = [checkpoint, *([stopper] if stopper else []), saver, *([bar] if bar else []), *callbacks]
+    bar = RichProgress(t.epochs, prep.steps_per_epoch, console, live=progress)
+    cbs = [checkpoint, *([stopper] if stopper else []), saver, bar, *callbacks]
     try:
         model.fit(prep.train_ds, validation_data=prep.val_ds, epochs=t.epochs,
                   initial_epoch=state["epoch"], steps_per_epoch=prep.steps_per_epoch,
                   callbacks=cbs, verbose=0, shuffle=False)  # the dataset shuffles itself
     finally:
-        if bar:
-            bar.stop()
+        bar.stop()
     stopped_early = bool(stopper and stopper.stopped_epoch > 0)
     state.update({"finished": True, "stopped_early": stopped_early})
     write_json_atomic(run_dir / RESUME_DIR / STATE_FILE, state)
@@ -333,7 +346,7 @@ def train(config: RunConfig, run_dir: str | Path, *, console: Console | None = N
     images = [prep.test_source[i] for i in range(min(16, len(prep.test_source)))]
     save_prediction_grid(best, images, config, run_dir / PLOT_FILE)
     summary = {
-        "epochs_run": state["epoch"], "best_epoch": checkpoint.best_epoch,
+        "epochs_run": state["epoch"], "checkpoint": t.checkpoint, "best_epoch": checkpoint.best_epoch,
         "monitor": t.monitor, "best_monitor": checkpoint.best, "stopped_early": stopped_early,
         "train_seconds": state["train_seconds"], "steps_per_epoch": prep.steps_per_epoch,
         "last_epoch": history[-1] if history else None,

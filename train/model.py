@@ -31,6 +31,7 @@ _SCALING = {
     "caffe": (1.0, 0.0, True),  # BGR minus ImageNet means, ResNet50/VGG16
 }
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+BN_MOMENTUM = 0.9  # from-scratch runs are short: moving statistics must keep up
 INITIAL_BOX = (0.25, 0.25, 0.75, 0.75)  # x1, y1, x2, y2 the untrained box head predicts
 
 
@@ -63,14 +64,14 @@ def _small_cnn(shape: tuple[int, int, int], weights: str | None, alpha: float) -
     x = inp
     widths = [max(8, int(w * alpha)) for w in (16, 32, 64, 128, 192)]
     x = layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     x = layers.ReLU(6.0)(x)  # (B, H/2, W/2, C)
     for w in widths[1:]:
         x = layers.SeparableConv2D(w, 3, strides=2, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
         x = layers.ReLU(6.0)(x)
         x = layers.SeparableConv2D(w, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
         x = layers.ReLU(6.0)(x)  # (B, H/32, W/32, C) after the last block
     model = keras.Model(inp, x, name="small_cnn")
     if weights:
@@ -107,6 +108,29 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
+def _attention_pool(x: keras.KerasTensor) -> keras.KerasTensor:
+    """Spatial-softmax pooling with soft-argmax position; standard layers only (exportable)."""
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    logits = layers.Conv2D(1, 1, name="attention_logits")(x)  # (B, h, w, 1)
+    weights = layers.Softmax(axis=1)(layers.Reshape((h * w,))(logits))  # (B, h*w), sums to 1
+    cells = layers.Reshape((h * w, c))(x)  # (B, h*w, C)
+    pooled = layers.Dot(axes=(1, 1))([weights, cells])  # (B, C) attention-weighted features
+    # Expected cell centre under the weights: a fixed (h*w, 2) matrix of cell coordinates.
+    gy, gx = np.meshgrid((np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w, indexing="ij")
+    where = layers.Dense(2, use_bias=False, trainable=False, name="soft_argmax")
+    position = where(weights)  # (B, 2) x, y in [0, 1]
+    where.kernel.assign(np.stack([gx.ravel(), gy.ravel()], 1).astype("float32"))
+    average = layers.GlobalAveragePooling2D()(x)  # (B, C) context
+    return layers.Concatenate()([pooled, average, position])  # (B, 2C + 2)
+
+
+VECTORIZERS: dict[str, Callable[[keras.KerasTensor], keras.KerasTensor]] = {
+    "gap": lambda x: layers.GlobalAveragePooling2D()(x),
+    "flatten": lambda x: layers.Flatten()(x),
+    "attention": _attention_pool,
+}
+
+
 @dataclass
 class ModelSpec:
     """Architecture of a localizer.
@@ -119,7 +143,10 @@ class ModelSpec:
         alpha: width multiplier (MobileNets, small_cnn).
         reduce_filters: filters of the extra 3x3 stride-2 conv after the backbone
             (the ResNet reference design uses 1024); 0 disables it.
-        vectorizer: ``gap`` (global average pooling) or ``flatten``.
+        vectorizer: ``gap`` (global average pooling), ``flatten``, or ``attention``: a
+            1x1 conv scores every cell, a spatial softmax turns the scores into weights,
+            and the head gets the weighted features, the plain average and the weighted
+            mean cell position (soft-argmax), so a small object is not averaged away.
         head_units: width of the hidden dense layer (0: none).
         dropout: dropout before the outputs.
         box_format: ``xyxy`` or ``xywh`` (reference design 1).
@@ -153,7 +180,12 @@ def _build_backbone(spec: ModelSpec, weights: str | None) -> keras.Model:
     entry = BACKBONES[spec.backbone]
     shape = (spec.image_size, spec.image_size, 3)
     if weights != "imagenet":
-        return entry.build(shape, weights, spec.alpha)
+        backbone = entry.build(shape, weights, spec.alpha)
+        if weights is None:  # keras.applications use 0.999, far too slow for a short run
+            for layer in backbone.layers:
+                if isinstance(layer, layers.BatchNormalization):
+                    layer.momentum = BN_MOMENTUM
+        return backbone
     # ImageNet weights are downloaded once into ~/.keras/models; without a network
     # the download must fail quickly with advice, not hang.
     old = socket.getdefaulttimeout()
@@ -177,8 +209,8 @@ def build_model(spec: ModelSpec) -> keras.Model:
     """Build an uncompiled localizer with outputs ``box`` and ``score``."""
     if spec.backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {spec.backbone!r}; valid: {', '.join(BACKBONES)}")
-    if spec.vectorizer not in ("gap", "flatten"):
-        raise ValueError(f"unknown vectorizer {spec.vectorizer!r}; valid: gap, flatten")
+    if spec.vectorizer not in VECTORIZERS:
+        raise ValueError(f"unknown vectorizer {spec.vectorizer!r}; valid: {', '.join(VECTORIZERS)}")
     check_box_format(spec.box_format)
     if len(spec.labels) < 2 or spec.labels[0] != "none":
         raise ValueError(f"labels must be 'none' followed by object classes, got {spec.labels}")
@@ -189,7 +221,7 @@ def build_model(spec: ModelSpec) -> keras.Model:
     x = backbone(x)  # (B, h, w, C)
     if spec.reduce_filters:
         x = layers.Conv2D(spec.reduce_filters, 3, strides=2, padding="same", activation="relu")(x)
-    x = layers.GlobalAveragePooling2D()(x) if spec.vectorizer == "gap" else layers.Flatten()(x)
+    x = VECTORIZERS[spec.vectorizer](x)  # (B, D)
     if spec.head_units:
         x = layers.Dense(spec.head_units, activation="relu")(x)  # (B, head_units)
     if spec.dropout:
