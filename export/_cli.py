@@ -268,8 +268,9 @@ def run_cli(
         err.print(
             f"[red]error:[/] {names} lost more than --max-iou-drop {args.max_iou_drop} mean "
             "IoU against the Keras model; the file was not written. Calibrate on more or "
-            "more representative data (--calib, --calib-size), try --method entropy or "
-            "--per-channel for ONNX, or raise --max-iou-drop.",
+            "more representative data (--calib, --calib-size), lower --calib-screen (e.g. 4) "
+            "if a few images have extreme activations, try --per-channel (and --method "
+            "entropy for ONNX), or raise --max-iou-drop.",
             highlight=False,
         )
         return 1
