@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# Training resumes when runs/demo exists (an interrupted `make demo` loses no epoch).
+runs/demo/model.keras: $(STAMP)
 	$(BIN)/python -m train --preset demo --out runs/demo
+
+demo: runs/demo/model.keras
 	$(BIN)/python -m export --model runs/demo --formats tflite,onnx --quantize none,int8
 
 test: $(STAMP)
@@ -28,8 +31,8 @@ test-fast: $(STAMP)
 arm64-check: $(STAMP)
 	$(BIN)/python -m benchmarks.arm64_check
 
-models: $(STAMP)
-	$(BIN)/python -m export.make_models --out models
+models: runs/demo/model.keras
+	$(BIN)/python -m export.make_models --run runs/demo --out models
 
 clean:
 	rm -rf runs build *.egg-info
