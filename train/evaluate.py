@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from runtime.contract import preprocess, to_xyxy
@@ -72,7 +73,7 @@ def report_table(report: dict[str, Any], title: str) -> Table:
         table.add_row(key.replace("corloc", "CorLoc"), f"{report[key]:.3f}")
     table.add_row("class accuracy", f"{report['accuracy']:.3f}")
     for name, acc in report["per_class_accuracy"].items():
-        table.add_row(f"  accuracy[{name}]", "-" if acc is None else f"{acc:.3f}")
+        table.add_row(escape(f"  accuracy[{name}]"), "-" if acc is None else f"{acc:.3f}")
     return table
 
 

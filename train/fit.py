@@ -305,16 +305,18 @@ def train(config: RunConfig, run_dir: str | Path, *, console: Console | None = N
             check_same_run(run_dir, config)
         except (ValueError, OSError) as err:
             raise UsageError(str(err)) from None
-        if state.get("finished") and (state.get("stopped_early")
-                                      or state["epoch"] >= config.training.epochs):
+        done = state.get("stopped_early") or state["epoch"] >= config.training.epochs
+        if done and state.get("finished") and (run_dir / METRICS_FILE).is_file():
             console.print(f"{run_dir} already holds a finished run ({state['epoch']} epochs); "
                           "pass --overwrite to train again")
             return json.loads((run_dir / METRICS_FILE).read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
+    _remove_temp_files(run_dir)  # left by a process killed while writing
     save_config(config, run_dir)
 
     state = state or {"epoch": 0, "train_seconds": 0.0}
     state["finished"] = False
+    epochs = state["epoch"] if state.get("stopped_early") else config.training.epochs
     history: list[dict] = list(state.get("history", []))[: state["epoch"]]
     if state["epoch"]:
         model.optimizer.build(model.trainable_variables)
@@ -331,13 +333,13 @@ def train(config: RunConfig, run_dir: str | Path, *, console: Console | None = N
     bar = RichProgress(t.epochs, prep.steps_per_epoch, console, live=progress)
     cbs = [checkpoint, *([stopper] if stopper else []), saver, bar, *callbacks]
     try:
-        model.fit(prep.train_ds, validation_data=prep.val_ds, epochs=t.epochs,
+        model.fit(prep.train_ds, validation_data=prep.val_ds, epochs=epochs,
                   initial_epoch=state["epoch"], steps_per_epoch=prep.steps_per_epoch,
                   callbacks=cbs, verbose=0, shuffle=False)  # the dataset shuffles itself
     finally:
         bar.stop()
-    stopped_early = bool(stopper and stopper.stopped_epoch > 0)
-    state.update({"finished": True, "stopped_early": stopped_early})
+    stopped_early = bool(state.get("stopped_early") or (stopper and stopper.stopped_epoch > 0))
+    state["stopped_early"] = stopped_early
     write_json_atomic(run_dir / RESUME_DIR / STATE_FILE, state)
 
     best = keras.models.load_model(run_dir / MODEL_FILE, compile=False)
@@ -353,6 +355,8 @@ def train(config: RunConfig, run_dir: str | Path, *, console: Console | None = N
         "test": {k: v for k, v in report.items() if k != "iou"},
     }
     write_json_atomic(run_dir / METRICS_FILE, summary)
+    state["finished"] = True  # only now: a crash during evaluation reruns the evaluation
+    write_json_atomic(run_dir / RESUME_DIR / STATE_FILE, state)
     return summary
 
 
@@ -369,10 +373,16 @@ def write_history(run_dir: Path, history: list[dict]) -> None:
     os.replace(tmp, run_dir / "history.csv")
 
 
+def _remove_temp_files(run_dir: Path) -> None:
+    for pattern in (".tmp-*", ".*.tmp", f"{RESUME_DIR}/tmp-*"):
+        for path in run_dir.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
 def _clear_run(run_dir: Path) -> None:
-    for name in (MODEL_FILE, "config.json", METRICS_FILE, PLOT_FILE, "history.json",
-                 "history.csv", "evaluation.json"):
-        (run_dir / name).unlink(missing_ok=True)
+    names = [MODEL_FILE, "config.json", METRICS_FILE, PLOT_FILE, "history.json", "history.csv"]
+    for path in [run_dir / n for n in names] + list(run_dir.glob("evaluation-*.json")):
+        path.unlink(missing_ok=True)
     resume = run_dir / RESUME_DIR
     if resume.is_dir():
         for f in resume.iterdir():
