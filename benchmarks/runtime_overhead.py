@@ -321,7 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10, help="passes over the frames")
     parser.add_argument("--rss-frames", type=int, default=10_000, help="0 skips the memory run")
     parser.add_argument("--json", help="also write the raw figures here")
+    parser.add_argument(
+        "--opencv-threads", type=int, default=1,
+        help="cv2.setNumThreads, as runtime.webcam sets it (1); 0 = OpenCV's default pool",
+    )
     args = parser.parse_args(argv)
+    if args.opencv_threads:
+        cv2.setNumThreads(args.opencv_threads)
     models = (
         [Path(m) for m in args.model] if args.model else [m for m in DEFAULT_MODELS if m.exists()]
     )
