@@ -14,7 +14,7 @@ from typing import Any
 
 from export._graph import quiet_tensorflow
 from export._io import ExportError, ExportResult, VerificationFailed, load_model
-from export.calib import DEFAULT_CALIB_SIZE, DEFAULT_SCREEN
+from export.calib import DEFAULT_CALIB_SIZE, DEFAULT_SCREEN, calibration_for
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,6 @@ def run(
     """
     from export import onnx as onnx_export
     from export import tflite as tflite_export
-    from export.calib import calibration_set
     from export.verify import holdout_set, keras_row, row
 
     quiet_tensorflow()
@@ -152,15 +151,8 @@ def run(
             )
     calibration = holdout = None
     if any(q == "int8" for _, q in jobs):
-        calibration = calibration_set(
-            calib,
-            config=loaded.config,
-            image_size=loaded.image_size,
-            size=calib_size,
-            data_dir=calib_dir,
-            seed=seed,
-            model=loaded.model,
-            screen_factor=calib_screen,
+        calibration = calibration_for(
+            loaded, calib, size=calib_size, data_dir=calib_dir, seed=seed, screen=calib_screen
         )
     if verify:
         holdout = holdout_set(loaded, verify_data, data_dir=verify_dir, size=verify_size, seed=seed)

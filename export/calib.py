@@ -259,6 +259,28 @@ def calibration_set(
     return screen(calib, model, screen_factor) if model is not None else calib
 
 
+def calibration_for(
+    loaded: Any,
+    spec: str | None,
+    *,
+    size: int | None,
+    data_dir: str | Path | None,
+    seed: int,
+    screen: float,
+) -> CalibrationSet:
+    """``calibration_set`` for a loaded run: its config and input size, screened on its model."""
+    return calibration_set(
+        spec,
+        config=loaded.config,
+        image_size=loaded.image_size,
+        size=size,
+        data_dir=data_dir,
+        seed=seed,
+        model=loaded.model,
+        screen_factor=screen,
+    )
+
+
 def activation_peaks(model: Any, images: np.ndarray, batch: int = 32) -> np.ndarray:
     """(N, L) peak |activation| of each image at each top-level layer of the Keras model."""
     import keras

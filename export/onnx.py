@@ -30,7 +30,7 @@ from export._io import (
     per_channel_choices,
     write_verified,
 )
-from export.calib import DEFAULT_SCREEN, CalibrationSet, calibration_set
+from export.calib import DEFAULT_SCREEN, CalibrationSet, calibration_for
 from runtime.contract import BOX_OUTPUT, CONTRACT_KEY, INPUT_NAME, SCORE_OUTPUT
 
 log = logging.getLogger(__name__)
@@ -179,15 +179,8 @@ def export_onnx(
     out = Path(out).expanduser() if out else default_out(loaded, "onnx", precision)
     check_writable(out)
     if precision == "int8" and calibration is None:
-        calibration = calibration_set(
-            calib,
-            config=loaded.config,
-            image_size=loaded.image_size,
-            size=calib_size,
-            data_dir=calib_dir,
-            seed=seed,
-            model=loaded.model,
-            screen_factor=calib_screen,
+        calibration = calibration_for(
+            loaded, calib, size=calib_size, data_dir=calib_dir, seed=seed, screen=calib_screen
         )
     if verify and holdout is None:
         from export.verify import holdout_set
