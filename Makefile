@@ -15,11 +15,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Training resumes when runs/demo exists (an interrupted `make demo` loses no epoch).
-runs/demo/model.keras: $(STAMP)
-	$(BIN)/python -m train --preset demo --out runs/demo
+# Rerunning the training command resumes an interrupted run (no finished epoch is lost)
+# and leaves a finished one alone (a few seconds), so both targets always call it.
+DEMO_TRAIN := $(BIN)/python -m train --preset demo --out runs/demo
 
-demo: runs/demo/model.keras
+demo: $(STAMP)
+	$(DEMO_TRAIN)
 	$(BIN)/python -m export --model runs/demo --formats tflite,onnx --quantize none,int8
 
 test: $(STAMP)
@@ -36,7 +37,8 @@ arm64-check: $(STAMP)
 	$(BIN)/python -m benchmarks.arm64_check --models models/cat_int8.tflite models/cat_fp32.onnx \
 		--cpus pi5,pi4 --out results/arm64_check.json --markdown results/arm64_check.md
 
-models: runs/demo/model.keras
+models: $(STAMP)
+	$(DEMO_TRAIN)
 	$(BIN)/python -m export.make_models --run runs/demo --out models
 
 clean:
