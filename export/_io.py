@@ -8,7 +8,7 @@ import logging
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,6 +248,34 @@ def per_channel_choices(per_channel: bool | None, precision: str, verify: bool) 
     if per_channel is not None:
         return [bool(per_channel)]
     return [False, True] if verify else [False]
+
+
+def write_first_verified(
+    build: Callable[[bool], tuple[bytes, ExportResult]],
+    *,
+    per_channel: bool | None,
+    precision: str,
+    out: Path,
+    holdout: Any,
+    max_iou_drop: float,
+    t0: float,
+) -> ExportResult:
+    """Build (``build(per_channel) -> (bytes, result)``) and ``write_verified`` an export; an
+    int8 model whose per-tensor weights fail verification is rebuilt per channel."""
+    choices = per_channel_choices(per_channel, precision, holdout is not None)
+    for attempt, channelwise in enumerate(choices):
+        data, result = build(channelwise)
+        try:
+            return write_verified(out, data, result, holdout, max_iou_drop, t0)
+        except VerificationFailed:
+            if attempt == len(choices) - 1:
+                raise
+            log.warning(
+                "%s int8 with per-tensor weights lost %.4f mean IoU; trying per-channel weights",
+                result.format,
+                result.verification.iou_drop,
+            )
+    raise AssertionError("unreachable")
 
 
 def _remove_stale(out: Path, max_age_s: float = 3600.0) -> None:

@@ -21,14 +21,12 @@ from export._io import (
     PRECISIONS,
     ExportError,
     ExportResult,
-    VerificationFailed,
     check_choice,
     check_writable,
     default_out,
     load_model,
     make_contract,
-    per_channel_choices,
-    write_verified,
+    write_first_verified,
 )
 from export.calib import DEFAULT_SCREEN, CalibrationSet, calibration_for
 from runtime.contract import BOX_OUTPUT, CONTRACT_KEY, INPUT_NAME, SCORE_OUTPUT
@@ -192,8 +190,8 @@ def export_onnx(
     import tf2onnx
 
     float_proto = convert_float(loaded.model, loaded.image_size, io, opset)
-    choices = per_channel_choices(per_channel, precision, verify)
-    for attempt, channelwise in enumerate(choices):
+
+    def build(channelwise: bool) -> tuple[bytes, ExportResult]:
         proto, calib_info = float_proto, None
         if precision == "int8":
             with tempfile.TemporaryDirectory(prefix="edgeloc-onnx-") as tmp:
@@ -234,17 +232,17 @@ def export_onnx(
         set_metadata(proto, {CONTRACT_KEY: contract.to_json()})
         proto.producer_name = "edgeloc"
         data = proto.SerializeToString()
-        result = ExportResult(out, "onnx", precision, len(data), contract)
-        try:
-            return write_verified(out, data, result, holdout if verify else None, max_iou_drop, t0)
-        except VerificationFailed:
-            if attempt == len(choices) - 1:
-                raise
-            log.warning(
-                "onnx int8 with per-tensor weights lost %.4f mean IoU; trying per-channel weights",
-                result.verification.iou_drop,
-            )
-    raise AssertionError("unreachable")
+        return data, ExportResult(out, "onnx", precision, len(data), contract)
+
+    return write_first_verified(
+        build,
+        per_channel=per_channel,
+        precision=precision,
+        out=out,
+        holdout=holdout if verify else None,
+        max_iou_drop=max_iou_drop,
+        t0=t0,
+    )
 
 
 def shorten_names(proto: Any) -> None:

@@ -21,14 +21,12 @@ from export._io import (
     PRECISIONS,
     ExportError,
     ExportResult,
-    VerificationFailed,
     check_choice,
     check_writable,
     default_out,
     load_model,
     make_contract,
-    per_channel_choices,
-    write_verified,
+    write_first_verified,
 )
 from export.calib import DEFAULT_SCREEN, CalibrationSet, calibration_for
 from export.quant import TFLITE_QUANTIZE, QuantConfig
@@ -176,8 +174,9 @@ def export_tflite(
     # or int8 (pixel - 128) itself, since calibration pins the input range to exactly 0..255;
     # the whole graph is then integer. Float models take io-typed pixels and cast them.
     graph_dtype = "float32" if precision == "int8" else io
-    choices = per_channel_choices(per_channel, precision, verify)
-    for attempt, channelwise in enumerate(choices):
+    from export._flatbuffer import edit_tflite
+
+    def build(channelwise: bool) -> tuple[bytes, ExportResult]:
         config = quant_config(
             precision,
             calibration if precision == "int8" else None,
@@ -203,23 +202,20 @@ def export_tflite(
                 **_versions(),
             },
         )
-        from export._flatbuffer import edit_tflite
-
         data = edit_tflite(data, {CONTRACT_KEY: contract.to_json().encode()})
         if read_tflite_metadata(data).get(CONTRACT_KEY) != contract.to_json().encode():
             raise RuntimeError("the contract did not survive the TFLite metadata edit")
-        result = ExportResult(out, "tflite", precision, len(data), contract)
-        try:
-            return write_verified(out, data, result, holdout if verify else None, max_iou_drop, t0)
-        except VerificationFailed:
-            if attempt == len(choices) - 1:
-                raise
-            log.warning(
-                "tflite int8 with per-tensor weights lost %.4f mean IoU; trying per-channel "
-                "weights",
-                result.verification.iou_drop,
-            )
-    raise AssertionError("unreachable")
+        return data, ExportResult(out, "tflite", precision, len(data), contract)
+
+    return write_first_verified(
+        build,
+        per_channel=per_channel,
+        precision=precision,
+        out=out,
+        holdout=holdout if verify else None,
+        max_iou_drop=max_iou_drop,
+        t0=t0,
+    )
 
 
 def _versions() -> dict[str, str]:
