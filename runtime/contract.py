@@ -89,12 +89,28 @@ def check_box_format(box_format: str) -> None:
         raise ValueError(f"unknown box format {box_format!r}; valid: {', '.join(BOX_FORMATS)}")
 
 
-def box_to_pixels(box_xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
+def box_to_pixels(box_xyxy: Any, width: int, height: int) -> np.ndarray:
     """Scale a normalized x1, y1, x2, y2 box to pixels of a (height, width) image, clipped and ordered."""
-    b = np.clip(np.asarray(box_xyxy, dtype=np.float64), 0.0, 1.0)
-    x1, x2 = sorted((b[0] * width, b[2] * width))
-    y1, y2 = sorted((b[1] * height, b[3] * height))
-    return np.array([x1, y1, x2, y2])
+    return np.array(decode_box(box_xyxy, "xyxy", width, height)[1])
+
+
+def decode_box(
+    box: Any, box_format: str, width: int, height: int
+) -> tuple[tuple[float, float, float, float], tuple[float, float, float, float]]:
+    """One raw model box -> (normalized x1, y1, x2, y2 clipped to [0, 1], ordered pixel box).
+
+    Plain Python floats: on four numbers that is ~10x cheaper than numpy calls, and this
+    runs once per video frame.
+    """
+    a, b, c, d = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4).tolist())
+    if box_format == "xywh":
+        c, d = a + c, b + d
+    elif box_format != "xyxy":
+        check_box_format(box_format)
+    x1, y1, x2, y2 = (min(1.0, max(0.0, v)) for v in (a, b, c, d))
+    px1, px2 = sorted((x1 * width, x2 * width))
+    py1, py2 = sorted((y1 * height, y2 * height))
+    return (x1, y1, x2, y2), (px1, py1, px2, py2)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -109,15 +125,15 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
-def decode_score(score: np.ndarray, labels: list[str]) -> tuple[str, float]:
+def decode_score(score: Any, labels: list[str]) -> tuple[str, float]:
     """Pick the best object class from one score vector: (label, probability of that label)."""
-    score = np.asarray(score, dtype=np.float64).reshape(-1)
-    if len(labels) != score.size:
-        raise ValueError(f"score has {score.size} entries but the contract lists {len(labels)} labels")
-    if score.size == 1:  # a presence-only head
-        return labels[0], float(score[0])
-    best = int(np.argmax(score[1:])) + 1  # index 0 is "none"
-    return labels[best], float(score[best])
+    values = np.asarray(score, dtype=np.float64).reshape(-1).tolist()
+    if len(labels) != len(values):
+        raise ValueError(f"score has {len(values)} entries but the contract lists {len(labels)} labels")
+    if len(values) == 1:  # a presence-only head
+        return labels[0], values[0]
+    best = max(range(1, len(values)), key=values.__getitem__)  # index 0 is "none"
+    return labels[best], values[best]
 
 
 @dataclass

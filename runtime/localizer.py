@@ -19,11 +19,10 @@ from runtime.contract import (
     NO_OBJECT,
     SCORE_OUTPUT,
     Contract,
-    box_to_pixels,
+    decode_box,
     decode_score,
     preprocess,
     sidecar_path,
-    to_xyxy,
 )
 
 log = logging.getLogger(__name__)
@@ -154,13 +153,12 @@ class Localizer:
     def _result(
         self, box: np.ndarray, score: np.ndarray, shape: tuple, invoke_s: float, t0: float
     ) -> Result:
-        xyxy = np.clip(to_xyxy(box.astype(np.float64), self.contract.box_format), 0.0, 1.0)
         h, w = shape[:2]
-        px = box_to_pixels(xyxy, w, h)
+        norm, px = decode_box(box, self.contract.box_format, w, h)
         label, prob = decode_score(score, self._labels)
         return Result(
-            box=(float(px[0]), float(px[1]), float(px[2]), float(px[3])),
-            box_norm=(float(xyxy[0]), float(xyxy[1]), float(xyxy[2]), float(xyxy[3])),
+            box=px,
+            box_norm=norm,
             label=label,
             score=prob,
             scores=score,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -14,12 +16,35 @@ GREEN, GREY, WHITE, BLACK = (60, 220, 60), (160, 160, 160), (255, 255, 255), (0,
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def _text(img: np.ndarray, text: str, org: tuple[int, int], color: tuple, scale: float) -> None:
-    """Text on a dark box so it reads on any background (an outlined font costs 10x more)."""
+@lru_cache(maxsize=512)
+def _text_patch(text: str, color: tuple, scale: float) -> tuple[np.ndarray, int]:
+    """``text`` rendered once on its dark box: (patch, baseline offset of the text origin)."""
     (w, h), base = cv2.getTextSize(text, _FONT, scale, 1)
-    x, y = org
-    cv2.rectangle(img, (x - 2, y - h - 3), (x + w + 2, y + base), BLACK, -1)
-    cv2.putText(img, text, org, _FONT, scale, color, 1, cv2.LINE_AA)
+    patch = np.zeros((h + base + 4, w + 5, 3), np.uint8)  # the old filled cv2.rectangle
+    cv2.putText(patch, text, (2, h + 3), _FONT, scale, color, 1, cv2.LINE_AA)
+    return patch, h + 3
+
+
+def _text(img: np.ndarray, text: str, org: tuple[int, int], color: tuple, scale: float) -> None:
+    """Text on a dark box so it reads on any background (an outlined font costs 10x more).
+
+    Rendered text is cached and copied in: a label or HUD line that repeats costs a
+    memcpy instead of a font rasterization (~15 us each on a 640x480 frame).
+    """
+    patch, rise = _text_patch(text, color, scale)
+    x0, y0 = org[0] - 2, org[1] - rise
+    ih, iw = img.shape[:2]
+    ph, pw = patch.shape[:2]
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + pw, iw), min(y0 + ph, ih)
+    if cx0 < cx1 and cy0 < cy1:
+        img[cy0:cy1, cx0:cx1] = patch[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+
+
+def _frame(img: np.ndarray, x1: int, y1: int, x2: int, y2: int, color: tuple, thick: int) -> None:
+    """A box outline ``thick`` pixels wide, growing inwards, as nested 1-pixel rectangles:
+    OpenCV's thick-line rasterizer costs ~5x more (7.5 vs 1.6 us per box)."""
+    for i in range(thick):
+        cv2.rectangle(img, (x1 + i, y1 + i), (x2 - i, y2 - i), color, 1)
 
 
 def draw_result(img: np.ndarray, result: Result, box: tuple | None = None) -> np.ndarray:
@@ -35,17 +60,32 @@ def draw_result(img: np.ndarray, result: Result, box: tuple | None = None) -> np
         )
         return img
     x1, y1, x2, y2 = (int(round(v)) for v in (box or result.box))
-    thick = max(2, int(min(img.shape[:2]) / 240))
-    cv2.rectangle(img, (x1, y1), (x2, y2), GREEN, thick)
+    _frame(img, x1, y1, x2, y2, GREEN, max(2, int(min(img.shape[:2]) / 240)))
     _text(img, f"{result.label} {result.score:.2f}", (x1 + 2, max(y1 - 6, 14)), GREEN, scale)
     return img
 
 
 def draw_hud(img: np.ndarray, fps: float, latency_ms: float) -> np.ndarray:
-    """Draw frame rate and model latency in the top-left corner."""
+    """Draw frame rate and model latency in the top-left corner (pass ``HudValues`` output)."""
     scale = max(0.4, min(img.shape[:2]) / 800)
     _text(img, f"{fps:5.1f} FPS  {latency_ms:5.1f} ms", (8, int(22 * scale / 0.6)), WHITE, scale)
     return img
+
+
+class HudValues:
+    """FPS and latency as shown: refreshed ``rate`` times a second, so they can be read
+    (numbers changing every frame are a blur) and their rendered text is reused."""
+
+    def __init__(self, rate: float = 4.0, clock: Callable[[], float] = time.perf_counter):
+        self.period, self._clock = 1.0 / rate, clock
+        self._last = -float("inf")
+        self.shown = (0.0, 0.0)
+
+    def update(self, fps: float, latency_ms: float) -> tuple[float, float]:
+        now = self._clock()
+        if now - self._last >= self.period:
+            self._last, self.shown = now, (fps, latency_ms)
+        return self.shown
 
 
 class BoxSmoother:

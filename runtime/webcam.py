@@ -29,7 +29,7 @@ import numpy as np
 
 from runtime._cli import console, fail, resolve_model, setup_logging
 from runtime.localizer import Localizer, Result
-from runtime.overlay import BoxSmoother, FpsMeter, draw_hud, draw_result
+from runtime.overlay import BoxSmoother, FpsMeter, HudValues, draw_hud, draw_result
 from runtime.serve import MjpegServer, parse_address
 from runtime.sources import Capture, open_source
 
@@ -187,7 +187,7 @@ def run(
     pace = (window or server is not None) and not src.live if pace is None else pace
     summary = Summary(backend=f"{loc.backend_name}/{loc.provider}")
     capture = Capture(src, prepare=lambda image: loc.prepare(image, bgr=True)).start()
-    writer, meter, period = None, FpsMeter(), 1.0 / src.fps
+    writer, meter, hud, period = None, FpsMeter(), HudValues(), 1.0 / src.fps
     if on_start:
         on_start({"url": server.url if server else None})
     t_start = next_due = time.perf_counter()
@@ -210,7 +210,7 @@ def run(
             try:
                 result = loc.predict(frame.image, bgr=True, pixels=frame.pixels)
                 img = draw_result(frame.image, result, smoother.update(result))
-                draw_hud(img, meter.tick(), result.latency_ms)
+                draw_hud(img, *hud.update(meter.tick(), result.latency_ms))
             except Exception as err:  # one bad frame must not end a live run
                 summary.failed += 1
                 log.warning("frame %d failed: %s", frame.index, err)

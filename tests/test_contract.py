@@ -62,6 +62,17 @@ def test_box_to_pixels_clips_and_orders():
     np.testing.assert_allclose(contract.box_to_pixels([0.5, 0.75, 0.25, 1.2], 200, 100), [50, 75, 100, 100])
 
 
+def test_decode_box_converts_clips_and_orders_in_plain_floats():
+    norm, px = contract.decode_box(np.array([0.1, 0.2, 0.5, 0.9], np.float32), "xywh", 200, 100)
+    np.testing.assert_allclose(norm, [0.1, 0.2, 0.6, 1.0], atol=1e-6)  # y2 = 1.1 clipped
+    np.testing.assert_allclose(px, [20, 20, 120, 100], atol=1e-4)
+    assert all(type(v) is float for v in norm + px)
+    _, px = contract.decode_box([0.8, -0.2, 0.3, 0.5], "xyxy", 10, 10)  # swapped x, negative y
+    assert px == pytest.approx((3.0, 0.0, 8.0, 5.0))
+    with pytest.raises(ValueError, match="xyxy, xywh"):
+        contract.decode_box([0, 0, 1, 1], "cxcywh", 10, 10)
+
+
 def test_box_iou_hand_computed_and_degenerate():
     a = np.array([[0, 0, 2, 2], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 1, 1]], float)
     b = np.array([[1, 1, 3, 3], [0, 0, 1, 1], [0, 0, 0, 1], [2, 2, 3, 3]], float)

@@ -19,7 +19,7 @@ import pytest
 
 from runtime import webcam
 from runtime.localizer import Result
-from runtime.overlay import BoxSmoother
+from runtime.overlay import BoxSmoother, HudValues, draw_result
 from runtime.serve import BOUNDARY, parse_address
 from runtime.sources import Capture, Frame, Source, open_source
 from tests import test_runtime_helpers as helpers
@@ -113,6 +113,35 @@ def test_box_smoother_is_an_ema_that_resets():
     assert s.update(res((10, 10, 20, 20))) == (10, 10, 20, 20)
     with pytest.raises(ValueError, match="smoothing"):
         BoxSmoother(1.5)
+
+
+def test_cached_label_drawing_matches_opencv_and_clips_at_the_edges():
+    def res(box, present=True):
+        return Result(box, box, "cat", 0.87, np.array([0.13, 0.87]), present, 1.0, 1.0, "x", "y")
+
+    img = draw_result(np.full((240, 320, 3), 128, np.uint8), res((40.0, 60.0, 200.0, 180.0)))
+    ref = np.full((240, 320, 3), 128, np.uint8)
+    for i in range(2):  # the outline: 2 px, inside the box
+        cv2.rectangle(ref, (40 + i, 60 + i), (200 - i, 180 - i), (60, 220, 60), 1)
+    (w, h), base = cv2.getTextSize("cat 0.87", cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+    cv2.rectangle(ref, (42 - 2, 54 - h - 3), (42 + w + 2, 54 + base), (0, 0, 0), -1)
+    cv2.putText(ref, "cat 0.87", (42, 54), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (60, 220, 60), 1, cv2.LINE_AA)
+    np.testing.assert_array_equal(img, ref)
+    for box in [(-50.0, -40.0, 30.0, 20.0), (300.0, 230.0, 400.0, 300.0), (0.0, 0.0, 320.0, 240.0)]:
+        out = draw_result(np.zeros((240, 320, 3), np.uint8), res(box))  # label half off-frame
+        assert out.shape == (240, 320, 3) and out.any()
+    out = draw_result(np.zeros((20, 30, 3), np.uint8), res((0.0, 0.0, 1.0, 1.0), present=False))
+    assert out.shape == (20, 30, 3)  # "no object" text wider than the frame: clipped
+
+
+def test_hud_values_refresh_at_their_rate():
+    now = [0.0]
+    hud = HudValues(rate=4.0, clock=lambda: now[0])
+    assert hud.update(30.0, 2.0) == (30.0, 2.0)
+    now[0] = 0.2
+    assert hud.update(25.0, 3.0) == (30.0, 2.0)  # within 0.25 s: still the shown values
+    now[0] = 0.26
+    assert hud.update(20.0, 4.0) == (20.0, 4.0)
 
 
 class _FastCamera(Source):
