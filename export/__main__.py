@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: parse flags, export every (format, precision) pair, print one table."""
     from rich.console import Console
 
-    from export._cli import add_common_args, parser, run_cli
+    from export._cli import add_common_args, add_onnx_args, onnx_options, parser, run_cli
 
     ap = parser(
         "python -m export", "Export a Keras localizer to TFLite and ONNX in several precisions."
@@ -53,13 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--io", default="uint8", help="input dtype: uint8 (raw pixels, default), int8, float32"
     )
-    ap.add_argument(
-        "--method", default="minmax", help="ONNX int8 calibration: minmax, entropy, percentile"
-    )
-    ap.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
-    ap.add_argument(
-        "--reduce-range", action="store_true", help="ONNX int8: 7-bit weights (x86 without VNNI)"
-    )
+    add_onnx_args(ap)
     add_common_args(ap, out=False)
     args = ap.parse_args(argv)
     try:
@@ -71,10 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         args,
         jobs,
         io=args.io,
-        method=args.method,
         per_channel=args.per_channel,
-        opset=args.opset,
-        reduce_range=args.reduce_range,
+        **onnx_options(args),
     )
 
 

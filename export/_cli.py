@@ -107,6 +107,34 @@ def add_common_args(
     ap.add_argument("-v", "--verbose", action="store_true", help="log progress")
 
 
+def add_onnx_args(ap: argparse.ArgumentParser) -> None:
+    """The ONNX int8 flags shared by ``python -m export`` and ``python -m export.onnx``."""
+    from export.onnx import DEFAULT_OPSET
+
+    ap.add_argument(
+        "--method", default="minmax", help="ONNX int8 calibration: minmax (default), entropy, percentile"
+    )
+    ap.add_argument("--opset", type=int, default=None, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    ap.add_argument(
+        "--reduce-range",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ONNX int8: 7-bit weights (default on), so x86 CPUs without VNNI, where 8-bit "
+        "products can saturate, give the same boxes as other CPUs",
+    )
+    ap.add_argument(
+        "--activations",
+        default="uint8",
+        help="ONNX int8 activations: uint8 (default; the same integer graph on x86 and ARM) or "
+        "int8 (ONNX Runtime's S8S8; boxes differ between x86 and ARM, overflow on Pi 4)",
+    )
+
+
+def onnx_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``add_onnx_args`` flags for ``run_cli``."""
+    return {k: getattr(args, k) for k in ("method", "opset", "reduce_range", "activations")}
+
+
 def run(
     model: Any,
     jobs: list[tuple[str, str]],
@@ -164,7 +192,7 @@ def run(
         export_fn = {"tflite": tflite_export.export_tflite, "onnx": onnx_export.export_onnx}[fmt]
         kwargs = dict(options)
         if fmt == "tflite":
-            for key in ("method", "opset", "reduce_range"):
+            for key in ("method", "opset", "reduce_range", "activations"):
                 kwargs.pop(key, None)
         target = out
         if out_dir is not None:
@@ -193,7 +221,7 @@ def run(
 def validate(jobs: list[tuple[str, str]], options: dict[str, Any]) -> None:
     """Check flag values before the (slow) model load."""
     from export._io import IO_TYPES, check_choice
-    from export.onnx import METHODS, ONNX_QUANTIZE
+    from export.onnx import ACTIVATIONS, METHODS, ONNX_QUANTIZE
     from export.quant import TFLITE_QUANTIZE
 
     valid = {"tflite": TFLITE_QUANTIZE, "onnx": ONNX_QUANTIZE}
@@ -203,6 +231,7 @@ def validate(jobs: list[tuple[str, str]], options: dict[str, Any]) -> None:
     check_choice(options.get("io", "uint8"), IO_TYPES, "--io")
     if any(fmt == "onnx" for fmt, _ in jobs):
         check_choice(options.get("method", "minmax"), METHODS, "calibration --method")
+        check_choice(options.get("activations", "uint8"), ACTIVATIONS, "--activations")
 
 
 def _precision(quantize: str) -> str:

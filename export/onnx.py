@@ -1,8 +1,18 @@
 """Export a Keras localizer to ONNX: fp32 via tf2onnx, int8 as static QDQ via onnxruntime.
 
 The float graph takes uint8 RGB pixels (the contract's input) and returns ``box`` and
-``score``. int8 runs ``quant_pre_process`` then ``quantize_static`` (QDQ, S8S8) calibrated
-on the shared calibration set. The contract goes into ``metadata_props``.
+``score``. int8 runs ``quant_pre_process`` then ``quantize_static`` (QDQ, uint8 activations,
+int8 weights with 7-bit range: U8S8) calibrated on the shared calibration set. The contract
+goes into ``metadata_props``.
+
+Why U8S8 with reduced range rather than ONNX Runtime's usual S8S8: with int8 activations
+ONNX Runtime builds different integer graphs on x86 (it converts them to uint8 and leaves
+some ops in float) and on ARM (everything fused), so the same file gives different boxes;
+and ARM CPUs without dot-product instructions (Raspberry Pi 4, Cortex-A72) overflow a 16-bit
+accumulator when two activations both sit at -128 (the attention head's MatMul), moving
+boxes by up to half their size. uint8 activations give one graph everywhere and cannot hit
+that case; 7-bit weights keep x86 CPUs without VNNI from saturating. Checked under
+emulation (benchmarks/arm64_check.py): identical outputs on x86, Pi 4 and Pi 5 CPUs.
 
     python -m export.onnx --model runs/demo --quantize int8 --method minmax
 """
@@ -34,6 +44,7 @@ from runtime.contract import BOX_OUTPUT, CONTRACT_KEY, INPUT_NAME, SCORE_OUTPUT
 log = logging.getLogger(__name__)
 
 ONNX_QUANTIZE = ("none", "int8")
+ACTIVATIONS = ("uint8", "int8")  # int8 activations: not reproducible across CPUs (see above)
 METHODS = ("minmax", "entropy", "percentile")  # onnxruntime CalibrationMethod names
 DEFAULT_OPSET = 17
 
@@ -89,9 +100,11 @@ def quantize_int8(
     *,
     method: str,
     per_channel: bool,
-    reduce_range: bool = False,
+    reduce_range: bool = True,
+    activations: str = "uint8",
 ) -> None:
-    """Static QDQ int8 (S8S8) of a float ONNX file, after onnxruntime's pre-processing."""
+    """Static QDQ int8 (U8S8, or S8S8 with ``activations="int8"``) of a float ONNX file,
+    after onnxruntime's pre-processing."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -112,7 +125,7 @@ def quantize_int8(
             str(out_path),
             calibration_reader(calib, INPUT_NAME, input_dtype),
             quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
             reduce_range=reduce_range,  # 7-bit weights: no int8 overflow on x86 without VNNI
@@ -141,7 +154,8 @@ def export_onnx(
     calib_screen: float = DEFAULT_SCREEN,
     method: str = "minmax",
     per_channel: bool | None = None,
-    reduce_range: bool = False,
+    reduce_range: bool = True,
+    activations: str = "uint8",
     opset: int | None = None,
     io: str = "uint8",
     verify: bool = True,
@@ -156,12 +170,14 @@ def export_onnx(
     """Export ``model`` (run dir, .keras file or keras.Model) to a verified .onnx file.
 
     Args:
-        quantize: ``none`` (fp32) or ``int8`` (static QDQ, S8S8).
+        quantize: ``none`` (fp32) or ``int8`` (static QDQ, U8S8 by default).
         method: calibration method for int8: ``minmax``, ``entropy`` or ``percentile``.
         per_channel: int8 weight scales per output channel (True) or per tensor (False);
             None: per tensor (smallest file), per channel if that fails verification.
-        reduce_range: 7-bit weights, for x86 CPUs without VNNI where int8 products can
-            saturate (costs a little accuracy).
+        reduce_range: 7-bit weights (default), so x86 CPUs without VNNI, where 8-bit
+            products can saturate, give the same boxes as every other CPU.
+        activations: ``uint8`` (default: the same integer graph on x86 and ARM) or ``int8``
+            (ONNX Runtime's usual S8S8; boxes then differ between x86 and ARM CPUs).
         opset: ONNX opset (default 17).
         io: input dtype: ``uint8`` raw pixels (default), ``int8`` pixel - 128, ``float32``.
         Other arguments as for ``export.tflite.export_tflite``.
@@ -170,6 +186,7 @@ def export_onnx(
     precision = PRECISIONS[check_choice(quantize, ONNX_QUANTIZE, "ONNX --quantize")]
     check_choice(method, METHODS, "calibration --method")
     check_choice(io, IO_TYPES, "--io")
+    check_choice(activations, ACTIVATIONS, "--activations")
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if not 13 <= opset <= 21:
         raise ExportError(f"--opset {opset} is out of range; use 13..21 (default {DEFAULT_OPSET})")
@@ -205,6 +222,7 @@ def export_onnx(
                     method=method,
                     per_channel=channelwise,
                     reduce_range=reduce_range,
+                    activations=activations,
                 )
                 proto = onnx.load(str(q_path))
             calib_info = {
@@ -212,6 +230,7 @@ def export_onnx(
                 "method": method,
                 "per_channel": channelwise,
                 "reduce_range": reduce_range,
+                "activations": activations,
             }
         shorten_names(proto)
         contract = make_contract(
@@ -223,7 +242,11 @@ def export_onnx(
             extra={
                 "output_dtype": "float32",
                 "opset": opset,
-                "quant_format": "QDQ S8S8" if precision == "int8" else None,
+                "quant_format": (
+                    ("QDQ U8S8" if activations == "uint8" else "QDQ S8S8")
+                    if precision == "int8"
+                    else None
+                ),
                 "exporter": "edgeloc",
                 "tf2onnx": tf2onnx.__version__,
                 "onnxruntime": onnxruntime.__version__,
@@ -271,33 +294,18 @@ def shorten_names(proto: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: parse flags and run one ONNX export."""
-    from export._cli import add_common_args, parser, run_cli
+    from export._cli import add_common_args, add_onnx_args, onnx_options, parser, run_cli
 
     ap = parser("python -m export.onnx", "Export a Keras localizer to a verified ONNX model.")
     ap.add_argument("--quantize", default="none", help="none | int8 (default none)")
     ap.add_argument(
-        "--method", default="minmax", help="int8 calibration: minmax (default), entropy, percentile"
-    )
-    ap.add_argument("--opset", type=int, default=None, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    ap.add_argument(
         "--io", default="uint8", help="input dtype: uint8 (raw pixels, default), int8, float32"
     )
-    ap.add_argument(
-        "--reduce-range",
-        action="store_true",
-        help="int8: 7-bit weights, for x86 CPUs without VNNI (int8 products can saturate there)",
-    )
+    add_onnx_args(ap)
     add_common_args(ap)
     args = ap.parse_args(argv)
-    return run_cli(
-        args,
-        [("onnx", args.quantize)],
-        io=args.io,
-        method=args.method,
-        per_channel=args.per_channel,
-        opset=args.opset,
-        reduce_range=args.reduce_range,
-    )
+    return run_cli(args, [("onnx", args.quantize)], io=args.io, per_channel=args.per_channel,
+                   **onnx_options(args))
 
 
 if __name__ == "__main__":

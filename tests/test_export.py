@@ -194,6 +194,31 @@ def test_onnx_exports_name_their_tensors_and_int8_is_qdq(exported):
         assert ("QuantizeLinear" in ops) == (quantize == "int8")
 
 
+def test_onnx_int8_is_u8s8_and_gives_the_same_boxes_on_x86_and_arm_graphs(exported):
+    """uint8 activations: ONNX Runtime builds one integer graph whether int8 activations are
+    allowed in fused kernels (its ARM default) or not (its x86 default)."""
+    import onnx
+    import onnxruntime as ort
+
+    result = exported["onnx", "int8"]
+    model = onnx.load(str(result.path))
+    inits = {i.name: i for i in model.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert zero_points and all(z.data_type == onnx.TensorProto.UINT8 for z in zero_points)
+    assert result.contract.extra["quant_format"] == "QDQ U8S8"
+    assert result.contract.calibration["reduce_range"] is True
+    pixels = np.random.default_rng(3).integers(0, 256, (6, 1, *result.contract.input_size, 3))
+    outs = {}
+    for allowed in ("0", "1"):  # x86 default, ARM default
+        opts = ort.SessionOptions()
+        opts.add_session_config_entry("session.qdqisint8allowed", allowed)
+        sess = ort.InferenceSession(str(result.path), opts, providers=["CPUExecutionProvider"])
+        outs[allowed] = [sess.run(None, {"image": x.astype(np.uint8)}) for x in pixels]
+    for a, b in zip(outs["0"], outs["1"], strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
 @pytest.mark.parametrize(
     "io,dtype,quant", [("int8", np.int8, (1.0, -128)), ("float32", np.float32, (0.0, 0))]
 )
@@ -420,6 +445,11 @@ def test_bad_onnx_and_combined_flags(run_dir, capsys):
             "unknown ONNX --quantize 'fp16'",
         ),
         (onnx_main, ["--model", str(run_dir), "--opset", "7"], "--opset 7 is out of range"),
+        (
+            onnx_main,
+            ["--model", str(run_dir), "--quantize", "int8", "--activations", "uint4"],
+            "unknown --activations 'uint4'",
+        ),
         (
             combined,
             ["--model", str(run_dir), "--formats", "tflite,coreml"],
