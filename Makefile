@@ -29,12 +29,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# TFLite int8 (the Pi preset's format) and ONNX fp32 on Pi 5 (Cortex-A76) and Pi 4
-# (Cortex-A72). ONNX *int8* is not in this gate: ONNX Runtime's int8 boxes on arm64 differ
-# from x86 for the default model (IoU 0.96 on one Pi 5 image, down to 0.47 on a Pi 4; see
-# BENCHMARKS.md); reproduce with `python -m benchmarks.arm64_check --models models/cat_int8.onnx`.
+# The default int8 TFLite and int8 ONNX models, as a Pi 5 (Cortex-A76) and a Pi 4
+# (Cortex-A72), on Debian bookworm and trixie arm64 userlands, against x86.
 arm64-check: $(STAMP)
-	$(BIN)/python -m benchmarks.arm64_check --models models/cat_int8.tflite models/cat_fp32.onnx \
+	$(BIN)/python -m benchmarks.arm64_check --models models/cat_int8.tflite models/cat_int8.onnx \
 		--cpus pi5,pi4 --out results/arm64_check.json --markdown results/arm64_check.md
 
 models: $(STAMP)
