@@ -105,12 +105,16 @@ class _InputConverter:
 
 
 def _dequantize(values: np.ndarray, quant: tuple[float, int]) -> np.ndarray:
+    """Quantized outputs -> float32, in place on one new array (runs on every frame)."""
     scale, zero = quant
     if values.dtype == np.float32:
         return values
+    out = values.astype(np.float32)
     if scale:
-        return (values.astype(np.float32) - np.float32(zero)) * np.float32(scale)
-    return values.astype(np.float32)
+        if zero:
+            out -= zero
+        out *= scale
+    return out
 
 
 # --- TFLite -------------------------------------------------------------------------------

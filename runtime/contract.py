@@ -94,6 +94,13 @@ def box_to_pixels(box_xyxy: Any, width: int, height: int) -> np.ndarray:
     return np.array(decode_box(box_xyxy, "xyxy", width, height)[1])
 
 
+def _floats(values: Any) -> list[float]:
+    """A small vector as a list of Python floats (one ``tolist`` for a 1-D array)."""
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        return values.tolist()
+    return np.asarray(values, dtype=np.float64).reshape(-1).tolist()
+
+
 def decode_box(
     box: Any, box_format: str, width: int, height: int
 ) -> tuple[tuple[float, float, float, float], tuple[float, float, float, float]]:
@@ -102,7 +109,7 @@ def decode_box(
     Plain Python floats: on four numbers that is ~10x cheaper than numpy calls, and this
     runs once per video frame.
     """
-    a, b, c, d = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4).tolist())
+    a, b, c, d = map(float, _floats(box))
     if box_format == "xywh":
         c, d = a + c, b + d
     elif box_format != "xyxy":
@@ -127,7 +134,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def decode_score(score: Any, labels: list[str]) -> tuple[str, float]:
     """Pick the best object class from one score vector: (label, probability of that label)."""
-    values = np.asarray(score, dtype=np.float64).reshape(-1).tolist()
+    values = _floats(score)
     if len(labels) != len(values):
         raise ValueError(f"score has {len(values)} entries but the contract lists {len(labels)} labels")
     if len(values) == 1:  # a presence-only head

@@ -16,7 +16,7 @@ GREEN, GREY, WHITE, BLACK = (60, 220, 60), (160, 160, 160), (255, 255, 255), (0,
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=128)
 def _text_patch(text: str, color: tuple, scale: float) -> tuple[np.ndarray, int]:
     """``text`` rendered once on its dark box: (patch, baseline offset of the text origin)."""
     (w, h), base = cv2.getTextSize(text, _FONT, scale, 1)
