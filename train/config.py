@@ -147,7 +147,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "model": {"backbone": "small_cnn", "image_size": 128, "alpha": 2.0, "weights": "none",
                   "vectorizer": "attention", "head_units": 256},
         "optimizer": {"learning_rate": 1e-3, "decay_rate": 0.5, "decay_steps": 1400},
-        # A fixed budget (4200 steps, about 11 min on 2 shared cores): no early stopping, as the
+        # A fixed budget (4200 steps, about 12 min on 2 cores): no early stopping, as the
         # small val split is noisy; model.keras is still the best epoch by val mean IoU.
         "training": {"epochs": 14, "steps_per_epoch": 300, "batch_size": 32, "loss": "giou_l1",
                      "patience": 0},
