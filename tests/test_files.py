@@ -102,7 +102,9 @@ def test_splits_are_disjoint_seeded_and_complete(tmp_path: Path, write_image: Ca
         return {src[i].name for i in range(len(src))}
 
     train, val, test = names("train"), names("val"), names("test")
-    assert len(train) == 7 and len(val) == 3 and val == test and not train & val
+    assert (len(train), len(val), len(test)) == (7, 2, 1)
+    assert not train & val and not train & test and not val & test  # the test never picks the model
+    assert {Path(n).name for n in train | val | test} == {f"{i}.png" for i in range(10)}
     assert names("train") == train and names("train", seed=1) != train
 
 

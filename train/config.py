@@ -37,7 +37,7 @@ class DataConfig:
         test_size: test samples of a synthetic source (final evaluation and plots).
         negatives: share of synthetic samples without an object.
         multi: images with several boxes in file sources: ``skip`` or ``largest``.
-        val_fraction: share of a file dataset held out (split into val and test).
+        val_fraction: share of a file dataset held out, split in half into val and test.
         augment: box-consistent augmentation of the training split.
         seed: seed of sources, shuffling and augmentation.
     """
@@ -49,7 +49,7 @@ class DataConfig:
     test_size: int = 400
     negatives: float = 0.0
     multi: str = "skip"
-    val_fraction: float = 0.2
+    val_fraction: float = 0.3  # 70 / 15 / 15
     augment: bool = True
     seed: int = 0
 

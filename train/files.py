@@ -4,7 +4,8 @@ Each loader parses its annotations into one list of (image path, objects) entrie
 shared ``FileSource`` then checks every image (decoded by content, never by extension),
 trusts the decoded size over any size field, clips boxes that stick out a little,
 rejects broken entries with a logged list, applies ``multi`` (``skip`` images with
-several objects or keep the ``largest``), and splits by a seeded shuffle.
+several objects or keep the ``largest``), and splits by a seeded shuffle: ``val_fraction``
+held out, half for validation and half for the test.
 Images explicitly annotated with no object are negatives (label 0).
 """
 
@@ -90,6 +91,23 @@ def _probe(path: Path, full: bool, budget: list[int]) -> tuple[tuple[int, int], 
         raise ValueError(f"{path} is missing or not a readable image file") from None
 
 
+def _split(n: int, options: SourceOptions, what: str) -> np.ndarray:
+    """Indices of ``options.split``: a seeded shuffle holds out ``val_fraction`` of the images,
+    half of them for validation (checkpoint choice) and half for the final test, so the test
+    images never pick the model they score."""
+    order = np.random.default_rng(int(options.seed)).permutation(n)
+    held = int(round(n * float(options.val_fraction)))
+    if options.val_fraction > 0 and n >= 2:
+        held = min(max(held, 1), n - 1)
+    if held == 1:  # one image cannot be split: validation and test share it
+        log.warning("%s: only 1 held-out image, used for both val and test; raise val_fraction", what)
+        val = test = order[:1]
+    else:
+        n_val = (held + 1) // 2
+        val, test = order[:n_val], order[n_val:held]
+    return {"train": order[held:], "val": val, "test": test}.get(options.split, order)
+
+
 class FileSource:
     """Samples from labelled image files; see the module docstring for the rules."""
 
@@ -125,11 +143,7 @@ class FileSource:
             first = f" (first problem: {problems[0]})" if problems else ""
             raise ValueError(f"{fmt} data at {root} has no usable image with an object{first}")
         self.labels = [NO_OBJECT, *sorted({name for _, box, name in records if box is not None})]
-        order = np.random.default_rng(int(options.seed)).permutation(len(records))
-        n_val = int(round(len(records) * float(options.val_fraction)))
-        if options.val_fraction > 0 and len(records) >= 2:
-            n_val = min(max(n_val, 1), len(records) - 1)
-        chosen = {"train": order[n_val:], "val": order[:n_val], "test": order[:n_val]}.get(options.split, order)
+        chosen = _split(len(records), options, f"{fmt} data at {root}")
         if len(chosen) == 0:
             raise ValueError(f"{fmt} data at {root}: split {options.split!r} is empty; change val_fraction")
         chosen = sorted(chosen)
