@@ -105,7 +105,7 @@ def iterate(source: Source) -> Iterator[Sample]:
 
 def _load_builtin_sources() -> None:
     # Importing the modules runs their @register decorators.
-    from train import files, synthetic  # noqa: F401
+    from train import file_formats, synthetic  # noqa: F401
 
 
 __all__ = ["NO_OBJECT", "SOURCES", "Sample", "Source", "SourceOptions", "get_source", "register"]
