@@ -83,7 +83,7 @@ class HudValues:
 
     def update(self, fps: float, latency_ms: float) -> tuple[float, float]:
         now = self._clock()
-        if now - self._last >= self.period:
+        if now - self._last >= self.period or not self.shown[0]:  # no rate yet: keep trying
             self._last, self.shown = now, (fps, latency_ms)
         return self.shown
 

@@ -137,7 +137,9 @@ def test_cached_label_drawing_matches_opencv_and_clips_at_the_edges():
 def test_hud_values_refresh_at_their_rate():
     now = [0.0]
     hud = HudValues(rate=4.0, clock=lambda: now[0])
-    assert hud.update(30.0, 2.0) == (30.0, 2.0)
+    assert hud.update(0.0, 2.0) == (0.0, 2.0)  # the meter has no rate on the first frame
+    now[0] = 0.01
+    assert hud.update(30.0, 2.0) == (30.0, 2.0)  # so the first real rate shows at once
     now[0] = 0.2
     assert hud.update(25.0, 3.0) == (30.0, 2.0)  # within 0.25 s: still the shown values
     now[0] = 0.26
