@@ -130,9 +130,12 @@ def add_onnx_args(ap: argparse.ArgumentParser) -> None:
     )
 
 
+ONNX_ONLY = ("method", "opset", "reduce_range", "activations")  # the add_onnx_args flags
+
+
 def onnx_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of ``add_onnx_args`` flags for ``run_cli``."""
-    return {k: getattr(args, k) for k in ("method", "opset", "reduce_range", "activations")}
+    return {k: getattr(args, k) for k in ONNX_ONLY}
 
 
 def run(
@@ -192,7 +195,7 @@ def run(
         export_fn = {"tflite": tflite_export.export_tflite, "onnx": onnx_export.export_onnx}[fmt]
         kwargs = dict(options)
         if fmt == "tflite":
-            for key in ("method", "opset", "reduce_range", "activations"):
+            for key in ONNX_ONLY:
                 kwargs.pop(key, None)
         target = out
         if out_dir is not None:

@@ -304,8 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     add_onnx_args(ap)
     add_common_args(ap)
     args = ap.parse_args(argv)
-    return run_cli(args, [("onnx", args.quantize)], io=args.io, per_channel=args.per_channel,
-                   **onnx_options(args))
+    return run_cli(
+        args,
+        [("onnx", args.quantize)],
+        io=args.io,
+        per_channel=args.per_channel,
+        **onnx_options(args),
+    )
 
 
 if __name__ == "__main__":

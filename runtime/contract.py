@@ -109,11 +109,10 @@ def decode_box(
     Plain Python floats: on four numbers that is ~10x cheaper than numpy calls, and this
     runs once per video frame.
     """
+    check_box_format(box_format)
     a, b, c, d = map(float, _floats(box))
     if box_format == "xywh":
         c, d = a + c, b + d
-    elif box_format != "xyxy":
-        check_box_format(box_format)
     x1, y1, x2, y2 = (min(1.0, max(0.0, v)) for v in (a, b, c, d))
     px1, px2 = sorted((x1 * width, x2 * width))
     py1, py2 = sorted((y1 * height, y2 * height))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from train.model import ModelSpec
+from train.sources import SourceOptions
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
@@ -47,11 +48,12 @@ class DataConfig:
     train_size: int = 2000
     val_size: int = 200
     test_size: int = 400
-    negatives: float = 0.0
-    multi: str = "skip"
-    val_fraction: float = 0.3  # 70 / 15 / 15
+    # The source options' own defaults: one place to change them.
+    negatives: float = SourceOptions.negatives
+    multi: str = SourceOptions.multi
+    val_fraction: float = SourceOptions.val_fraction
     augment: bool = True
-    seed: int = 0
+    seed: int = SourceOptions.seed
 
 
 @dataclass
