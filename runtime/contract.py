@@ -96,7 +96,7 @@ def box_to_pixels(box_xyxy: Any, width: int, height: int) -> np.ndarray:
 
 def _floats(values: Any) -> list[float]:
     """A small vector as a list of Python floats (one ``tolist`` for a 1-D array)."""
-    if isinstance(values, np.ndarray) and values.ndim == 1:
+    if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind == "f":
         return values.tolist()
     return np.asarray(values, dtype=np.float64).reshape(-1).tolist()
 
@@ -106,17 +106,19 @@ def decode_box(
 ) -> tuple[tuple[float, float, float, float], tuple[float, float, float, float]]:
     """One raw model box -> (normalized x1, y1, x2, y2 clipped to [0, 1], ordered pixel box).
 
-    Plain Python floats: on four numbers that is ~10x cheaper than numpy calls, and this
-    runs once per video frame.
+    Straight-line float arithmetic: this runs once per video frame, right after the model
+    has pushed the interpreter out of the CPU caches, where every extra call costs ~1 us.
     """
-    check_box_format(box_format)
-    a, b, c, d = map(float, _floats(box))
+    if box_format not in BOX_FORMATS:
+        check_box_format(box_format)
+    x1, y1, x2, y2 = _floats(box)
     if box_format == "xywh":
-        c, d = a + c, b + d
-    x1, y1, x2, y2 = (min(1.0, max(0.0, v)) for v in (a, b, c, d))
-    px1, px2 = sorted((x1 * width, x2 * width))
-    py1, py2 = sorted((y1 * height, y2 * height))
-    return (x1, y1, x2, y2), (px1, py1, px2, py2)
+        x2, y2 = x1 + x2, y1 + y2
+    x1, y1 = min(1.0, max(0.0, x1)), min(1.0, max(0.0, y1))
+    x2, y2 = min(1.0, max(0.0, x2)), min(1.0, max(0.0, y2))
+    lo_x, hi_x = (x1, x2) if x1 <= x2 else (x2, x1)
+    lo_y, hi_y = (y1, y2) if y1 <= y2 else (y2, y1)
+    return (x1, y1, x2, y2), (lo_x * width, lo_y * height, hi_x * width, hi_y * height)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -138,7 +140,7 @@ def decode_score(score: Any, labels: list[str]) -> tuple[str, float]:
         raise ValueError(f"score has {len(values)} entries but the contract lists {len(labels)} labels")
     if len(values) == 1:  # a presence-only head
         return labels[0], values[0]
-    best = max(range(1, len(values)), key=values.__getitem__)  # index 0 is "none"
+    best = values.index(max(values[1:]), 1)  # index 0 is "none"
     return labels[best], values[best]
 
 

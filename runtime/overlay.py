@@ -33,11 +33,21 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], color: tuple, scale:
     """
     patch, rise = _text_patch(text, color, scale)
     x0, y0 = org[0] - 2, org[1] - rise
-    ih, iw = img.shape[:2]
     ph, pw = patch.shape[:2]
+    ih, iw = img.shape[:2]
+    if 0 <= x0 and 0 <= y0 and x0 + pw <= iw and y0 + ph <= ih:  # the usual case: inside
+        img[y0 : y0 + ph, x0 : x0 + pw] = patch
+        return
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + pw, iw), min(y0 + ph, ih)
     if cx0 < cx1 and cy0 < cy1:
         img[cy0:cy1, cx0:cx1] = patch[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+
+
+@lru_cache(maxsize=16)
+def _style(height: int, width: int) -> tuple[float, int, int]:
+    """Text scale, box line width and HUD baseline for a frame size (per frame: a lookup)."""
+    scale = max(0.4, min(height, width) / 800)
+    return scale, max(2, int(min(height, width) / 240)), int(22 * scale / 0.6)
 
 
 def _frame(img: np.ndarray, x1: int, y1: int, x2: int, y2: int, color: tuple, thick: int) -> None:
@@ -49,26 +59,22 @@ def _frame(img: np.ndarray, x1: int, y1: int, x2: int, y2: int, color: tuple, th
 
 def draw_result(img: np.ndarray, result: Result, box: tuple | None = None) -> np.ndarray:
     """Draw the box and "label score" (or "no object") in place on a BGR image."""
-    scale = max(0.4, min(img.shape[:2]) / 800)
+    scale, thick, _ = _style(*img.shape[:2])
     if not result.present:
-        _text(
-            img,
-            f"no object ({result.label} {result.score:.2f})",
-            (8, img.shape[0] - 10),
-            GREY,
-            scale,
-        )
+        text = f"no object ({result.label} {result.score:.2f})"
+        _text(img, text, (8, img.shape[0] - 10), GREY, scale)
         return img
-    x1, y1, x2, y2 = (int(round(v)) for v in (box or result.box))
-    _frame(img, x1, y1, x2, y2, GREEN, max(2, int(min(img.shape[:2]) / 240)))
+    x1, y1, x2, y2 = box or result.box
+    x1, y1, x2, y2 = round(x1), round(y1), round(x2), round(y2)
+    _frame(img, x1, y1, x2, y2, GREEN, thick)
     _text(img, f"{result.label} {result.score:.2f}", (x1 + 2, max(y1 - 6, 14)), GREEN, scale)
     return img
 
 
 def draw_hud(img: np.ndarray, fps: float, latency_ms: float) -> np.ndarray:
     """Draw frame rate and model latency in the top-left corner (pass ``HudValues`` output)."""
-    scale = max(0.4, min(img.shape[:2]) / 800)
-    _text(img, f"{fps:5.1f} FPS  {latency_ms:5.1f} ms", (8, int(22 * scale / 0.6)), WHITE, scale)
+    scale, _, baseline = _style(*img.shape[:2])
+    _text(img, f"{fps:5.1f} FPS  {latency_ms:5.1f} ms", (8, baseline), WHITE, scale)
     return img
 
 

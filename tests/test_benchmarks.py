@@ -18,6 +18,9 @@ import pytest
 from benchmarks import _cost, _evalset, _matrix, _schema, _timing, latency, report
 from benchmarks._cell import run_cell
 from benchmarks._fingerprint import fingerprint
+from tests import test_runtime_helpers as helpers
+
+runtime_models = helpers.runtime_models  # the session fixture shared with the runtime tests
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--runs", "5", "--warmup", "1", "--threads", "1", "--baseline", "none", "--no-plots"]
@@ -455,3 +458,26 @@ def test_profile_pi_runs_with_only_the_lean_runtime(models_dir, csv_set, tmp_pat
     assert ok[0]["macs"] > 0  # counted from the TFLite graph, without TensorFlow
     assert not list(tmp_path.glob("*.png"))  # no matplotlib: no plots, no failure
     assert res["device"]["fingerprint"]["libraries"].get("ai-edge-litert")
+
+
+def test_runtime_overhead_reports_every_stage_load_and_memory(runtime_models, tmp_path, capsys):
+    from benchmarks import runtime_overhead
+
+    models = [runtime_models["u8"], runtime_models["onnx_i8"]]
+    out = tmp_path / "overhead.json"
+    args = ["--frames", "6", "--rss-frames", "300", "--json", str(out)]
+    assert runtime_overhead.main([a for m in models for a in ("--model", str(m))] + args) == 0
+    data = json.loads(out.read_text())
+    rows = data["per_frame_us"]
+    assert [Path(r["model"]).name for r in rows] == [m.name for m in models]
+    for r in rows:
+        assert r["samples"] == 6 and r["input"] == "32x32"  # 6 frames per measurement kind
+        assert all(r[k] > 0 for k in ("decode", "pre", "bare", "full", "floor", "ratio_floor"))
+        assert r["ratio_sequential"] == pytest.approx(r["full"] / r["bare"])
+    assert rows[1]["backend"] == "onnxruntime/CPUExecutionProvider"
+    assert all(load["heavy_modules"] == [] for load in data["load"].values())  # no TF loaded
+    rss = data["rss"][str(models[0])]
+    assert rss["frames"] == 300 and 10 < rss["rss_max_mb"] < 1000
+    assert "| tiny_u8.tflite | ai_edge_litert/CPU | 32x32 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="float32 input"):  # a float model has no int8 bare call
+        runtime_overhead.main(["--model", str(runtime_models["f32"]), "--rss-frames", "0"])

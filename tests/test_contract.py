@@ -67,6 +67,8 @@ def test_decode_box_converts_clips_and_orders_in_plain_floats():
     np.testing.assert_allclose(norm, [0.1, 0.2, 0.6, 1.0], atol=1e-6)  # y2 = 1.1 clipped
     np.testing.assert_allclose(px, [20, 20, 120, 100], atol=1e-4)
     assert all(type(v) is float for v in norm + px)
+    _, px = contract.decode_box(np.array([0, 0, 1, 2]), "xyxy", 10, 10)  # an int array
+    assert px == (0.0, 0.0, 10.0, 10.0) and all(type(v) is float for v in px)
     _, px = contract.decode_box([0.8, -0.2, 0.3, 0.5], "xyxy", 10, 10)  # swapped x, negative y
     assert px == pytest.approx((3.0, 0.0, 8.0, 5.0))
     with pytest.raises(ValueError, match="xyxy, xywh"):
@@ -82,6 +84,7 @@ def test_box_iou_hand_computed_and_degenerate():
 def test_decode_score_skips_no_object_class():
     labels = ["none", "cat", "dog"]
     assert contract.decode_score(np.array([0.5, 0.1, 0.4]), labels) == ("dog", pytest.approx(0.4))
+    assert contract.decode_score([0.2, 0.4, 0.4], labels) == ("cat", pytest.approx(0.4))  # tie: first
     with pytest.raises(ValueError, match="3 labels"):
         contract.decode_score(np.array([0.5, 0.5]), labels)
 
