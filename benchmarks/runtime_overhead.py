@@ -83,7 +83,8 @@ def bare_call(loc: Any) -> Any:
     dtype = engine.get_input_details()[0]["dtype"]
     if dtype != np.uint8:
         raise SystemExit(
-            f"{loc.path} has a {np.dtype(dtype)} input; benchmark a uint8-input int8 model"
+            f"{loc.path} takes {np.dtype(dtype)} pixels; benchmark a model with a uint8 input "
+            "(edgeloc's default int8 export)"
         )
 
     def call(x: np.ndarray) -> list:

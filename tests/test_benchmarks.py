@@ -479,5 +479,5 @@ def test_runtime_overhead_reports_every_stage_load_and_memory(runtime_models, tm
     rss = data["rss"][str(models[0])]
     assert rss["frames"] == 300 and 10 < rss["rss_max_mb"] < 1000
     assert "| tiny_u8.tflite | ai_edge_litert/CPU | 32x32 |" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="float32 input"):  # a float model has no int8 bare call
-        runtime_overhead.main(["--model", str(runtime_models["f32"]), "--rss-frames", "0"])
+    with pytest.raises(SystemExit, match="takes int8 pixels"):  # the bare call feeds uint8
+        runtime_overhead.main(["--model", str(runtime_models["i8"]), "--rss-frames", "0"])
