@@ -4,6 +4,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LEGACY := .venv-tflite-runtime
+LEGACY_STAMP := $(LEGACY)/.installed
 
 .PHONY: install demo test test-fast models arm64-check clean
 
@@ -23,11 +25,23 @@ demo: $(STAMP)
 	$(DEMO_TRAIN)
 	$(BIN)/python -m export --model runs/demo --formats tflite,onnx --quantize none,int8
 
-test: $(STAMP)
+test: $(STAMP) $(LEGACY_STAMP)
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(LEGACY_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# tflite-runtime, the engine 32-bit Pi OS gets (its last release, 2.14, needs NumPy 1.x and
+# Python <= 3.11), in a side venv so its tests run against the real package. Where pip has
+# no wheel for this Python, the venv is left out and those tests skip, saying so.
+$(LEGACY_STAMP): pyproject.toml
+	$(PY) -m venv $(LEGACY)
+	@if $(LEGACY)/bin/pip install -q -e . "tflite-runtime>=2.14,<2.15" "numpy<2"; then \
+		touch $@; \
+	else \
+		echo "note: no tflite-runtime wheel for $$($(PY) -V); its tests will skip"; \
+		rm -rf $(LEGACY); \
+	fi
 
 # The default int8 TFLite and int8 ONNX models, as a Pi 5 (Cortex-A76) and a Pi 4
 # (Cortex-A72), on Debian bookworm and trixie arm64 userlands, against x86.
@@ -40,4 +54,4 @@ models: $(STAMP)
 	$(BIN)/python -m export.make_models --run runs/demo --out models
 
 clean:
-	rm -rf runs build *.egg-info
+	rm -rf runs build *.egg-info $(LEGACY)
