@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -166,10 +167,10 @@ def os_name() -> str:
     return match.group(1) if match else platform.platform()
 
 
-def library_versions() -> dict[str, str]:
-    """Installed versions of the packages in LIBRARIES (absent ones are left out)."""
+def library_versions(names: Iterable[str] = LIBRARIES) -> dict[str, str]:
+    """Installed versions of ``names`` (absent ones are left out)."""
     out = {}
-    for name in LIBRARIES:
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

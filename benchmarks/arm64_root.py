@@ -23,8 +23,9 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
+
+from benchmarks._fingerprint import library_versions
 
 try:
     import tomllib
@@ -165,17 +166,6 @@ def runtime_requirements(pyproject: Path, pins: dict[str, str] | None = None,
         else:
             out.append(f"{req.name}{req.specifier}")
     return out
-
-
-def host_versions(names: list[str]) -> dict[str, str]:
-    """Installed versions of ``names`` on the host (missing ones left out)."""
-    found = {}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
 
 
 def _digest(payload: object) -> str:
@@ -421,7 +411,7 @@ def prepare(cache: Path, repo: Path, models: list[Path], userland: Userland, *,
     t1 = time.perf_counter()
     pyproject = repo.resolve() / "pyproject.toml"
     names = [Requirement(r).name for r in runtime_requirements(pyproject, userland=userland)]
-    requirements = runtime_requirements(pyproject, host_versions(names), userland)
+    requirements = runtime_requirements(pyproject, library_versions(names), userland)
     site = install_wheels(cache, root, requirements, userland.python)
     app, guest_models = install_app(root, repo.resolve(), models)
     log.info("arm64 %s ready: root %.1f s, wheels %.1f s", userland.suite, t1 - t0,

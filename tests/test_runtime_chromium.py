@@ -7,13 +7,11 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
 
 import cv2
 import numpy as np
 import pytest
 
-from runtime import webcam
 from tests import test_runtime_helpers as helpers
 
 runtime_models, video_file = helpers.runtime_models, helpers.video_file  # session fixtures
@@ -48,24 +46,7 @@ def _chromium(url: str, *extra: str) -> str:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_mjpeg_page_shows_live_frames_in_headless_chromium(runtime_models, video_file, tmp_path):
-    stop, started, box = threading.Event(), threading.Event(), {}
-    thread = threading.Thread(
-        target=lambda: box.update(
-            summary=webcam.run(
-                runtime_models["u8"],
-                str(video_file),
-                display=False,
-                serve="127.0.0.1:0",
-                loop=True,
-                threads=1,
-                stop=stop,
-                on_start=lambda info: (box.update(info), started.set()),
-            )
-        )
-    )
-    thread.start()
-    try:
-        assert started.wait(30)
+    with helpers.serving(runtime_models["u8"], video_file, "127.0.0.1:0") as box:
         # The page's script writes the stream image's natural size into #stats.
         dom = _chromium(box["url"], "--dump-dom")
         match = re.search(r'<pre id="stats">(.*?)</pre>', dom, re.S)
@@ -80,7 +61,4 @@ def test_mjpeg_page_shows_live_frames_in_headless_chromium(runtime_models, video
         # The clip's grey background (60) fills much of the page only if frames were drawn.
         grey = np.all(np.abs(img.astype(int) - 60) <= 6, axis=2).mean()
         assert grey > 0.2, f"only {grey:.0%} of the screenshot shows the stream"
-    finally:
-        stop.set()
-        thread.join(20)
     assert box["summary"].frames > 0

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -155,3 +158,37 @@ def video_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder.mkdir(exist_ok=True)
     path = folder / "clip.mp4"
     return path if path.exists() else write_video(path)
+
+
+@contextmanager
+def serving(model: Path, video: Path, address: str) -> Iterator[dict]:
+    """``runtime.webcam.run`` serving ``video`` (looped) at ``address`` in a thread.
+
+    Yields a dict with the page's ``url`` once the server is up; on exit the run is stopped
+    and joined, and the dict gets its ``summary`` and whether the thread is still ``alive``.
+    """
+    from runtime import webcam
+
+    stop, started, box = threading.Event(), threading.Event(), {}
+    thread = threading.Thread(
+        target=lambda: box.update(
+            summary=webcam.run(
+                model,
+                str(video),
+                display=False,
+                serve=address,
+                loop=True,
+                threads=1,
+                stop=stop,
+                on_start=lambda info: (box.update(info), started.set()),
+            )
+        )
+    )
+    thread.start()
+    try:
+        assert started.wait(30), "the MJPEG server did not start within 30 s"
+        yield box
+    finally:
+        stop.set()
+        thread.join(20)
+        box["alive"] = thread.is_alive()

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -174,25 +173,8 @@ def test_live_capture_keeps_only_the_newest_frame():
 
 
 def test_mjpeg_server_page_and_stream(runtime_models, video_file):
-    port, stop, started = _free_port(), threading.Event(), threading.Event()
-    box = {}
-    thread = threading.Thread(
-        target=lambda: box.update(
-            summary=webcam.run(
-                runtime_models["u8"],
-                str(video_file),
-                display=False,
-                serve=f"127.0.0.1:{port}",
-                loop=True,
-                threads=1,
-                stop=stop,
-                on_start=lambda info: (box.update(info), started.set()),
-            )
-        )
-    )
-    thread.start()
-    try:
-        assert started.wait(30)
+    port = _free_port()
+    with helpers.serving(runtime_models["u8"], video_file, f"127.0.0.1:{port}") as box:
         assert box["url"] == f"http://127.0.0.1:{port}/"
         page = urllib.request.urlopen(box["url"], timeout=5).read().decode()
         assert '<img id="stream" src="/stream.mjpg"' in page
@@ -204,10 +186,7 @@ def test_mjpeg_server_page_and_stream(runtime_models, video_file):
             assert img is not None and img.shape == (480, 640, 3)
         stats = json.loads(urllib.request.urlopen(box["url"] + "stats.json", timeout=5).read())
         assert stats["frames"] > 0 and stats["label"] == "cat"
-    finally:
-        stop.set()
-        thread.join(20)
-    assert not thread.is_alive() and box["summary"].stopped_by == "stop request"
+    assert not box["alive"] and box["summary"].stopped_by == "stop request"
 
 
 def _read_part(resp) -> bytes:
