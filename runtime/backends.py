@@ -19,23 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from runtime._tensors import TensorInfo, _dequantizer, _InputConverter
 from runtime.contract import CONTRACT_KEY, read_tflite_metadata
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("tflite", "onnx")
-_INPUT_DTYPES = (np.uint8, np.int8, np.float32)
-
-
-@dataclass
-class TensorInfo:
-    """One input or output tensor: name, shape (-1 = dynamic), dtype, (scale, zero point)."""
-
-    name: str
-    shape: tuple
-    dtype: np.dtype
-    quant: tuple[float, int] = (0.0, 0)
-    index: Any = None  # engine handle: TFLite tensor index or ONNX name
 
 
 @dataclass
@@ -66,67 +55,6 @@ def default_threads() -> int:
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     return max(1, min(4, cores))
-
-
-class _InputConverter:
-    """uint8 pixels -> input tensor values via the tensor's quantization, into a reused buffer."""
-
-    def __init__(self, info: TensorInfo):
-        self.dtype = np.dtype(info.dtype)
-        scale, zero = info.quant
-        if self.dtype not in [np.dtype(d) for d in _INPUT_DTYPES]:
-            raise ValueError(
-                f"model input {info.name!r} has dtype {self.dtype}; edgeloc models take "
-                "uint8, int8 or float32 pixels: re-export the model with edgeloc's exporter"
-            )
-        if self.dtype == np.uint8:
-            self.mode = "same" if (scale, zero) in ((0.0, 0), (1.0, 0)) else "quant"
-        elif self.dtype == np.int8:  # the contract's int8 input is pixel - 128
-            self.mode = "xor" if (scale, zero) in ((0.0, 0), (1.0, -128)) else "quant"
-        else:
-            self.mode = "float"
-        self.scale, self.zero = float(scale), int(zero)
-        self._buf: np.ndarray | None = None
-
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        if self.mode == "same":
-            return pixels
-        if self._buf is None or self._buf.shape != pixels.shape:
-            self._buf = np.empty(pixels.shape, self.dtype)
-        if self.mode == "float":
-            np.copyto(self._buf, pixels, casting="unsafe")
-        elif self.mode == "xor":  # uint8 p ^ 0x80 reinterpreted as int8 == p - 128
-            np.bitwise_xor(pixels, 0x80, out=self._buf.view(np.uint8))
-        else:
-            info = np.iinfo(self.dtype)
-            q = np.rint(pixels.astype(np.float32) / self.scale + self.zero)
-            np.copyto(self._buf, np.clip(q, info.min, info.max), casting="unsafe")
-        return self._buf
-
-
-def _dequantize(values: np.ndarray, quant: tuple[float, int]) -> np.ndarray:
-    """Quantized outputs -> float32, in place on one new array."""
-    scale, zero = quant
-    if values.dtype == np.float32:
-        return values
-    out = values.astype(np.float32)
-    if scale:
-        if zero:
-            out -= zero
-        out *= scale
-    return out
-
-
-def _dequantizer(info: TensorInfo) -> Callable[[np.ndarray], np.ndarray]:
-    """The per-frame float32 conversion of one output. 8-bit outputs go through a 256-entry
-    table built with ``_dequantize``'s float32 arithmetic (same values, one numpy call)."""
-    dtype, quant = np.dtype(info.dtype), info.quant
-    if dtype == np.float32:
-        return np.asarray
-    if dtype.itemsize == 1 and dtype.kind in "iu":
-        table = _dequantize(np.arange(256, dtype=np.uint8).view(dtype), quant)
-        return lambda values: table.take(values.view(np.uint8))
-    return lambda values: _dequantize(values, quant)
 
 
 # --- TFLite -------------------------------------------------------------------------------

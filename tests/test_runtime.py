@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from runtime import BACKENDS, Localizer
-from runtime.backends import TensorInfo, _dequantizer, resolve_providers, sniff_format
+from runtime._tensors import TensorInfo, _dequantizer
+from runtime.backends import resolve_providers, sniff_format
 from tests import test_runtime_helpers as helpers
 from tests._predict_summary import summary
 from tests.test_runtime_helpers import BOX_XYXY, LABELS, SCORE, SIZE
