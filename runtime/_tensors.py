@@ -26,7 +26,7 @@ class TensorInfo:
     index: Any = None  # engine handle: TFLite tensor index or ONNX name
 
 
-class _InputConverter:
+class InputConverter:
     """uint8 pixels -> input tensor values via the tensor's quantization, into a reused buffer."""
 
     def __init__(self, info: TensorInfo):
@@ -62,7 +62,7 @@ class _InputConverter:
         return self._buf
 
 
-def _dequantize(values: np.ndarray, quant: tuple[float, int]) -> np.ndarray:
+def dequantize(values: np.ndarray, quant: tuple[float, int]) -> np.ndarray:
     """Quantized outputs -> float32, in place on one new array."""
     scale, zero = quant
     if values.dtype == np.float32:
@@ -75,13 +75,13 @@ def _dequantize(values: np.ndarray, quant: tuple[float, int]) -> np.ndarray:
     return out
 
 
-def _dequantizer(info: TensorInfo) -> Callable[[np.ndarray], np.ndarray]:
+def dequantizer(info: TensorInfo) -> Callable[[np.ndarray], np.ndarray]:
     """The per-frame float32 conversion of one output. 8-bit outputs go through a 256-entry
-    table built with ``_dequantize``'s float32 arithmetic (same values, one numpy call)."""
+    table built with ``dequantize``'s float32 arithmetic (same values, one numpy call)."""
     dtype, quant = np.dtype(info.dtype), info.quant
     if dtype == np.float32:
         return np.asarray
     if dtype.itemsize == 1 and dtype.kind in "iu":
-        table = _dequantize(np.arange(256, dtype=np.uint8).view(dtype), quant)
+        table = dequantize(np.arange(256, dtype=np.uint8).view(dtype), quant)
         return lambda values: table.take(values.view(np.uint8))
-    return lambda values: _dequantize(values, quant)
+    return lambda values: dequantize(values, quant)

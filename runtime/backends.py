@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime._tensors import TensorInfo, _dequantizer, _InputConverter
+from runtime._tensors import InputConverter, TensorInfo, dequantizer
 from runtime.contract import CONTRACT_KEY, read_tflite_metadata
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,9 @@ class TFLiteBackend(Backend):
             metadata=metadata,
             threads=threads,
         )
-        self._convert = _InputConverter(self.input)
+        self._convert = InputConverter(self.input)
         self._in_index = self.input.index
-        self._out = [(o.index, _dequantizer(o)) for o in self.outputs]
+        self._out = [(o.index, dequantizer(o)) for o in self.outputs]
 
     def run(self, pixels: np.ndarray) -> list[np.ndarray]:
         it = self._it
@@ -217,10 +217,10 @@ class OnnxBackend(Backend):
             supports_batch=not isinstance(inputs[0].shape[0], int) or inputs[0].shape[0] != 1,
         )
         self._session = session
-        self._convert = _InputConverter(self.input)
+        self._convert = InputConverter(self.input)
         self._in_name = self.input.name
         self._out_names = [o.name for o in self.outputs]
-        self._to_float = [_dequantizer(o) for o in self.outputs]
+        self._to_float = [dequantizer(o) for o in self.outputs]
 
     def run(self, pixels: np.ndarray) -> list[np.ndarray]:
         if pixels.shape[0] != 1 and not self.supports_batch:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from runtime import BACKENDS, Localizer
-from runtime._tensors import TensorInfo, _dequantizer
+from runtime._tensors import TensorInfo, dequantizer
 from runtime.backends import resolve_providers, sniff_format
 from tests import test_runtime_helpers as helpers
 from tests._predict_summary import summary
@@ -282,9 +282,9 @@ def test_runtime_works_without_tensorflow_keras_or_tf2onnx(runtime_models):
 def test_output_table_dequantization_equals_the_arithmetic(dtype, quant):
     info = TensorInfo(name="score", shape=(1, 256), dtype=np.dtype(dtype), quant=quant)
     codes = np.arange(256, dtype=np.uint8).view(dtype).reshape(1, 256)
-    got = _dequantizer(info)(codes)
+    got = dequantizer(info)(codes)
     want = codes.astype(np.float32) if not quant[0] else (codes.astype(np.float32) - quant[1]) * np.float32(quant[0])
     assert got.dtype == np.float32 and got.shape == (1, 256)
     np.testing.assert_array_equal(got, want)  # bit-identical, every code
     floats = np.ones((1, 4), np.float32)
-    assert _dequantizer(TensorInfo("box", (1, 4), np.dtype(np.float32)))(floats) is floats
+    assert dequantizer(TensorInfo("box", (1, 4), np.dtype(np.float32)))(floats) is floats
