@@ -109,8 +109,7 @@ def decode_box(
     Straight-line float arithmetic: this runs once per video frame, right after the model
     has pushed the interpreter out of the CPU caches, where every extra call costs ~1 us.
     """
-    if box_format not in BOX_FORMATS:
-        check_box_format(box_format)
+    check_box_format(box_format)
     x1, y1, x2, y2 = _floats(box)
     if box_format == "xywh":
         x2, y2 = x1 + x2, y1 + y2

@@ -12,7 +12,7 @@ import numpy as np
 
 from runtime.localizer import Result
 
-GREEN, GREY, WHITE, BLACK = (60, 220, 60), (160, 160, 160), (255, 255, 255), (0, 0, 0)
+GREEN, GREY, WHITE = (60, 220, 60), (160, 160, 160), (255, 255, 255)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -35,9 +35,6 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], color: tuple, scale:
     x0, y0 = org[0] - 2, org[1] - rise
     ph, pw = patch.shape[:2]
     ih, iw = img.shape[:2]
-    if 0 <= x0 and 0 <= y0 and x0 + pw <= iw and y0 + ph <= ih:  # the usual case: inside
-        img[y0 : y0 + ph, x0 : x0 + pw] = patch
-        return
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + pw, iw), min(y0 + ph, ih)
     if cx0 < cx1 and cy0 < cy1:
         img[cy0:cy1, cx0:cx1] = patch[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]

@@ -90,15 +90,17 @@ def test_csv_multi_largest_and_no_header(tmp_path: Path, write_image: Callable[.
     assert sorted(Path(skip[i].name).name for i in range(len(skip))) == ["b.jpg", "c.jpg"]
 
 
-def test_splits_are_disjoint_seeded_and_complete(tmp_path: Path, write_image: Callable[..., Path]) -> None:
+def test_splits_are_disjoint_seeded_and_complete(
+    tmp_path: Path, write_image: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
     rows = []
     for i in range(10):
         write_image(tmp_path / f"{i}.png", draw_box_image(H, W, rect(i)))
         rows.append(f'{i}.png,"{list(rect(i))}"')
     (tmp_path / "l.csv").write_text("\n".join(rows))
 
-    def names(split: str, seed: int = 0) -> set[str]:
-        src = get_source("csv", data_dir=tmp_path / "l.csv", split=split, seed=seed, val_fraction=0.3)
+    def names(split: str, seed: int = 0, fraction: float = 0.3) -> set[str]:
+        src = get_source("csv", data_dir=tmp_path / "l.csv", split=split, seed=seed, val_fraction=fraction)
         return {src[i].name for i in range(len(src))}
 
     train, val, test = names("train"), names("val"), names("test")
@@ -106,6 +108,9 @@ def test_splits_are_disjoint_seeded_and_complete(tmp_path: Path, write_image: Ca
     assert not train & val and not train & test and not val & test  # the test never picks the model
     assert {Path(n).name for n in train | val | test} == {f"{i}.png" for i in range(10)}
     assert names("train") == train and names("train", seed=1) != train
+    with caplog.at_level("WARNING"):  # one held-out image cannot be halved: val and test share it
+        assert names("val", fraction=0.1) == names("test", fraction=0.1) and len(names("train", fraction=0.1)) == 9
+    assert "only 1 held-out image, used for both val and test; raise val_fraction" in caplog.text
 
 
 def test_missing_and_empty_datasets_raise_clear_errors(tmp_path: Path, write_image: Callable[..., Path]) -> None:
