@@ -1,28 +1,25 @@
 """The images every cell is scored on, built once per run and shared with the cell processes.
 
-Two ways in:
-- a registered training source (``train.sources.get_source``: synthetic scenes, or a CSV /
-  VOC folder split exactly as training split it); needs the training extras;
-- a CSV or VOC folder read by the lean reader below (numpy + OpenCV only), used whole:
-  this works on a Raspberry Pi with only ``.[runtime]`` installed.
+Two ways in, both through the lean data layer (``data``: numpy, OpenCV and Pillow), so they
+work on a Raspberry Pi with only ``.[runtime]`` installed:
+- a registered source (synthetic scenes, or a CSV / VOC folder split exactly as training
+  split it);
+- a CSV or VOC folder used whole (every image the training reader accepts).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import re
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from data.catalog import open_source
+
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 @dataclass
@@ -59,85 +56,11 @@ class EvalSet:
             return cls(meta["name"], images, data["boxes"], meta["labels"])
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode by content (some '.jpg' files are PNG or GIF), return RGB uint8."""
-    buf = np.fromfile(str(path), np.uint8)
-    image = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    if image is None:  # GIF and other container formats OpenCV decodes as video
-        cap = cv2.VideoCapture(str(path))
-        ok, image = cap.read()
-        cap.release()
-        if not ok:
-            raise ValueError(f"cannot decode image {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _norm(box: list[float], image: np.ndarray) -> np.ndarray:
-    h, w = image.shape[:2]
-    x1, y1, x2, y2 = box
-    return np.clip(np.array([x1 / w, y1 / h, x2 / w, y2 / h], np.float32), 0.0, 1.0)
-
-
 def _voc_dirs(root: Path) -> tuple[Path, Path] | None:
     for ann, img in (("annotations", "images"), ("Annotations", "JPEGImages")):
         if (root / ann).is_dir():
             return root / ann, root / img if (root / img).is_dir() else root
     return None
-
-
-def _read_voc(root: Path, limit: int | None) -> EvalSet:
-    ann_dir, img_dir = _voc_dirs(root)  # type: ignore[misc]
-    out = EvalSet(f"voc:{root}")
-    boxes = []
-    for xml_path in sorted(ann_dir.glob("*.xml")):
-        tree = ET.parse(xml_path).getroot()
-        objects = []
-        for obj in tree.iter("object"):
-            bb = obj.find("bndbox")
-            if bb is None:
-                continue
-            coords = [float(bb.findtext(k, "0")) for k in ("xmin", "ymin", "xmax", "ymax")]
-            objects.append((obj.findtext("name", "object"), coords))
-        if not objects:
-            continue
-        name, coords = max(objects, key=lambda o: (o[1][2] - o[1][0]) * (o[1][3] - o[1][1]))
-        image_path = img_dir / (tree.findtext("filename") or xml_path.stem + ".jpg")
-        if not image_path.is_file():
-            matches = [
-                p for p in img_dir.glob(xml_path.stem + ".*") if p.suffix.lower() in IMAGE_SUFFIXES
-            ]
-            if not matches:
-                log.warning("no image for %s; skipped", xml_path.name)
-                continue
-            image_path = matches[0]
-        image = read_image(image_path)
-        out.images.append(image)
-        boxes.append(_norm(coords, image))
-        out.labels.append(name)
-        if limit and len(out) >= limit:
-            break
-    out.boxes = np.array(boxes, np.float32).reshape(-1, 4)
-    return out
-
-
-def _read_csv(csv_path: Path, limit: int | None) -> EvalSet:
-    out = EvalSet(f"csv:{csv_path}")
-    boxes = []
-    with open(csv_path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            cols = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
-            path = cols.get("image") or cols.get("path") or cols.get("filename")
-            numbers = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", cols.get("bbox", ""))]
-            if not path or len(numbers) != 4:
-                continue
-            image = read_image(csv_path.parent / path)
-            out.images.append(image)
-            boxes.append(_norm(numbers, image))
-            out.labels.append(cols.get("label") or "object")
-            if limit and len(out) >= limit:
-                break
-    out.boxes = np.array(boxes, np.float32).reshape(-1, 4)
-    return out
 
 
 def detect_format(path: Path) -> str | None:
@@ -160,24 +83,12 @@ def read_folder(path: str | Path, limit: int | None = None) -> EvalSet:
             f"eval data {path} not found; pass --eval-dir with a CSV or VOC folder"
         )
     fmt = detect_format(path)
-    if fmt == "voc":
-        data = _read_voc(path, limit)
-    elif fmt == "csv":
-        csv_path = (
-            path
-            if path.is_file()
-            else (
-                path / "labels.csv"
-                if (path / "labels.csv").is_file()
-                else sorted(path.glob("*.csv"))[0]
-            )
-        )
-        data = _read_csv(csv_path, limit)
-    else:
+    if fmt is None:
         raise ValueError(
             f"{path} is neither a VOC folder (annotations/*.xml + images/) nor a CSV set "
             "(labels.csv with image,bbox,label); pass one of those to --eval-dir"
         )
+    data = _materialize(open_source(fmt, data_dir=path, split="all"), f"{fmt}:{path}", limit)
     if not len(data):
         raise ValueError(f"no usable annotated images in {path}")
     return data
@@ -186,15 +97,18 @@ def read_folder(path: str | Path, limit: int | None = None) -> EvalSet:
 def from_source(
     name: str, *, data_dir: str | None, split: str, size: int, seed: int = 0
 ) -> EvalSet:
-    """Draw an eval set from a registered training source (needs the training extras)."""
-    from train.sources import get_source  # noqa: PLC0415  (optional dependency)
-
+    """Draw an eval set from a registered source, split exactly as training split it."""
     opts: dict[str, Any] = {"split": split, "size": size, "seed": seed}
-    if data_dir:
-        opts["data_dir"] = Path(data_dir).expanduser()
-    source = get_source(name, **opts)
-    n = min(len(source), size)
-    out = EvalSet(f"{name}:{split}" + (f":{data_dir}" if data_dir else ""))
+    source = open_source(name, data_dir=Path(data_dir).expanduser() if data_dir else None, **opts)
+    out = _materialize(source, f"{name}:{split}" + (f":{data_dir}" if data_dir else ""), size)
+    if not len(out):
+        raise ValueError(f"eval source {name!r} has no samples for split {split!r}")
+    return out
+
+
+def _materialize(source: Any, name: str, limit: int | None) -> EvalSet:
+    n = len(source) if not limit else min(len(source), limit)
+    out = EvalSet(name)
     boxes = []
     for i in range(n):
         sample = source[i]
@@ -202,8 +116,6 @@ def from_source(
         boxes.append(np.asarray(sample.box, np.float32))
         out.labels.append(source.labels[int(sample.label)])
     out.boxes = np.array(boxes, np.float32).reshape(-1, 4)
-    if not len(out):
-        raise ValueError(f"eval source {name!r} has no samples for split {split!r}")
     return out
 
 

@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--eval",
         dest="eval_source",
-        help="eval source name (train.sources), e.g. cat-on-scenes, voc",
+        help="eval source name (data.sources), e.g. cat-on-scenes, voc",
     )
     p.add_argument(
         "--eval-dir", help="eval data folder: a CSV or VOC set (read whole unless --eval-split)"

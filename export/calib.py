@@ -19,51 +19,17 @@ import numpy as np
 
 from export._io import ExportError
 from runtime.contract import preprocess
-from train.sources import SOURCES, Sample, get_source
+from data.catalog import SOURCES, open_source
+from data.sources import ImageFolder, Sample
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 DEFAULT_CALIB_SIZE = 200
 DEFAULT_SCREEN = 8.0  # drop calibration images whose activations peak this many times the median
 _MAX_SCREENED = 0.05  # never drop more than this share of the set
 
 
-def decode_image(path: Path) -> np.ndarray:
-    """Decode an image file by content (extensions lie) to RGB uint8; ValueError if unreadable."""
-    data = np.fromfile(str(path), np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is not None:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    try:  # GIF and other formats OpenCV cannot decode
-        from PIL import Image
-
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception:
-        raise ValueError(f"{path} is not a readable image") from None
-
-
-class ImageFolder:
-    """A plain folder of images (searched recursively), no boxes: for calibration only."""
-
-    labels = ["none", "object"]
-
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        self.files = sorted(
-            p for p in self.folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> Sample:
-        path = self.files[index]
-        return Sample(decode_image(path), np.zeros(4, np.float32), 0, str(path))
-
-
-def open_source(
+def run_source(
     spec: str | None,
     *,
     config: dict[str, Any],
@@ -91,29 +57,28 @@ def open_source(
     else:
         split_options = {}
     desc: dict[str, Any] = {"source": spec, "split": split}
-    if spec not in SOURCES and spec not in _source_names():
+    names = [n.split(":")[0] for n in str(spec).split(",")]
+    if not all(n in SOURCES for n in names):
         folder = Path(spec).expanduser()
         if not folder.exists():
             raise ExportError(
                 f"calibration/verification source {spec!r} is neither a data source "
-                f"({', '.join(_source_names())}) nor an existing folder of images"
+                f"({', '.join(sorted(SOURCES))}) nor an existing folder of images"
             )
         if not folder.is_dir():
             raise ExportError(f"{folder} is a file; pass a folder of images or a source name")
-        source = ImageFolder(folder)
-        desc = {"source": str(folder), "kind": "folder", "split": "all"}
-    else:
-        options: dict[str, Any] = {"seed": 0, **split_options, "split": split, "size": size}
-        if data_dir is not None:
-            options["data_dir"] = Path(data_dir).expanduser()
-            desc["data_dir"] = str(data_dir)
-        try:
-            source = get_source(spec, **options)
-        except (ValueError, FileNotFoundError, OSError) as err:
-            raise ExportError(
-                f"cannot open data source {spec!r}: {err} (to use other data pass --calib SOURCE "
-                "--calib-dir PATH, and --verify-data/--verify-dir)"
-            ) from None
+    options: dict[str, Any] = {"seed": 0, **split_options, "size": size}
+    if data_dir is not None:
+        desc["data_dir"] = str(data_dir)
+    try:
+        source = open_source(spec, split=split, data_dir=data_dir, folders=True, **options)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        raise ExportError(
+            f"cannot open data source {spec!r}: {err} (to use other data pass --calib SOURCE "
+            "--calib-dir PATH, and --verify-data/--verify-dir)"
+        ) from None
+    if isinstance(source, ImageFolder):
+        desc = {"source": str(source.folder), "kind": "folder", "split": "all"}
     if len(source) == 0:
         where = (
             f" in {desc['data_dir']}" if desc.get("data_dir") and desc["data_dir"] != spec else ""
@@ -123,13 +88,6 @@ def open_source(
             "(or --calib-dir / --verify-dir) at data with images"
         )
     return source, desc
-
-
-def _source_names() -> list[str]:
-    from train.sources import _load_builtin_sources
-
-    _load_builtin_sources()
-    return sorted(SOURCES)
 
 
 @dataclass
@@ -231,7 +189,7 @@ def calibration_set(
     """
     if size is not None and size < 1:
         raise ExportError(f"--calib-size must be at least 1, got {size}")
-    source, info = open_source(
+    source, info = run_source(
         spec,
         config=config,
         split="train",

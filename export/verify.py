@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from export._io import ExportError, LoadedModel
-from export.calib import draw, open_source
+from export.calib import draw, run_source
 from runtime.contract import box_iou, to_xyxy
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def holdout_set(
     seed: int = 0,
 ) -> Holdout:
     """The test split of ``spec`` (default: the run's training source), with Keras predictions."""
-    source, info = open_source(
+    source, info = run_source(
         spec, config=loaded.config, split="test", size=size, data_dir=data_dir, seed=seed
     )
     if info.get("kind") == "folder":

@@ -20,10 +20,10 @@ from typing import IO, Any
 
 import cv2
 
+from data.images import IMAGE_EXTS, ImageError, read_image
 from runtime._cli import console, fail, resolve_model, setup_logging
 from runtime.localizer import Localizer
 from runtime.overlay import draw_result
-from runtime.sources import IMAGE_EXTS
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +96,11 @@ def run(
     for path in images:
         summary.images += 1
         record: dict[str, Any] = {"image": str(path)}
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            record["error"] = "cannot decode image (missing, truncated or not an image)"
-        else:
+        try:
+            image = read_image(path, bgr=True)
+        except ImageError as err:
+            image, record["error"] = None, str(err)
+        if image is not None:
             try:
                 result = loc.predict(image, bgr=True)
                 record.update(result.to_dict(), width=image.shape[1], height=image.shape[0])

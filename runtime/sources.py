@@ -19,9 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTS, ImageError, list_images, read_image
+
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 _MAX_FAILS = 25  # consecutive read failures before a source counts as gone
 _HINT = ("pass a camera index (0), a video file, an image folder, a glob ('frames/*.jpg') "
@@ -138,8 +139,9 @@ class CaptureSource(Source):
 class ImageSource(Source):
     """A list of image files, read in order; an undecodable file becomes a failed frame."""
 
-    def __init__(self, paths: list[Path], loop: bool = False):
-        self.paths, self.loop = paths, loop
+    def __init__(self, paths: list[Path], loop: bool = False,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS):
+        self.paths, self.loop, self.max_pixels = paths, loop, max_pixels
         self._i = 0
 
     def read(self) -> Frame | None:
@@ -149,18 +151,14 @@ class ImageSource(Source):
             self._i = 0
         path = self.paths[self._i]
         self._i += 1
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            return Frame(self._i - 1, None, str(path), "cannot decode image")
+        try:
+            image = read_image(path, bgr=True, max_pixels=self.max_pixels)
+        except ImageError as err:
+            return Frame(self._i - 1, None, str(path), str(err))
         return Frame(self._i - 1, image, str(path))
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly in a folder, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-
-
-def open_source(spec: str | int, loop: bool = False) -> Source:
+def open_frames(spec: str | int, loop: bool = False) -> Source:
     """Open ``--source``: camera index, stream URL, video file, image folder, glob or image file."""
     text = str(spec).strip()
     if text.isdigit():

@@ -31,7 +31,7 @@ from runtime._cli import console, fail, resolve_model, setup_logging
 from runtime.localizer import Localizer, Result
 from runtime.overlay import BoxSmoother, FpsMeter, HudValues, draw_hud, draw_result
 from runtime.serve import MjpegServer, parse_address
-from runtime.sources import Capture, open_source
+from runtime.sources import Capture, open_frames
 
 log = logging.getLogger(__name__)
 _WINDOW = "edgeloc (q to quit)"
@@ -170,7 +170,7 @@ def run(
         else Localizer.load(model, backend, threads, providers, threshold=threshold)
     )
     loc.threshold = threshold
-    src = open_source(source, loop=loop)
+    src = open_frames(source, loop=loop)
     server = None
     try:
         if serve:

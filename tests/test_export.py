@@ -25,7 +25,7 @@ def run_dir(tmp_path_factory) -> Path:
     import keras
 
     from train.model import ModelSpec, build_model
-    from train.sources import get_source
+    from data.catalog import get_source
 
     keras.utils.set_random_seed(0)
     spec = ModelSpec(backbone="small_cnn", image_size=SIZE, alpha=0.5, head_units=16)
@@ -52,7 +52,7 @@ def run_dir(tmp_path_factory) -> Path:
 def reference(run_dir):
     """(pixels, Keras boxes, Keras scores) on fresh test images; the model must not be constant."""
     from train.config import load_run
-    from train.sources import get_source
+    from data.catalog import get_source
 
     model, _ = load_run(run_dir)
     source = get_source("blobs", split="test", size=24, seed=5)
@@ -316,7 +316,7 @@ def test_one_calibration_generator_feeds_both_formats(run_dir):
     from export.calib import calibration_set
     from export.onnx import calibration_reader
     from export.tflite import representative_dataset
-    from train.sources import get_source
+    from data.catalog import get_source
 
     config = {"data": {"source": "blobs"}}
     calib = calibration_set(None, config=config, image_size=SIZE, size=10, seed=3)
@@ -342,7 +342,7 @@ def _image_folder(folder: Path, n: int, junk: int = 0) -> Path:
     """``n`` blob images as PNG files (plus ``junk`` files that only look like images)."""
     import cv2
 
-    from train.sources import get_source
+    from data.catalog import get_source
 
     folder.mkdir(parents=True, exist_ok=True)
     source = get_source("blobs", split="train", size=n, seed=1)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from runtime.contract import box_iou
-from train import assets
+from data import assets
 from train.label import main, run
-from train.sources import get_source
+from data.catalog import get_source
 
 
 @pytest.fixture

@@ -8,8 +8,10 @@ import pytest
 
 from runtime.contract import box_to_pixels, preprocess
 from tests.conftest import draw_box_image
-from train.pipeline import Augment, flip_horizontal, load_example, make_dataset, photometric, random_window
-from train.sources import Sample, get_source
+from data.augment import Augment, flip_horizontal, photometric, random_window
+from train.pipeline import load_example, make_dataset
+from data.catalog import get_source
+from data.sources import Sample
 
 
 class RectSource:

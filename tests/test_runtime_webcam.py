@@ -20,7 +20,7 @@ from runtime import webcam
 from runtime.localizer import Result
 from runtime.overlay import BoxSmoother, HudValues, draw_result
 from runtime.serve import BOUNDARY, parse_address
-from runtime.sources import Capture, Frame, Source, open_source
+from runtime.sources import Capture, Frame, Source, open_frames
 from tests import test_runtime_helpers as helpers
 from tests.test_runtime_helpers import VIDEO_FRAMES, write_images
 
@@ -293,10 +293,10 @@ def test_ctrl_c_stops_cleanly_with_a_summary(runtime_models, video_file):
     assert "edgeloc run summary" in err
 
 
-def test_open_source_kinds(video_file, tmp_path):
+def test_open_frames_kinds(video_file, tmp_path):
     images = write_images(tmp_path / "imgs", n=2)
-    assert not open_source(str(video_file)).live
-    assert open_source(str(images[0])).read().image is not None
-    assert [f.index for f in iter(open_source(str(tmp_path / "imgs")).read, None)] == [0, 1]
+    assert not open_frames(str(video_file)).live
+    assert open_frames(str(images[0])).read().image is not None
+    assert [f.index for f in iter(open_frames(str(tmp_path / "imgs")).read, None)] == [0, 1]
     with pytest.raises(ValueError, match="no camera at index 9"):
-        open_source("9")
+        open_frames("9")

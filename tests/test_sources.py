@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from runtime.contract import box_to_pixels
-from train import assets
-from train.sources import SOURCES, get_source
-from train.synthetic import SCALE_RANGE, SyntheticSource
+from data import assets
+from data.catalog import SOURCES, get_source
+from data.synthetic import SCALE_RANGE, SyntheticSource
 
 get_source("blobs", size=1)  # loads the registry
 SYNTHETIC = sorted(n for n, f in SOURCES.items() if isinstance(f, type) and issubclass(f, SyntheticSource))

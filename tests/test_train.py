@@ -115,9 +115,9 @@ def test_cli_and_evaluate_on_a_tiny_run(tmp_path, capsys):
 
 @pytest.mark.parametrize("flags, message", [
     (["--data", "nope"], "unknown data source 'nope'"),
-    (["--data", "blobs", "--backbone", "nope"], "unknown backbone 'nope'"),
-    (["--data", "blobs", "--loss", "nope"], "unknown loss 'nope'"),
-    (["--preset", "nope"], "unknown preset 'nope'"),
+    (["--data", "blobs", "--backbone", "nope"], "--backbone: invalid choice: 'nope' (choose from 'mobilenet_v2'"),
+    (["--data", "blobs", "--loss", "nope"], "--loss: invalid choice: 'nope' (choose from 'mse'"),
+    (["--preset", "nope"], "--preset: invalid choice: 'nope' (choose from 'default', 'demo'"),
     (["--data", "voc"], "--data-dir"),
     (["--data", "voc", "--data-dir", "/nonexistent/dir"], "does not exist"),
     (["--data", "blobs", "--backbone", "small_cnn", "--weights", "/nonexistent.h5"], "not found"),

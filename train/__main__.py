@@ -26,30 +26,57 @@ log = logging.getLogger(__name__)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    # Choices and help come from the registries: a new entry shows up here the day it is added.
+    from data.augment import AUGMENTS
+    from data.catalog import SOURCES
+    from train.config import PRESETS
+    from train.losses import BOX_LOSSES
+    from train.model import BACKBONES, VECTORIZERS
+
     p = argparse.ArgumentParser(prog="python -m train", description="Train a single-object localizer.")
     p.add_argument("--out", required=True, help="run directory (created; reused to resume)")
-    p.add_argument("--preset", help="named config to start from (e.g. demo); flags override it")
-    p.add_argument("--data", help="synthetic source (blobs, cat-on-black, cat-on-scenes, "
-                   "faces-on-scenes) or file format (csv, voc, yolo, coco)")
-    p.add_argument("--data-dir", help="folder (or file) of a file source")
-    p.add_argument("--train-size", type=int, help="distinct samples of a synthetic training split")
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="named config to start from (demo: built-in data; real: 100-300 labelled "
+                   "photos); flags override it")
+    p.add_argument("--data", nargs="+", metavar="NAME[:WEIGHT]",
+                   help=f"data source(s): {', '.join(SOURCES)}; several are mixed by weight "
+                   "(e.g. --data voc:3 faces-on-scenes:1), labels merged by name")
+    p.add_argument("--data-dir", nargs="+", metavar="PATH",
+                   help="folder (or file) of each file source (csv, voc, yolo, coco), in --data order")
+    p.add_argument("--train-size", type=int,
+                   help="distinct samples of a synthetic training split (and the epoch length "
+                   "of a pasted file source)")
     p.add_argument("--negatives", type=float, help="share of synthetic no-object samples")
     p.add_argument("--multi", choices=("skip", "largest"), help="images with several boxes")
-    p.add_argument("--no-augment", dest="augment", action="store_false", default=None,
+    p.add_argument("--augment", choices=list(AUGMENTS),
+                   help="augmentation profile (basic: geometry + colour; camera: + rotation, "
+                   "gamma, white balance, grayscale, blur, noise, JPEG, wider scales)")
+    p.add_argument("--no-augment", dest="augment", action="store_const", const="none",
                    help="turn off training augmentation")
+    p.add_argument("--aug", metavar="KEY=VALUE,...",
+                   help="change single augmentation settings, e.g. rotate=0.3,jpeg=0.5 "
+                   "(see data/augment.py)")
+    p.add_argument("--paste", type=float, metavar="P",
+                   help="share of file-source training samples made by pasting the training "
+                   "objects onto other backgrounds (0 = off)")
+    p.add_argument("--init", metavar="RUN_OR_KERAS",
+                   help="warm start from another run (or .keras file) of the same architecture")
+    p.add_argument("--freeze-backbone", type=int, metavar="N",
+                   help="keep the backbone fixed for the first N epochs")
     p.add_argument("--seed", type=int)
-    p.add_argument("--backbone", help="mobilenet_v2, mobilenet_v3_small, resnet50, vgg16, small_cnn")
+    p.add_argument("--backbone", choices=list(BACKBONES))
     p.add_argument("--image-size", type=int, help="square input side in pixels")
     p.add_argument("--weights", help="imagenet, none or a backbone weights file")
     p.add_argument("--alpha", type=float, help="width multiplier (MobileNets, small_cnn)")
     p.add_argument("--box-format", choices=("xyxy", "xywh"))
-    p.add_argument("--vectorizer", help="gap, flatten or attention (spatial-softmax pooling)")
+    p.add_argument("--vectorizer", choices=list(VECTORIZERS),
+                   help="attention: spatial-softmax pooling with the weighted cell position")
     p.add_argument("--head-units", type=int)
     p.add_argument("--reduce-filters", type=int, help="extra 3x3 stride-2 conv (0 = none)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--steps-per-epoch", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--loss", help="mse, bce, smooth_l1, l1, giou, giou_l1 (default)")
+    p.add_argument("--loss", choices=list(BOX_LOSSES), help="box loss (default giou_l1)")
     p.add_argument("--lr", type=float, help="initial learning rate (default 3e-4)")
     p.add_argument("--decay-rate", type=float, help="learning-rate factor per decay step (0.8)")
     p.add_argument("--decay-steps", type=int, help="steps between decays (3600)")
@@ -72,8 +99,16 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         config = resolve_config(args.preset, **flags)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    if config.data.data_dir is None and config.data.source in ("csv", "voc", "yolo", "coco"):
-        raise UsageError(f"--data {config.data.source} reads files: pass --data-dir PATH")
+    for flag in ("data", "data_dir"):  # one value stays a plain string in config.json
+        value = getattr(config.data, "source" if flag == "data" else flag)
+        if isinstance(value, list) and len(value) == 1:
+            setattr(config.data, "source" if flag == "data" else flag, value[0])
+    try:
+        from data.mix import parse_specs
+
+        parse_specs(config.data.source, config.data.data_dir)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     summary = train(config, args.out, console=console, overwrite=args.overwrite,
                     progress=args.progress)
     console.print(summary_table(summary, config, args.out))
@@ -88,7 +123,7 @@ def summary_table(summary: dict[str, Any], config: Any, out: str | Path) -> Tabl
     table.add_column(style="bold")
     table.add_column(justify="right")
     rows = [
-        ("data", f"{config.data.source} {config.data.data_dir or ''}".strip()),
+        ("data", config.data.describe()),
         ("model", f"{m.backbone} a={m.alpha:g} {m.image_size}px {m.vectorizer} {m.box_format}"),
         ("loss / lr", f"{t.loss} / {config.optimizer.learning_rate:g}"),
         ("epochs (best)", f"{summary['epochs_run']} ({summary['best_epoch']})"
@@ -108,7 +143,10 @@ def summary_table(summary: dict[str, Any], config: Any, out: str | Path) -> Tabl
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except SystemExit as exit_:  # argparse printed its one-line usage error (or --help)
+        return int(exit_.code or 0)
     console = Console()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from train.model import ModelSpec
-from train.sources import SourceOptions
+from data.sources import SourceOptions
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
@@ -28,23 +28,29 @@ class UsageError(ValueError):
 
 @dataclass
 class DataConfig:
-    """Where the data comes from.
+    """Where the data comes from and how it is augmented.
 
     Attributes:
-        source: a synthetic source name or a file format (csv, voc, yolo, coco).
-        data_dir: folder (or file) for file sources.
-        train_size: distinct training samples of a synthetic source.
+        source: a source name (synthetic or a file format: csv, voc, yolo, coco), or a list
+            of ``NAME[:WEIGHT]`` items mixed by weight (labels merged by name).
+        data_dir: folder (or file) of a file source; a list with one entry per file source.
+        train_size: distinct training samples of a synthetic source (and the epoch length
+            of a file source under paste augmentation).
         val_size: validation samples of a synthetic source (checked after every epoch).
         test_size: test samples of a synthetic source (final evaluation and plots).
         negatives: share of synthetic samples without an object.
         multi: images with several boxes in file sources: ``skip`` or ``largest``.
         val_fraction: share of a file dataset held out, split in half into val and test.
-        augment: box-consistent augmentation of the training split.
+        augment: a profile of ``data.augment.AUGMENTS`` (``none``, ``basic``, ``camera``);
+            True/False are ``basic``/``none``.
+        augment_overrides: changes to that profile, ``"rotate=0.3,jpeg=0.5"``.
+        paste: share of file-source training samples composed by object-bank pasting.
+        paste_options: other ``data.paste.PasteOptions`` fields (scale, scenes, ...).
         seed: seed of sources, shuffling and augmentation.
     """
 
-    source: str = "cat-on-scenes"
-    data_dir: str | None = None
+    source: str | list[str] = "cat-on-scenes"
+    data_dir: str | list[str] | None = None
     train_size: int = 2000
     val_size: int = 200
     test_size: int = 400
@@ -52,8 +58,18 @@ class DataConfig:
     negatives: float = SourceOptions.negatives
     multi: str = SourceOptions.multi
     val_fraction: float = SourceOptions.val_fraction
-    augment: bool = True
+    augment: bool | str = "basic"
+    augment_overrides: str | None = None
+    paste: float = 0.0
+    paste_options: dict[str, Any] = field(default_factory=dict)
     seed: int = SourceOptions.seed
+
+    def describe(self) -> str:
+        """The sources in one line, e.g. ``voc ../cats/train + cat-on-scenes``."""
+        names = [self.source] if isinstance(self.source, str) else list(self.source)
+        dirs = [self.data_dir] if isinstance(self.data_dir, str) else list(self.data_dir or [])
+        text = " + ".join(names)
+        return f"{text} {' '.join(dirs)}".strip()
 
 
 @dataclass
@@ -90,6 +106,11 @@ class TrainingConfig:
         checkpoint: what model.keras holds: ``best`` (best epoch by ``monitor``) or
             ``last`` (use it when the validation split doubles as the test split, as
             the held-out part of a file dataset does, so the test figure stays unbiased).
+        init: warm start: a run directory or ``.keras`` file of the same architecture whose
+            weights the run starts from (the score layer is re-initialized when the label
+            count differs).
+        freeze_backbone: keep the backbone's weights fixed for this many first epochs
+            (with ``init``: the head adapts before the features move).
     """
 
     epochs: int = 10
@@ -100,6 +121,8 @@ class TrainingConfig:
     patience: int = 5
     monitor: str = "val_box_iou"
     checkpoint: str = "best"
+    init: str | None = None
+    freeze_backbone: int = 0
 
 
 @dataclass
@@ -179,6 +202,8 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "multi": ("data", "multi"),
     "seed": ("data", "seed"),
     "augment": ("data", "augment"),
+    "aug": ("data", "augment_overrides"),
+    "paste": ("data", "paste"),
     "backbone": ("model", "backbone"),
     "image_size": ("model", "image_size"),
     "weights": ("model", "weights"),
@@ -196,6 +221,8 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "loss": ("training", "loss"),
     "patience": ("training", "patience"),
     "checkpoint": ("training", "checkpoint"),
+    "init": ("training", "init"),
+    "freeze_backbone": ("training", "freeze_backbone"),
 }
 
 

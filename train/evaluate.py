@@ -82,14 +82,14 @@ def run(model_path: str | Path, *, data: str | None = None, data_dir: str | None
         out: str | Path | None = None, console: Console | None = None) -> dict[str, Any]:
     """Load a run, evaluate it on ``data``/``split``, print a table and write the JSON."""
     from train.config import RunConfig, UsageError, load_run, write_json_atomic
-    from train.fit import open_source
+    from train.fit import split_source
 
     console = console or Console()
     try:
         model, cfg = load_run(model_path)
         config = RunConfig.from_dict(cfg)
         config = _override_data(config, data, data_dir, size, seed)
-        source = open_source(config, split)
+        source = split_source(config, split)
     except (ValueError, OSError) as err:
         raise UsageError(str(err)) from None
     m = config.model
@@ -98,10 +98,12 @@ def run(model_path: str | Path, *, data: str | None = None, data_dir: str | None
     report = {"model": str(model_path), "data": config.data.source,
               "data_dir": config.data.data_dir, "split": split,
               **{k: v for k, v in report.items() if k != "iou"}}
-    console.print(report_table(report, f"{config.data.source} / {split}"))
+    console.print(report_table(report, f"{config.data.describe()} / {split}"))
     path = Path(model_path)
     run_dir = path if path.is_dir() else path.parent
-    target = Path(out) if out else run_dir / f"evaluation-{config.data.source}-{split}.json"
+    names = [config.data.source] if isinstance(config.data.source, str) else config.data.source
+    tag = "+".join(n.split(":")[0] for n in names)
+    target = Path(out) if out else run_dir / f"evaluation-{tag}-{split}.json"
     write_json_atomic(target, report)
     console.print(f"wrote {target}")
     return report

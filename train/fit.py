@@ -213,37 +213,42 @@ class Prepared:
     steps_per_epoch: int
 
 
-def open_source(config: RunConfig, split: str) -> Any:
-    """The data source of ``split`` for this config; empty sources are a ValueError."""
-    from train.sources import get_source
+def split_source(config: RunConfig, split: str) -> Any:
+    """The data of ``split`` for this config (a mix for several sources, pasted objects on the
+    train split of file sources when ``data.paste`` > 0); empty sources are a ValueError."""
+    from data.catalog import open_source
 
     d = config.data
     size = {"train": d.train_size, "val": d.val_size, "test": d.test_size}[split]
-    data_dir = Path(d.data_dir).expanduser() if d.data_dir else None
-    if data_dir is not None and not data_dir.exists():
-        raise FileNotFoundError(f"data dir {data_dir} does not exist; pass --data-dir PATH")
-    source = get_source(d.source, split=split, data_dir=data_dir, size=size, seed=d.seed,
-                        negatives=d.negatives, multi=d.multi, val_fraction=d.val_fraction)
+    dirs = [d.data_dir] if isinstance(d.data_dir, str) else list(d.data_dir or [])
+    for folder in dirs:
+        if not Path(folder).expanduser().exists():
+            raise FileNotFoundError(f"data dir {folder} does not exist; pass --data-dir PATH")
+    paste = {"p": d.paste, **d.paste_options} if d.paste else None
+    source = open_source(d.source, split=split, data_dir=dirs or None, paste=paste, size=size,
+                         seed=d.seed, negatives=d.negatives, multi=d.multi,
+                         val_fraction=d.val_fraction)
     if len(source) == 0:
-        where = f" in {data_dir}" if data_dir else ""
-        raise ValueError(f"the {split} split of {d.source!r}{where} is empty; check --data-dir "
+        raise ValueError(f"the {split} split of {d.describe()} is empty; check --data-dir "
                          "and the annotation files")
     return source
 
 
 def prepare(config: RunConfig) -> Prepared:
     """Open sources and datasets and fill in the labels; raises ValueError on bad input."""
+    from data.augment import get_augment
     from train.pipeline import make_dataset
 
     check_loss(config.training.loss)
-    train_src = open_source(config, "train")
-    val_src, test_src = open_source(config, "val"), open_source(config, "test")
+    augment = get_augment(config.data.augment, config.data.augment_overrides)
+    train_src = split_source(config, "train")
+    val_src, test_src = split_source(config, "val"), split_source(config, "test")
     config.model.labels = tuple(train_src.labels)
     t, m = config.training, config.model
     steps = t.steps_per_epoch or max(1, math.ceil(len(train_src) / t.batch_size))
     common = {"image_size": m.image_size, "batch_size": t.batch_size, "box_format": m.box_format}
-    train_ds = make_dataset(train_src, **common, augment=config.data.augment, shuffle=True,
-                            repeat=True, seed=config.data.seed)
+    train_ds = make_dataset(train_src, **common, augment=augment if augment else False,
+                            shuffle=True, repeat=True, seed=config.data.seed)
     val_ds = make_dataset(val_src, **common)
     return Prepared(train_src, val_src, test_src, train_ds, val_ds, steps)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from train.files import IMAGE_EXTS, read_image
+from data.images import IMAGE_EXTS, list_images, read_image
 
 # Cascade name -> (file in cv2.data.haarcascades, default label).
 CASCADES: dict[str, tuple[str, str]] = {
@@ -73,11 +73,6 @@ def detect(
     return boxes
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, by extension; content is checked on decode)."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-
-
 def run(
     images: Path, cascade: str, out: Path, *, largest: bool = False, keep_empty: bool = False,
     label: str | None = None, min_size: int = 30, scale_factor: float = 1.1, min_neighbors: int = 5,
@@ -87,7 +82,7 @@ def run(
     images, out = Path(images), Path(out)
     if not images.is_dir():
         raise ValueError(f"image folder {images} does not exist; pass --images DIR")
-    files = list_images(images)
+    files = list_images(images, recursive=True)
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) under {images}")
     detector = load_cascade(cascade)

@@ -15,7 +15,7 @@ TRUE_COLOR, PRED_COLOR = "#22dd22", "#ff3333"
 
 def save_prediction_grid(model: Any, samples: Sequence[Any], config: Any, path: str | Path,
                          *, columns: int = 4) -> Path:
-    """Predict ``samples`` (train.sources.Sample) and draw them in a grid saved to ``path``."""
+    """Predict ``samples`` (data.sources.Sample) and draw them in a grid saved to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")

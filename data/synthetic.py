@@ -11,8 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from train import assets
-from train.sources import Sample, SourceOptions, register
+from data import assets
+from data.sources import Sample, SourceOptions
 
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 # Canvas (height, width): square, 4:3 landscape, 3:4 portrait, 16:9 webcam. The contract
@@ -225,8 +225,3 @@ def _blend(image: np.ndarray, patch: np.ndarray, px: int, py: int, alpha: np.nda
     dst = image[y0:y1, x0:x1].astype(np.float32)
     image[y0:y1, x0:x1] = (src * a + dst * (1 - a) + 0.5).astype(np.uint8)
 
-
-register("blobs")(Blobs)
-register("cat-on-black")(CatOnBlack)
-register("cat-on-scenes")(CatOnScenes)
-register("faces-on-scenes")(FacesOnScenes)

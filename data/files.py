@@ -11,22 +11,20 @@ Images explicitly annotated with no object are negatives (label 0).
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from data.images import image_size, read_image
+from data.sources import Sample, SourceOptions
 from runtime.contract import NO_OBJECT
-from train.sources import Sample, SourceOptions
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MULTI = ("skip", "largest")
 SPLITS = ("train", "val", "test", "all")
 CLIP_TOLERANCE = 0.02  # a box may stick out by 2% of the image side (or 2 px) and is clipped
@@ -43,31 +41,6 @@ class Entry:
     normalized: bool = False  # YOLO boxes are fractions of the (decoded) image size
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file by its content into (h, w, 3) uint8 RGB; ValueError if unreadable.
-
-    OpenCV first (fast); Pillow for what OpenCV cannot read (GIF). EXIF orientation is
-    ignored: annotations refer to the stored pixel grid.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"image {path} does not exist")
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as err:
-        raise ValueError(f"cannot read image {path}: {err.strerror or err}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
-    if image is not None:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    try:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data.tobytes())) as pil:
-            return np.asarray(pil.convert("RGB"))
-    except Exception:  # Pillow raises many types for non-images
-        raise ValueError(f"{path} is not a readable image file") from None
-
-
 def _probe(path: Path, full: bool, budget: list[int]) -> tuple[tuple[int, int], np.ndarray | None]:
     """((width, height), decoded image while ``budget`` bytes last) from the file's content.
 
@@ -78,13 +51,7 @@ def _probe(path: Path, full: bool, budget: list[int]) -> tuple[tuple[int, int], 
         keep = image.nbytes <= budget[0]  # racy across threads by a few images: harmless
         budget[0] -= image.nbytes if keep else 0
         return (image.shape[1], image.shape[0]), image if keep else None
-    try:
-        from PIL import Image
-
-        with Image.open(path) as pil:
-            return pil.size, None
-    except Exception:  # missing, unreadable or not an image
-        raise ValueError(f"{path} is missing or not a readable image file") from None
+    return image_size(path), None
 
 
 def _split(n: int, options: SourceOptions, what: str) -> np.ndarray:
@@ -104,6 +71,60 @@ def _split(n: int, options: SourceOptions, what: str) -> np.ndarray:
     return {"train": order[held:], "val": val, "test": test}.get(options.split, order)
 
 
+@dataclass
+class _Scan:
+    """The checked images of one dataset, shared by its train/val/test sources."""
+
+    records: list[tuple[Path, np.ndarray | None, str | None]]
+    images: list[np.ndarray | None]
+    problems: list[str]
+
+
+_SCANS: dict[tuple, _Scan] = {}  # the last few datasets: train, val and test share one scan
+_SCANS_KEPT = 2
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        info = path.stat()
+        return info.st_mtime_ns, info.st_size
+    except OSError:
+        return 0, -1
+
+
+def _scan(fmt: str, root: Path, entries: list[Entry], problems: list[str],
+          options: SourceOptions) -> _Scan:
+    """Check every image once (decoding small sets fully) and log the skipped entries once."""
+    entries = sorted(_merge(entries), key=lambda e: str(e.path))
+    key = (fmt, str(root), options.multi, float(options.cache_mb),
+           tuple((str(e.path), _stamp(e.path), tuple(e.objects), e.normalized) for e in entries),
+           tuple(problems))
+    if key in _SCANS:
+        return _SCANS[key]
+    problems = list(problems)
+    # Small sets: decode every image now (catches truncated files, fills the cache).
+    full = len(entries) <= FULL_CHECK_LIMIT
+    budget = [int(float(options.cache_mb) * 2**20)]
+    with ThreadPoolExecutor(max_workers=4) as pool:  # decoders release the GIL
+        probes = list(pool.map(lambda e: _try(_probe, e.path, full, budget), entries))
+    records, images = [], []
+    for entry, probe in zip(entries, probes):
+        record = probe if isinstance(probe, str) else _choose(entry, probe[0], options.multi)
+        if isinstance(record, str):
+            problems.append(f"{entry.where or entry.path}: {record}")
+        else:
+            records.append(record)
+            images.append(probe[1])
+    if problems:
+        shown = "\n  ".join(problems[:10])
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        log.warning("%s %s: skipped %d entries:\n  %s%s", fmt, root, len(problems), shown, more)
+    while len(_SCANS) >= _SCANS_KEPT:
+        _SCANS.pop(next(iter(_SCANS)))
+    _SCANS[key] = _Scan(records, images, problems)
+    return _SCANS[key]
+
+
 class FileSource:
     """Samples from labelled image files; see the module docstring for the rules."""
 
@@ -115,28 +136,11 @@ class FileSource:
         if not 0.0 <= float(options.val_fraction) < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {options.val_fraction}")
         self.format, self.root, self.options = fmt, root, options
-        problems = list(problems)
-        entries = sorted(_merge(entries), key=lambda e: str(e.path))
-        # Small sets: decode every image now (catches truncated files, fills the cache).
-        full = len(entries) <= FULL_CHECK_LIMIT
-        budget = [int(float(options.cache_mb) * 2**20)]
-        with ThreadPoolExecutor(max_workers=4) as pool:  # decoders release the GIL
-            probes = list(pool.map(lambda e: _try(_probe, e.path, full, budget), entries))
-        records, images = [], []
-        for entry, probe in zip(entries, probes):
-            record = probe if isinstance(probe, str) else _choose(entry, probe[0], options.multi)
-            if isinstance(record, str):
-                problems.append(f"{entry.where or entry.path}: {record}")
-            else:
-                records.append(record)
-                images.append(probe[1])
-        self.problems, self.skipped = problems, len(problems)
-        if problems:
-            shown = "\n  ".join(problems[:10])
-            more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-            log.warning("%s %s: skipped %d entries:\n  %s%s", fmt, root, len(problems), shown, more)
+        scan = _scan(fmt, root, entries, problems, options)
+        records, images = scan.records, scan.images
+        self.problems, self.skipped = scan.problems, len(scan.problems)
         if not any(box is not None for _, box, _ in records):
-            first = f" (first problem: {problems[0]})" if problems else ""
+            first = f" (first problem: {scan.problems[0]})" if scan.problems else ""
             raise ValueError(f"{fmt} data at {root} has no usable image with an object{first}")
         self.labels = [NO_OBJECT, *sorted({name for _, box, name in records if box is not None})]
         chosen = _split(len(records), options, f"{fmt} data at {root}")
@@ -157,6 +161,11 @@ class FileSource:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def label_of(self, index: int) -> int:
+        """The label of sample ``index`` without decoding its image."""
+        _, box, name = self.records[index]
+        return 0 if box is None else self.labels.index(name)
 
     def _remember(self, index: int, image: np.ndarray) -> None:
         with self._lock:

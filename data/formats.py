@@ -1,7 +1,7 @@
 """The annotation formats of file sources: selfie CSV, Pascal VOC, YOLO and COCO.
 
 Each loader parses its annotations into (image path, objects) entries and hands them to
-``train.files.FileSource``, which checks the images, applies ``multi`` and splits.
+``data.files.FileSource``, which checks the images, applies ``multi`` and splits.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from train.files import IMAGE_EXTS, Entry, FileSource
-from train.sources import SourceOptions, register
+from data.files import Entry, FileSource
+from data.images import IMAGE_EXTS, list_images, read_bytes
+from data.sources import SourceOptions
 
 
 def _require(path: Path | None, fmt: str, what: str) -> Path:
@@ -25,8 +26,6 @@ def _require(path: Path | None, fmt: str, what: str) -> Path:
     return path
 
 
-def _find_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
 
 
 # ---------------------------------------------------------------- CSV (selfie layout)
@@ -58,7 +57,6 @@ def _csv_row(row: list[str]) -> tuple[str, str, str]:
     return row[0], row[1], row[2] if len(row) > 2 and row[2] else "object"
 
 
-@register("csv")
 def csv_source(options: SourceOptions) -> FileSource:
     """`image path, "[x1, y1, x2, y2]"[, label]` rows in pixels; paths relative to the CSV."""
     path = _require(options.data_dir, "csv", "the labels CSV file (or its folder)")
@@ -69,13 +67,19 @@ def csv_source(options: SourceOptions) -> FileSource:
         path = found[0]
     entries, problems, broken = [], [], set()
     try:
-        rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        lines = read_bytes(path, what="CSV file").splitlines()
+    except ValueError as err:
         raise ValueError(f"cannot read CSV {path}: {err}") from None
-    for number, row in enumerate(rows, 1):
+    for number, raw in enumerate(lines, 1):
+        where = f"{path.name}:{number}"
+        try:  # one undecodable line is one bad row, not a bad file
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            row = next(csv.reader([text]), [])
+        except (UnicodeDecodeError, csv.Error) as err:
+            problems.append(f"{where}: not a UTF-8 CSV row ({err})")
+            continue
         if not any(c.strip() for c in row):
             continue
-        where = f"{path.name}:{number}"
         try:
             image, bbox, label = _csv_row(row)
             box = _parse_box(bbox)
@@ -92,7 +96,6 @@ def csv_source(options: SourceOptions) -> FileSource:
 
 
 # ---------------------------------------------------------------- Pascal VOC
-@register("voc")
 def voc_source(options: SourceOptions) -> FileSource:
     """A VOC folder: images/ (or JPEGImages/) + annotations/*.xml, or XML next to the images."""
     root = _require(options.data_dir, "voc", "the VOC folder (images/ and annotations/)")
@@ -125,7 +128,9 @@ def voc_source(options: SourceOptions) -> FileSource:
 
 
 def _voc_image(filename: str, xml_path: Path, folders: list[Path]) -> Path | None:
-    names = [filename.strip()] if filename.strip() else []
+    # <filename> is a bare name in VOC; a path in it is never followed out of the dataset.
+    name = Path(filename.strip().replace("\\", "/")).name
+    names = [name] if name not in ("", ".", "..") else []
     names += [xml_path.stem + ext for ext in IMAGE_EXTS]
     for folder in [xml_path.parent, *folders]:
         for name in names:
@@ -135,7 +140,6 @@ def _voc_image(filename: str, xml_path: Path, folders: list[Path]) -> Path | Non
 
 
 # ---------------------------------------------------------------- YOLO
-@register("yolo")
 def yolo_source(options: SourceOptions) -> FileSource:
     """images/ + labels/*.txt (`class cx cy w h`, normalized); names from classes.txt or data.yaml.
 
@@ -143,7 +147,7 @@ def yolo_source(options: SourceOptions) -> FileSource:
     """
     root = _require(options.data_dir, "yolo", "the YOLO folder (images/ and labels/)")
     names = _yolo_names(root)
-    images = _find_images(root / "images" if (root / "images").is_dir() else root)
+    images = list_images(root / "images" if (root / "images").is_dir() else root, recursive=True)
     if not images:
         raise ValueError(f"no images under {root}")
     entries, problems = [], []
@@ -226,7 +230,6 @@ def _yaml_names(text: str) -> dict[int, str]:
 
 
 # ---------------------------------------------------------------- COCO
-@register("coco")
 def coco_source(options: SourceOptions) -> FileSource:
     """A COCO JSON file (``bbox`` = [x, y, w, h] pixels); images next to it or in images/."""
     path = _require(options.data_dir, "coco", "the COCO JSON file (or its folder)")

@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from data.images import ImageError, read_image
+
 # name -> (package, path inside the package). Backgrounds are scenes without cats or faces.
 _FILES: dict[str, tuple[str, str]] = {
     "chelsea": ("skimage", "data/chelsea.png"),
@@ -97,14 +99,11 @@ def asset_path(name: str) -> Path:
 @functools.lru_cache(maxsize=None)
 def load_image(name: str) -> np.ndarray:
     """A built-in photo as (h, w, 3) uint8 RGB (grey ones are stacked to three channels)."""
-    from PIL import Image  # Pillow, not OpenCV: libpng warns about page.png's colour profile
-
     path = asset_path(name)
     try:
-        with Image.open(path) as pil:
-            image = np.asarray(pil.convert("RGB"))
-    except OSError as err:
-        raise RuntimeError(f"could not decode asset {path}: {err}") from None
+        image = read_image(path)
+    except ImageError as err:
+        raise RuntimeError(f"could not decode asset: {err}; reinstall its package") from None
     image.setflags(write=False)  # cached and shared: nobody may draw on it
     return image
 

@@ -4,15 +4,15 @@ A source yields ``Sample``s: an RGB uint8 image at its own size, one box normali
 [0, 1] as x1, y1, x2, y2 (all zeros when there is no object) and an integer label index
 into ``source.labels``, where ``labels[0]`` is always ``"none"`` (no object).
 
-Sources are looked up by name in ``SOURCES``; ``get_source`` is the only constructor
-the rest of the code uses.
+The registry of named sources and ``open_source``, the one way every package opens data,
+live in ``data.catalog``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 
@@ -76,36 +76,30 @@ class SourceOptions:
     cache_mb: float = 1024.0
 
 
-SourceFactory = Callable[[SourceOptions], Source]
-SOURCES: dict[str, SourceFactory] = {}
-
-
-def register(name: str) -> Callable[[SourceFactory], SourceFactory]:
-    """Decorator: add a source factory to the registry under ``name``."""
-
-    def deco(factory: SourceFactory) -> SourceFactory:
-        SOURCES[name] = factory
-        return factory
-
-    return deco
-
-
-def get_source(name: str, **options: object) -> Source:
-    """Build the source registered as ``name``; unknown names list the valid ones."""
-    _load_builtin_sources()
-    if name not in SOURCES:
-        raise ValueError(f"unknown data source {name!r}; valid: {', '.join(sorted(SOURCES))}")
-    return SOURCES[name](SourceOptions(**options))  # type: ignore[arg-type]
-
-
 def iterate(source: Source) -> Iterator[Sample]:
     for i in range(len(source)):
         yield source[i]
 
 
-def _load_builtin_sources() -> None:
-    # Importing the modules runs their @register decorators.
-    from train import file_formats, synthetic  # noqa: F401
+class ImageFolder:
+    """A folder of plain images (searched recursively), no boxes: for int8 calibration."""
+
+    labels = [NO_OBJECT, "object"]
+
+    def __init__(self, folder: Path):
+        from data.images import list_images
+
+        self.folder = Path(folder)
+        self.files = list_images(self.folder, recursive=True)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> Sample:
+        from data.images import read_image
+
+        path = self.files[index]
+        return Sample(read_image(path), np.zeros(4, np.float32), 0, str(path))
 
 
-__all__ = ["NO_OBJECT", "SOURCES", "Sample", "Source", "SourceOptions", "get_source", "register"]
+__all__ = ["NO_OBJECT", "ImageFolder", "Sample", "Source", "SourceOptions", "iterate"]
