@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 from benchmarks import _cost, _evalset, _plan
 from benchmarks._execute import run_spec, skipped_cell, to_cell
-from benchmarks._plan import UserError, Variant
+from benchmarks._plan import Variant
+from runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 REF_ORDER = {"fp32": 0, "fp16": 1, "dynamic": 2, "int8": 3}

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._runners import HAAR_CASCADES
+from runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,6 @@ GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 _IGNORED_PROVIDERS = ("AzureExecutionProvider",)
 
 
-class UserError(ValueError):
-    """A mistake in the command line (bad path, flag value): exit 2 with this message."""
 
 
 @dataclass

@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     from export._graph import quiet_tensorflow
-    from export._io import ExportError
+    from runtime.errors import UserError
 
     quiet_tensorflow()
     console = Console(width=None if sys.stdout.isatty() else 120)
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             console=console,
         )
-    except ExportError as err:
+    except UserError as err:
         console.print(f"[red]error:[/] {err}", highlight=False)
         return 2
     return 0 if met else 1

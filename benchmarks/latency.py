@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks import _matrix, _plan
 from benchmarks._fingerprint import default_device_name, fingerprint
-from benchmarks._plan import UserError
+from runtime.errors import UserError
 from benchmarks._schema import SCHEMA, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)

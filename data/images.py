@@ -31,6 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from runtime.errors import UserError
+
 # Files the folder readers pick up (an explicitly named file is tried whatever its name).
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 DEFAULT_MAX_PIXELS = 50_000_000  # a 50 MP limit: above every phone and camera frame
@@ -50,7 +52,7 @@ _ORIENT = {
 }
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """An image file that cannot be used: missing, not a regular file, too large, broken."""
 
 

@@ -3,9 +3,10 @@
 Heavy libraries (TensorFlow, tf2onnx, onnx) are imported only when an export runs.
 """
 
-from export._io import ExportError, ExportResult, VerificationFailed
+from export._io import ExportResult, VerificationFailed
+from runtime.errors import UserError
 
-__all__ = ["ExportError", "ExportResult", "VerificationFailed", "export_onnx", "export_tflite"]
+__all__ = ["UserError", "ExportResult", "VerificationFailed", "export_onnx", "export_tflite"]
 
 
 def export_tflite(*args, **kwargs):  # noqa: ANN002, ANN003

@@ -5,7 +5,7 @@ python -m export --model runs/demo --formats tflite,onnx --quantize none,int8
 
 from __future__ import annotations
 
-from export._io import ExportError
+from runtime.errors import UserError
 from export.onnx import ONNX_QUANTIZE
 from export.quant import TFLITE_QUANTIZE
 
@@ -18,14 +18,14 @@ def jobs_for(formats: str, quantize: str) -> list[tuple[str, str]]:
     precisions = [q.strip() for q in quantize.split(",") if q.strip()]
     for f in fmts:
         if f not in FORMATS:
-            raise ExportError(f"unknown format {f!r}; valid: {', '.join(FORMATS)}")
+            raise UserError(f"unknown format {f!r}; valid: {', '.join(FORMATS)}")
     valid = sorted({q for qs in FORMATS.values() for q in qs})
     for q in precisions:
         if q not in valid:
-            raise ExportError(f"unknown --quantize {q!r}; valid: {', '.join(valid)}")
+            raise UserError(f"unknown --quantize {q!r}; valid: {', '.join(valid)}")
     jobs = [(f, q) for f in fmts for q in precisions if q in FORMATS[f]]
     if not jobs:
-        raise ExportError(f"no format supports --quantize {quantize}; ONNX takes none, int8")
+        raise UserError(f"no format supports --quantize {quantize}; ONNX takes none, int8")
     return jobs
 
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         jobs = jobs_for(args.formats, args.quantize)
-    except ExportError as err:
+    except UserError as err:
         Console(stderr=True).print(f"[red]error:[/] {err}", highlight=False)
         return 2
     return run_cli(

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from export._graph import quiet_tensorflow
-from export._io import ExportError, ExportResult, VerificationFailed, load_model
+from export._io import ExportResult, VerificationFailed, load_model
+from runtime.errors import UserError
 from export.calib import DEFAULT_CALIB_SIZE, DEFAULT_SCREEN, calibration_for
 
 log = logging.getLogger(__name__)
@@ -173,11 +174,11 @@ def run(
     validate(jobs, options)
     loaded = load_model(model)
     if out and len(jobs) > 1:
-        raise ExportError("--out names one file; with several exports pass --out-dir FOLDER")
+        raise UserError("--out names one file; with several exports pass --out-dir FOLDER")
     if out_dir is not None:
         folder = Path(out_dir).expanduser()
         if not folder.is_dir():
-            raise ExportError(
+            raise UserError(
                 f"output folder {folder} does not exist; create it or pass another --out-dir"
             )
     calibration = holdout = None
@@ -275,7 +276,7 @@ def run_cli(
             stem=stem,
             **options,
         )
-    except ExportError as e:
+    except UserError as e:
         err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:

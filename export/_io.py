@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from runtime.contract import BOX_OUTPUT, SCORE_OUTPUT, Contract, sidecar_path
+from runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,6 @@ IO_TYPES = ("uint8", "int8", "float32")
 SCORE_MEANING = "softmax probabilities over labels; labels[0] = 'none' (no object)"
 
 
-class ExportError(ValueError):
-    """A user mistake (bad path, bad file, bad flag value): the CLIs print it and exit 2."""
 
 
 class VerificationFailed(RuntimeError):
@@ -111,17 +110,17 @@ def load_model(model: Any) -> LoadedModel:
 
         path = Path(model).expanduser()
         if not path.exists():
-            raise ExportError(f"model {path} not found; pass --model RUN_DIR or a .keras file")
+            raise UserError(f"model {path} not found; pass --model RUN_DIR or a .keras file")
         file = path / "model.keras" if path.is_dir() else path
         if file.is_file() and file.suffix == ".keras" and not zipfile.is_zipfile(file):
-            raise ExportError(
+            raise UserError(
                 f"model file {file} is corrupt (a .keras file is a zip archive); "
                 "re-save the model or retrain"
             )
         try:
             keras_model, config = load_run(path)
         except (FileNotFoundError, ValueError) as err:
-            raise ExportError(str(err)) from None
+            raise UserError(str(err)) from None
         loaded = LoadedModel(keras_model, config, file, sha256_file(file))
     else:
         loaded = LoadedModel(model, _config_from_model(model), None, None)
@@ -140,7 +139,7 @@ def check_outputs(loaded: LoadedModel) -> None:
     model = loaded.model
     shape = tuple(model.inputs[0].shape) if getattr(model, "inputs", None) else ()
     if len(model.inputs) != 1 or len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
-        raise ExportError(
+        raise UserError(
             f"model input has shape {shape}; an edgeloc localizer takes (B, S, S, 3) "
             "RGB pixels: build it with train.model.build_model"
         )
@@ -150,17 +149,17 @@ def check_outputs(loaded: LoadedModel) -> None:
         got = sorted(out) if isinstance(out, dict) else f"one unnamed {type(out).__name__}"
         if isinstance(out, (list, tuple)):
             got = f"{len(out)} unnamed tensors"
-        raise ExportError(
+        raise UserError(
             f"model outputs are {got}; the contract needs two named outputs "
             "'box' (B, 4) and 'score' (B, K): build it with train.model.build_model"
         )
     box, score = tuple(out[BOX_OUTPUT].shape), tuple(out[SCORE_OUTPUT].shape)
     if box != (1, 4) or len(score) != 2:
-        raise ExportError(f"model outputs box {box} and score {score}; expected (B, 4) and (B, K)")
+        raise UserError(f"model outputs box {box} and score {score}; expected (B, 4) and (B, K)")
     k = score[1]
     labels = loaded.labels
     if len(labels) != k:
-        raise ExportError(
+        raise UserError(
             f"model score has {k} classes but its config lists labels {labels}; "
             "fix config.json or retrain"
         )
@@ -175,11 +174,11 @@ def check_writable(out: Path) -> None:
     """Fail early with advice when the output folder cannot take a new file."""
     folder = out.parent
     if out.is_dir():
-        raise ExportError(
+        raise UserError(
             f"output path {out} is a directory; pass --out FILE.{out.suffix or 'tflite'}"
         )
     if not folder.is_dir():
-        raise ExportError(
+        raise UserError(
             f"output folder {folder} does not exist; create it or pass --out elsewhere"
         )
     try:
@@ -187,7 +186,7 @@ def check_writable(out: Path) -> None:
         os.close(fd)
         os.unlink(tmp)
     except OSError as err:
-        raise ExportError(
+        raise UserError(
             f"output folder {folder} is not writable ({err.strerror}); "
             "pass --out to a writable folder"
         ) from None
@@ -342,7 +341,7 @@ def make_contract(
 
 
 def check_choice(value: str, valid: Any, what: str) -> str:
-    """Return ``value`` if it is one of ``valid``; else an ExportError listing them."""
+    """Return ``value`` if it is one of ``valid``; else an UserError listing them."""
     if value not in valid:
-        raise ExportError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+        raise UserError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
     return value

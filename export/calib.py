@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from export._io import ExportError
+from runtime.errors import UserError
 from runtime.contract import preprocess
 from data.catalog import SOURCES, open_source
 from data.sources import ImageFolder, Sample
@@ -46,7 +46,7 @@ def run_source(
     if spec is None:
         spec = data_cfg.get("source")
         if not spec:
-            raise ExportError(
+            raise UserError(
                 "the model has no config.json naming its training data; pass --calib "
                 "SOURCE (a source name with --calib-dir, or a folder of images)"
             )
@@ -61,19 +61,19 @@ def run_source(
     if not all(n in SOURCES for n in names):
         folder = Path(spec).expanduser()
         if not folder.exists():
-            raise ExportError(
+            raise UserError(
                 f"calibration/verification source {spec!r} is neither a data source "
                 f"({', '.join(sorted(SOURCES))}) nor an existing folder of images"
             )
         if not folder.is_dir():
-            raise ExportError(f"{folder} is a file; pass a folder of images or a source name")
+            raise UserError(f"{folder} is a file; pass a folder of images or a source name")
     options: dict[str, Any] = {"seed": 0, **split_options, "size": size}
     if data_dir is not None:
         desc["data_dir"] = str(data_dir)
     try:
         source = open_source(spec, split=split, data_dir=data_dir, folders=True, **options)
     except (ValueError, FileNotFoundError, OSError) as err:
-        raise ExportError(
+        raise UserError(
             f"cannot open data source {spec!r}: {err} (to use other data pass --calib SOURCE "
             "--calib-dir PATH, and --verify-data/--verify-dir)"
         ) from None
@@ -83,7 +83,7 @@ def run_source(
         where = (
             f" in {desc['data_dir']}" if desc.get("data_dir") and desc["data_dir"] != spec else ""
         )
-        raise ExportError(
+        raise UserError(
             f"data source {spec!r}{where} holds no images; point --calib "
             "(or --calib-dir / --verify-dir) at data with images"
         )
@@ -161,7 +161,7 @@ def draw(
     if skipped:
         log.warning("%s: skipped %d unreadable samples (first: %s)", what, len(skipped), skipped[0])
     if not pixels:
-        raise ExportError(
+        raise UserError(
             f"the {what} source has no readable images ({len(skipped)} unreadable, "
             f"first: {skipped[0] if skipped else '-'}); pass another source or fix the files"
         )
@@ -188,7 +188,7 @@ def calibration_set(
     (see ``screen``).
     """
     if size is not None and size < 1:
-        raise ExportError(f"--calib-size must be at least 1, got {size}")
+        raise UserError(f"--calib-size must be at least 1, got {size}")
     source, info = run_source(
         spec,
         config=config,
@@ -200,13 +200,13 @@ def calibration_set(
     if size is None:
         size = min(DEFAULT_CALIB_SIZE, len(source))
     if len(source) < size:
-        raise ExportError(
+        raise UserError(
             f"calibration source {info['source']!r} has only {len(source)} images, "
             f"fewer than --calib-size {size}; pass --calib-size {len(source)} or more data"
         )
     pixels, _, skipped = draw(source, size, image_size, seed=seed)
     if len(pixels) < size:
-        raise ExportError(
+        raise UserError(
             f"calibration source {info['source']!r} gave only {len(pixels)} readable "
             f"images ({len(skipped)} unreadable), fewer than --calib-size {size}; "
             f"pass --calib-size {len(pixels)} or fix the files"

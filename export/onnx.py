@@ -29,7 +29,7 @@ from export._graph import native_output_captured, quiet_tensorflow, tf_function
 from export._io import (
     IO_TYPES,
     PRECISIONS,
-    ExportError,
+    UserError,
     ExportResult,
     check_choice,
     check_writable,
@@ -80,7 +80,7 @@ def convert_float(model: Any, size: int, input_dtype: str, opset: int) -> Any:
             )
     except Exception as err:
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-        raise ExportError(
+        raise UserError(
             f"tf2onnx could not convert the model at opset {opset} ({first}); try another --opset"
         ) from None
     names = [o.name for o in proto.graph.output]
@@ -189,7 +189,7 @@ def export_onnx(
     check_choice(activations, ACTIVATIONS, "--activations")
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if not 13 <= opset <= 21:
-        raise ExportError(f"--opset {opset} is out of range; use 13..21 (default {DEFAULT_OPSET})")
+        raise UserError(f"--opset {opset} is out of range; use 13..21 (default {DEFAULT_OPSET})")
     loaded = load_model(model)
     out = Path(out).expanduser() if out else default_out(loaded, "onnx", precision)
     check_writable(out)

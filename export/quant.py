@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from export._io import IO_TYPES, ExportError
+from export._io import IO_TYPES
+from runtime.errors import UserError
 
 RepresentativeData = Callable[[], Iterable[list[np.ndarray]]]
 
@@ -48,7 +49,7 @@ class QuantConfig:
         cls, representative_data: RepresentativeData, io: str = "uint8", per_channel: bool = True
     ) -> QuantConfig:
         if io not in IO_TYPES:
-            raise ExportError(f"unknown --io {io!r}; valid: {', '.join(IO_TYPES)}")
+            raise UserError(f"unknown --io {io!r}; valid: {', '.join(IO_TYPES)}")
         return cls("int8", representative_data, io, per_channel)
 
     def apply(self, converter: Any) -> Any:

@@ -19,7 +19,7 @@ from export._graph import native_output_captured, quiet_tensorflow, write_saved_
 from export._io import (
     IO_TYPES,
     PRECISIONS,
-    ExportError,
+    UserError,
     ExportResult,
     check_choice,
     check_writable,
@@ -80,7 +80,7 @@ def convert(model: Any, size: int, config: QuantConfig, input_dtype: str) -> byt
                     "; the model needs ops outside TFLite's built-in set, which edgeloc does not "
                     "allow (no Flex ops): replace those layers"
                 )
-            raise ExportError(
+            raise UserError(
                 f"TFLite conversion failed ({text.splitlines()[0][:300]}){hint}"
             ) from None
 
@@ -92,7 +92,7 @@ def check_builtin_only(data: bytes) -> list[str]:
     ops = op_names(data)
     bad = [op for op in ops if op.startswith("CUSTOM")]
     if bad:
-        raise ExportError(
+        raise UserError(
             f"exported model uses non-built-in ops {bad}; these need TensorFlow's "
             "Flex delegate, which edge interpreters lack"
         )

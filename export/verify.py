@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from export._io import ExportError, LoadedModel
+from export._io import LoadedModel
+from runtime.errors import UserError
 from export.calib import draw, run_source
 from runtime.contract import box_iou, to_xyxy
 
@@ -78,7 +79,7 @@ def holdout_set(
         spec, config=loaded.config, split="test", size=size, data_dir=data_dir, seed=seed
     )
     if info.get("kind") == "folder":
-        raise ExportError(
+        raise UserError(
             "verification needs true boxes; pass --verify-data SOURCE (a data source "
             "with boxes, e.g. voc with --verify-dir) or --no-verify"
         )
@@ -88,7 +89,7 @@ def holdout_set(
     boxes = np.stack([s.box for s in samples]).astype(np.float64)  # (N, 4) xyxy
     labels = np.array([s.label for s in samples])
     if not (labels > 0).any():
-        raise ExportError(f"verification source {info['source']!r} has no images with an object")
+        raise UserError(f"verification source {info['source']!r} has no images with an object")
     keras_box, keras_score = keras_predict(loaded.model, pixels)
     info = {**info, "size": len(pixels)}
     return Holdout(pixels, boxes, labels, keras_box, keras_score, loaded.box_format, info)

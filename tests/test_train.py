@@ -11,7 +11,8 @@ import pytest
 from rich.console import Console
 
 from train.__main__ import main as train_main
-from train.config import UsageError, resolve_config
+from train.config import resolve_config
+from runtime.errors import UserError
 from train.evaluate import main as evaluate_main
 from train.fit import RESUME_DIR, STATE_FILE, train
 
@@ -94,7 +95,7 @@ def test_resume_after_interruption_loses_no_finished_epoch(tmp_path):
     again = Recorder()
     train(tiny_config(), tmp_path, console=console, callbacks=[again])
     assert again.epochs == []
-    with pytest.raises(UsageError, match="image_size"):
+    with pytest.raises(UserError, match="image_size"):
         train(tiny_config(image_size=48), tmp_path, console=console)
 
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from train.config import UsageError
+from runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     try:
         config = resolve_config(args.preset, **flags)
     except ValueError as err:
-        raise UsageError(str(err)) from None
+        raise UserError(str(err)) from None
     for flag in ("data", "data_dir"):  # one value stays a plain string in config.json
         value = getattr(config.data, "source" if flag == "data" else flag)
         if isinstance(value, list) and len(value) == 1:
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
         parse_specs(config.data.source, config.data.data_dir)
     except ValueError as err:
-        raise UsageError(str(err)) from None
+        raise UserError(str(err)) from None
     summary = train(config, args.out, console=console, overwrite=args.overwrite,
                     progress=args.progress)
     console.print(summary_table(summary, config, args.out))
@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[yellow]interrupted[/yellow]; rerun the same command to resume {args.out} "
                       "after its last finished epoch")
         return 130
-    except UsageError as err:  # bugs elsewhere keep their traceback
+    except UserError as err:  # bugs elsewhere keep their traceback
         console.print(f"[red]error:[/red] {err}")
         return 2
     return 0

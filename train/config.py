@@ -17,13 +17,12 @@ from typing import Any
 
 from train.model import ModelSpec
 from data.sources import SourceOptions
+from runtime.errors import UserError
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
 
 
-class UsageError(ValueError):
-    """A user mistake (bad name, path or value): CLIs print it in one line and exit 2."""
 
 
 @dataclass
@@ -326,5 +325,5 @@ def _config_from_model(model: Any) -> dict[str, Any]:
     return {"model": {**asdict(spec), "labels": labels}, "data": {}}
 
 
-__all__ = ["UsageError", "DataConfig", "OptimizerConfig", "PRESETS", "RunConfig", "TrainingConfig",
+__all__ = ["UserError", "DataConfig", "OptimizerConfig", "PRESETS", "RunConfig", "TrainingConfig",
            "load_config", "load_run", "resolve_config", "save_config", "write_json_atomic"]

@@ -81,7 +81,8 @@ def run(model_path: str | Path, *, data: str | None = None, data_dir: str | None
         split: str = "test", size: int | None = None, seed: int | None = None,
         out: str | Path | None = None, console: Console | None = None) -> dict[str, Any]:
     """Load a run, evaluate it on ``data``/``split``, print a table and write the JSON."""
-    from train.config import RunConfig, UsageError, load_run, write_json_atomic
+    from train.config import RunConfig, load_run, write_json_atomic
+    from runtime.errors import UserError
     from train.fit import split_source
 
     console = console or Console()
@@ -91,7 +92,7 @@ def run(model_path: str | Path, *, data: str | None = None, data_dir: str | None
         config = _override_data(config, data, data_dir, size, seed)
         source = split_source(config, split)
     except (ValueError, OSError) as err:
-        raise UsageError(str(err)) from None
+        raise UserError(str(err)) from None
     m = config.model
     report = evaluate_model(model, source, image_size=m.image_size, box_format=m.box_format,
                             labels=m.labels)
@@ -135,14 +136,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from train.config import UsageError
+    from runtime.errors import UserError
 
     args = parse_args(argv)
     console = Console()
     try:
         run(args.model, data=args.data, data_dir=args.data_dir, split=args.split, size=args.size,
             seed=args.seed, out=args.out, console=console)
-    except UsageError as err:
+    except UserError as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
     return 0

@@ -30,7 +30,8 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-from train.config import MODEL_FILE, RunConfig, UsageError, load_config, save_config, write_json_atomic
+from train.config import MODEL_FILE, RunConfig, load_config, save_config, write_json_atomic
+from runtime.errors import UserError
 from train.losses import box_loss, check_loss, score_loss
 from train.metrics import box_metrics, score_metrics
 from train.model import build_model
@@ -301,7 +302,7 @@ def train(config: RunConfig, run_dir: str | Path, *, console: Console | None = N
         prep = prepare(config)
         model = compile_model(build_model(config.model), config)
     except (ValueError, RuntimeError, OSError) as err:
-        raise UsageError(str(err)) from None
+        raise UserError(str(err)) from None
     if overwrite:
         _clear_run(run_dir)
     state = read_state(run_dir)
@@ -309,7 +310,7 @@ def train(config: RunConfig, run_dir: str | Path, *, console: Console | None = N
         try:
             check_same_run(run_dir, config)
         except (ValueError, OSError) as err:
-            raise UsageError(str(err)) from None
+            raise UserError(str(err)) from None
         done = state.get("stopped_early") or state["epoch"] >= config.training.epochs
         if done and state.get("finished") and (run_dir / METRICS_FILE).is_file():
             console.print(f"{run_dir} already holds a finished run ({state['epoch']} epochs); "
