@@ -1,0 +1,73 @@
+"""Model file integrity: a SHA-256 digest of the file's own bytes, embedded in the file.
+
+The exporter writes the metadata entry ``edgeloc_digest`` with a placeholder value
+(``sha256:`` and 64 zeros), serializes the model, hashes the whole file as it is then and
+writes the hex digest over the placeholder (``seal``): the same length, so no offset in the
+flatbuffer or protobuf moves. To check a file, the digest is swapped back for the
+placeholder and the bytes hashed again (``check``). One digest rule for TFLite and ONNX,
+no format parser needed: the marker ``sha256:`` + 64 hex digits occurs once in a sealed file.
+A file whose contract says it was sealed (``integrity`` in the contract) but that carries
+no digest any more is damaged too; the runtime checks that (``runtime.localizer``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from runtime.errors import UserError
+
+DIGEST_KEY = "edgeloc_digest"
+_PREFIX = b"edgeloc-sha256:"
+PLACEHOLDER = _PREFIX + b"0" * 64  # the metadata value an exporter embeds before sealing
+_PATTERN = re.compile(re.escape(_PREFIX) + rb"[0-9a-f]{64}")
+
+
+def placeholder() -> str:
+    """The metadata value to embed under ``DIGEST_KEY`` before ``seal``."""
+    return PLACEHOLDER.decode()
+
+
+def seal(data: bytes) -> bytes:
+    """Fill the one placeholder in ``data`` with the SHA-256 of ``data`` (placeholder in place)."""
+    if data.count(PLACEHOLDER) != 1:
+        raise ValueError(f"the model bytes hold {data.count(PLACEHOLDER)} digest placeholders, need 1")
+    digest = hashlib.sha256(data).hexdigest().encode()
+    return data.replace(PLACEHOLDER, _PREFIX + digest)
+
+
+def digest_of(data: bytes) -> tuple[str, str] | None:
+    """(embedded digest, digest of the bytes) of a sealed file; None when it carries none.
+
+    A marker without 64 hex digits after it (a damaged digest) gives ("", actual), which
+    never matches.
+    """
+    if data.count(_PREFIX) == 0:
+        return None
+    found = list(_PATTERN.finditer(data))
+    if len(found) != 1 or data.count(_PREFIX) != 1:
+        return "", hashlib.sha256(data).hexdigest()
+    match = found[0]
+    embedded = match.group(0)[len(_PREFIX):].decode()
+    actual = hashlib.sha256(data[: match.start()] + PLACEHOLDER + data[match.end():]).hexdigest()
+    return embedded, actual
+
+
+def check(data: bytes, name: str) -> bool:
+    """True when ``data`` carries a digest that matches; False when it carries none.
+
+    Raises ``UserError`` naming the file when the digest does not match (a damaged file).
+    """
+    found = digest_of(data)
+    if found is None:
+        return False
+    embedded, actual = found
+    if embedded != actual:
+        raise UserError(
+            f"{name} is damaged: its content does not match the digest it was exported with "
+            f"(sha256 {actual[:12]}... vs {embedded[:12]}...); re-copy or re-export the model"
+        )
+    return True
+
+
+__all__ = ["DIGEST_KEY", "PLACEHOLDER", "check", "digest_of", "placeholder", "seal"]
