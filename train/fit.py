@@ -14,191 +14,29 @@ Run directory layout (written by ``train``):
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import keras
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
 
-from train.config import MODEL_FILE, RunConfig, load_config, save_config, write_json_atomic
 from runtime.errors import UserError
+from train.callbacks import (RESUME_DIR, STATE_FILE, AtomicCheckpoint, ResumableEarlyStopping,
+                             ResumeState, RichProgress, save_model_atomic)
+from train.config import MODEL_FILE, RunConfig, load_config, save_config, write_json_atomic
 from train.losses import box_loss, check_loss, score_loss
 from train.metrics import box_metrics, score_metrics
 from train.model import build_model
+from train.warmstart import FreezeBackbone, warm_start
 
 log = logging.getLogger(__name__)
 
-RESUME_DIR = "resume"
-STATE_FILE = "state.json"
 METRICS_FILE = "metrics.json"
 PLOT_FILE = "predictions.png"
-
-
-# ----------------------------------------------------------------------------- callbacks
-class AtomicCheckpoint(keras.callbacks.Callback):
-    """Save the model to ``path`` after each epoch that improves ``monitor`` (or after every
-    epoch with ``keep="last"``), through a temporary file and os.replace."""
-
-    def __init__(self, path: Path, monitor: str, mode: str = "max", best: float | None = None,
-                 keep: str = "best"):
-        super().__init__()
-        if keep not in ("best", "last"):
-            raise ValueError(f"unknown checkpoint choice {keep!r}; valid: best, last")
-        self.path, self.monitor, self.mode, self.keep = Path(path), monitor, mode, keep
-        self.best = best
-        self.best_epoch: int | None = None
-
-    def _better(self, value: float) -> bool:
-        if self.best is None or math.isnan(self.best):
-            return True
-        return value > self.best if self.mode == "max" else value < self.best
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        value = (logs or {}).get(self.monitor)
-        if value is None:  # no validation: keep the last epoch
-            value = float("nan")
-        elif self.keep == "best" and not self._better(float(value)):
-            return
-        self.best, self.best_epoch = float(value), epoch + 1
-        save_model_atomic(self.model, self.path)
-
-
-def save_model_atomic(model: keras.Model, path: Path) -> None:
-    """model.save to a temporary .keras file beside ``path``, then os.replace."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping whose counters survive a restart (restored from the resume state)."""
-
-    def __init__(self, *args: Any, state: dict | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._restored = state or {}
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        super().on_train_begin(logs)
-        if self._restored:
-            self.wait = int(self._restored.get("wait", 0))
-            if self._restored.get("best") is not None:
-                self.best = float(self._restored["best"])
-            self.best_epoch = int(self._restored.get("best_epoch", 0))
-
-    def state(self) -> dict:
-        return {"wait": int(self.wait), "best": _num(self.best), "best_epoch": int(self.best_epoch)}
-
-
-class ResumeState(keras.callbacks.Callback):
-    """After every epoch: weights + optimizer state, history and callback state, atomically.
-
-    The weights go to a new ``epoch-NNNN.weights.h5``; ``state.json`` is replaced only
-    after that file is complete, so a crash at any moment leaves a consistent pair.
-    """
-
-    def __init__(self, run_dir: Path, history: list[dict], state: dict,
-                 checkpoint: AtomicCheckpoint, stopper: ResumableEarlyStopping | None):
-        super().__init__()
-        self.run_dir, self.history, self.state = Path(run_dir), history, state
-        self.checkpoint, self.stopper = checkpoint, stopper
-        self._t0 = time.perf_counter()
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._t0 = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        seconds = time.perf_counter() - self._t0
-        lr = self.model.optimizer.learning_rate
-        row = {"epoch": epoch + 1, **{k: _num(v) for k, v in (logs or {}).items()},
-               "lr": _num(lr), "seconds": round(seconds, 2)}
-        self.history.append(row)
-        resume = self.run_dir / RESUME_DIR
-        resume.mkdir(exist_ok=True)
-        name = f"epoch-{epoch + 1:04d}.weights.h5"
-        tmp = resume / f"tmp-{name}"
-        self.model.save_weights(tmp)
-        os.replace(tmp, resume / name)
-        self.state.update({
-            "epoch": epoch + 1, "weights": name, "history": self.history,
-            "train_seconds": round(self.state.get("train_seconds", 0.0) + seconds, 2),
-            "checkpoint": {"best": self.checkpoint.best, "best_epoch": self.checkpoint.best_epoch},
-            "early_stopping": self.stopper.state() if self.stopper else None,
-        })
-        write_json_atomic(resume / STATE_FILE, self.state)
-        for old in resume.glob("epoch-*.weights.h5"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
-        write_history(self.run_dir, self.history)
-
-
-class RichProgress(keras.callbacks.Callback):
-    """A rich progress display: one bar for the run, one for the current epoch.
-
-    With ``live=False`` (logs, CI) only the one-line summary of each epoch is printed.
-    """
-
-    def __init__(self, epochs: int, steps: int, console: Console | None = None,
-                 keys: Sequence[str] = ("loss", "box_iou", "score_acc"), live: bool = True):
-        super().__init__()
-        self.epochs, self.steps, self.keys, self.live = epochs, steps, tuple(keys), live
-        self.console = console or Console()
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-            console=self.console,
-        )
-        self._run = self._epoch = None
-        self._t0 = time.perf_counter()
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        if self.live:
-            self.progress.start()
-        self._run = self.progress.add_task("run", total=self.epochs, info="",
-                                           completed=self.params.get("initial_epoch", 0) or 0)
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.progress.update(self._run, completed=epoch)
-        self._t0 = time.perf_counter()
-        self._epoch = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}",
-                                             total=self.steps, info="")
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        info = "  ".join(f"{k} {float(logs[k]):.4f}" for k in self.keys if logs and k in logs)
-        self.progress.update(self._epoch, completed=batch + 1, info=info)
-
-    def on_test_begin(self, logs: dict | None = None) -> None:
-        if self._epoch is not None:
-            self.progress.update(self._epoch, info="validating...")
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        names = {"loss": "loss", "box_iou": "iou", "val_loss": "val_loss", "val_box_iou": "val_iou",
-                 "val_box_corloc": "val_corloc", "val_score_acc": "val_acc"}
-        parts = [f"{short} {float(logs[k]):.3f}" for k, short in names.items() if k in logs]
-        self.progress.remove_task(self._epoch)
-        self.progress.update(self._run, completed=epoch + 1)
-        seconds = time.perf_counter() - self._t0
-        self.progress.console.print(f"epoch {epoch + 1}/{self.epochs} ({seconds:.0f} s)  "
-                                    + "  ".join(parts))
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self.progress.stop()
 
 
 # ----------------------------------------------------------------------------- training
@@ -324,20 +162,31 @@ def train(config: RunConfig, run_dir: str | Path, *, console: Console | None = N
     state["finished"] = False
     epochs = state["epoch"] if state.get("stopped_early") else config.training.epochs
     history: list[dict] = list(state.get("history", []))[: state["epoch"]]
+    t = config.training
+    ckpt_state = state.get("checkpoint") or {}
+    checkpoint = AtomicCheckpoint(run_dir / MODEL_FILE, t.monitor, best=ckpt_state.get("best"),
+                                  keep=t.checkpoint, defer=True)
+    checkpoint.set_model(model)
+    checkpoint.best_epoch = ckpt_state.get("best_epoch")
     if state["epoch"]:
         model.optimizer.build(model.trainable_variables)
         model.load_weights(run_dir / RESUME_DIR / state["weights"])
         console.print(f"resuming {run_dir} after epoch {state['epoch']}")
-    t = config.training
-    ckpt_state = state.get("checkpoint") or {}
-    checkpoint = AtomicCheckpoint(run_dir / MODEL_FILE, t.monitor, best=ckpt_state.get("best"),
-                                  keep=t.checkpoint)
-    checkpoint.best_epoch = ckpt_state.get("best_epoch")
+        # Killed after the state but before the model file: write the model file now.
+        checkpoint.pending = checkpoint.best_epoch == state["epoch"]
+        checkpoint.flush()
+    elif t.init:
+        try:
+            for note in warm_start(model, config.model, t.init):
+                console.print(note)
+        except (ValueError, OSError) as err:
+            raise UserError(str(err)) from None
     stopper = (ResumableEarlyStopping(monitor=t.monitor, mode="max", patience=t.patience,
                                       state=state.get("early_stopping")) if t.patience else None)
     saver = ResumeState(run_dir, history, state, checkpoint, stopper)
     bar = RichProgress(t.epochs, prep.steps_per_epoch, console, live=progress)
-    cbs = [checkpoint, *([stopper] if stopper else []), saver, bar, *callbacks]
+    freeze = [FreezeBackbone(t.freeze_backbone)] if t.freeze_backbone else []
+    cbs = [*freeze, checkpoint, *([stopper] if stopper else []), saver, bar, *callbacks]
     try:
         model.fit(prep.train_ds, validation_data=prep.val_ds, epochs=epochs,
                   initial_epoch=state["epoch"], steps_per_epoch=prep.steps_per_epoch,
@@ -366,19 +215,6 @@ def train(config: RunConfig, run_dir: str | Path, *, console: Console | None = N
     return summary
 
 
-def write_history(run_dir: Path, history: list[dict]) -> None:
-    """history.json and history.csv, each written atomically."""
-    write_json_atomic(run_dir / "history.json", history)
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(history)
-    tmp = run_dir / ".history.csv.tmp"
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, run_dir / "history.csv")
-
-
 def _remove_temp_files(run_dir: Path) -> None:
     for pattern in (".tmp-*", ".*.tmp", f"{RESUME_DIR}/tmp-*"):
         for path in run_dir.glob(pattern):
@@ -396,12 +232,5 @@ def _clear_run(run_dir: Path) -> None:
         resume.rmdir()
 
 
-def _num(value: Any) -> Any:
-    try:
-        return round(float(value), 6)
-    except (TypeError, ValueError):
-        return value
-
-
-__all__ = ["AtomicCheckpoint", "ResumableEarlyStopping", "ResumeState", "RichProgress",
-           "compile_model", "prepare", "train"]
+__all__ = ["AtomicCheckpoint", "compile_model", "prepare", "save_model_atomic", "split_source",
+           "train"]
