@@ -1,0 +1,283 @@
+"""Do models travel? Same-source and cross-source accuracy of real-data runs and default models.
+
+    python -m benchmarks.generalization --cats-dir ../shared/datasets/cats/train \\
+        --faces-dir ../shared/datasets/faces/train [--preset real] [--baseline demo] \\
+        [--default-model models/cat_int8.tflite] [--default-before OLD.tflite] [--out DIR]
+
+1. trains ``--preset`` (and, for the before/after table, ``--baseline``) on the real cats
+   (VOC) and the real faces (CSV), and evaluates each run on its own held-out test half
+   (same source) and on data from another source that training never saw:
+   cats -> ``cat-on-scenes`` test split (a different cat on unseen backgrounds);
+   faces -> ``faces-on-scenes`` test split (other faces on unseen backgrounds) and
+   ``portraits`` (the two built-in portrait photos, uncomposited, at many framings);
+2. evaluates the default (built-in data only) cat model through the lean runtime on every
+   real cat photo, before and after;
+3. runs OpenCV's Haar face cascade on the face sets, as a classic baseline.
+Targets (issue 11): default cat model CorLoc@0.5 >= 0.50 on the real cats; a real-data
+model loses at most 0.10 CorLoc from its own test half to another source; same-source
+mean IoU >= 0.78 and CorLoc@0.5 >= 0.95; at most 10 minutes of training per dataset.
+Results go to OUT/generalization.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from data.sources import Sample
+
+TARGETS = {"default_corloc": 0.50, "max_corloc_loss": 0.10, "same_iou": 0.78, "same_corloc": 0.95,
+           "train_seconds": 600}
+CROSS_SIZE = 500  # samples drawn from each synthetic cross-source split
+
+
+class Portraits:
+    """The built-in portrait photos as they are (no compositing), framed 12 ways each."""
+
+    labels = ["none", "face"]
+
+    def __init__(self, names: Sequence[str] = ("astronaut", "grace_hopper"), per_photo: int = 12):
+        from data import assets
+
+        self.samples: list[Sample] = []
+        rng = np.random.default_rng(2024)
+        for name in names:
+            image = assets.load_image(name)
+            h, w = image.shape[:2]
+            fx1, fy1, fx2, fy2 = assets.FACE_BOXES[name]
+            for k in range(per_photo):
+                # The full photo first, then windows from head-and-shoulders to wide shots.
+                side = 1.0 if k == 0 else rng.uniform(0.35, 0.95)
+                cw, ch = max(fx2 - fx1 + 4, int(w * side)), max(fy2 - fy1 + 4, int(h * side))
+                x0 = int(rng.uniform(max(0, fx2 - cw), min(fx1, w - cw) + 1))
+                y0 = int(rng.uniform(max(0, fy2 - ch), min(fy1, h - ch) + 1))
+                crop = np.ascontiguousarray(image[y0 : y0 + ch, x0 : x0 + cw])
+                box = np.array([(fx1 - x0) / cw, (fy1 - y0) / ch, (fx2 - x0) / cw, (fy2 - y0) / ch],
+                               np.float32)
+                self.samples.append(Sample(crop, np.clip(box, 0, 1), 1, f"{name}#{k}"))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.samples[index]
+
+
+def cross_sets(kind: str) -> dict[str, Any]:
+    """The other-source evaluation sets of a dataset kind (``cats`` or ``faces``)."""
+    from data.catalog import open_source
+
+    if kind == "cats":
+        return {"cat-on-scenes test": open_source("cat-on-scenes", split="test", size=CROSS_SIZE)}
+    return {"faces-on-scenes test": open_source("faces-on-scenes", split="test", size=CROSS_SIZE),
+            "portraits": Portraits()}
+
+
+def evaluate_keras(run_dir: Path, sets: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Mean IoU / CorLoc of a run's model.keras on each set (own test half included)."""
+    from train.config import RunConfig, load_run
+    from train.evaluate import evaluate_model
+    from train.fit import split_source
+
+    model, cfg = load_run(run_dir)
+    config = RunConfig.from_dict(cfg)
+    m = config.model
+    out = {"own test half": _figures(evaluate_model(
+        model, split_source(config, "test"), image_size=m.image_size, box_format=m.box_format,
+        labels=m.labels))}
+    for name, source in sets.items():  # another source names its classes its own way
+        report = evaluate_model(model, _AnyObject(source, m.labels), image_size=m.image_size,
+                                box_format=m.box_format, labels=m.labels)
+        out[name] = {**_figures(report), "accuracy": None}
+    return out
+
+
+class _AnyObject:
+    """A source whose every object counts as the model's first object class (for box scores)."""
+
+    def __init__(self, source: Any, labels: Sequence[str]):
+        self.source, self.labels = source, list(labels)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> Sample:
+        s = self.source[index]
+        return Sample(s.image, s.box, 1 if int(s.label) > 0 else 0, s.name)
+
+
+def evaluate_exported(model_path: Path, source: Any) -> dict[str, Any]:
+    """The lean runtime's boxes on every image of ``source`` (as deployed)."""
+    from runtime.contract import box_iou
+    from runtime.localizer import Localizer
+
+    loc = Localizer.load(model_path, threads=1)
+    ious, found = [], 0
+    for i in range(len(source)):
+        sample = source[i]
+        if int(sample.label) == 0:
+            continue
+        result = loc.predict(sample.image)
+        ious.append(float(box_iou(np.asarray(result.box_norm), sample.box)))
+        found += int(result.present)
+    iou = np.asarray(ious)
+    return {"images": len(iou), "mean_iou": float(iou.mean()), "corloc@0.5": float((iou >= 0.5).mean()),
+            "present": found / max(1, len(iou))}
+
+
+def haar_faces(source: Any) -> dict[str, Any]:
+    """OpenCV's frontal-face Haar cascade, the largest detection, on every face image."""
+    from runtime.contract import box_iou
+    from train.label import detect, load_cascade
+
+    cascade = load_cascade("frontalface")
+    ious = []
+    for i in range(len(source)):
+        sample = source[i]
+        if int(sample.label) == 0:
+            continue
+        h, w = sample.image.shape[:2]
+        boxes = detect(cascade, sample.image)
+        if len(boxes) == 0:
+            ious.append(0.0)
+            continue
+        box = np.asarray(boxes[0], np.float64) / (w, h, w, h)
+        ious.append(float(box_iou(box, sample.box)))
+    iou = np.asarray(ious)
+    return {"images": len(iou), "mean_iou": float(iou.mean()), "corloc@0.5": float((iou >= 0.5).mean())}
+
+
+def _figures(report: dict[str, Any]) -> dict[str, Any]:
+    return {"images": report["positives"], "mean_iou": report["mean_iou"],
+            "corloc@0.5": report["corloc@0.5"], "accuracy": report["accuracy"]}
+
+
+def train_run(preset: str, fmt: str, data_dir: str, run_dir: Path, console: Console,
+              retrain: bool) -> dict[str, Any]:
+    """Train ``preset`` on a real dataset (or reuse a finished run); returns its summary."""
+    from train.config import resolve_config
+    from train.fit import train
+
+    config = resolve_config(preset, data=fmt, data_dir=data_dir)
+    console.rule(f"{preset} on {fmt} {data_dir}")
+    return train(config, run_dir, console=console, overwrite=retrain, progress=False)
+
+
+def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """Everything above; returns the results document."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, Any] = {"command": " ".join(sys.argv), "cpu": _cpu(), "load": os.getloadavg(),
+                           "targets": TARGETS, "runs": [], "default_models": [], "haar": {}}
+    datasets = [("cats", "voc", args.cats_dir), ("faces", "csv", args.faces_dir)]
+    for kind, fmt, data_dir in datasets:
+        if not data_dir:
+            continue
+        sets = cross_sets(kind)
+        for preset in [p for p in (args.baseline, args.preset) if p]:
+            run_dir = out / f"{kind}-{preset}"
+            summary = train_run(preset, fmt, data_dir, run_dir, console, args.retrain)
+            figures = evaluate_keras(run_dir, sets)
+            own = figures["own test half"]["corloc@0.5"]
+            worst = min(v["corloc@0.5"] for k, v in figures.items() if k != "own test half")
+            doc["runs"].append({"dataset": kind, "preset": preset, "run_dir": str(run_dir),
+                                "train_seconds": summary["train_seconds"], "sets": figures,
+                                "corloc_loss": own - worst})
+            _save(out, doc)
+        if kind == "faces":
+            from train.fit import split_source
+            from train.config import RunConfig, load_config
+
+            own = split_source(RunConfig.from_dict(load_config(out / f"faces-{args.preset}")), "test")
+            doc["haar"] = {name: haar_faces(src) for name, src in {"own test half": own, **sets}.items()}
+    if args.cats_dir:
+        from data.catalog import open_source
+
+        all_cats = open_source("voc", data_dir=args.cats_dir, split="all")
+        for label, path in [("before", args.default_before), ("after", args.default_model)]:
+            if path:
+                doc["default_models"].append({"model": str(path), "when": label,
+                                              "real cats (all)": evaluate_exported(Path(path), all_cats)})
+    _save(out, doc)
+    console.print(tables(doc))
+    return doc
+
+
+def _save(out: Path, doc: dict[str, Any]) -> None:
+    (out / "generalization.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / "generalization.md").write_text(markdown(doc))
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores"
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The results as Markdown tables."""
+    lines = ["| dataset | recipe | train s | set | images | mean IoU | CorLoc@0.5 |",
+             "|---|---|---:|---|---:|---:|---:|"]
+    for r in doc["runs"]:
+        for name, f in r["sets"].items():
+            lines.append(f"| {r['dataset']} | {r['preset']} | {r['train_seconds']:.0f} | {name} | "
+                         f"{f['images']} | {f['mean_iou']:.3f} | {f['corloc@0.5']:.3f} |")
+    for name, f in doc.get("haar", {}).items():
+        lines.append(f"| faces | Haar cascade | - | {name} | {f['images']} | {f['mean_iou']:.3f} | "
+                     f"{f['corloc@0.5']:.3f} |")
+    for d in doc["default_models"]:
+        f = d["real cats (all)"]
+        lines.append(f"| cats | default model ({d['when']}: {Path(d['model']).name}) | - | real cats (all) | "
+                     f"{f['images']} | {f['mean_iou']:.3f} | {f['corloc@0.5']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def tables(doc: dict[str, Any]) -> Table:
+    table = Table(title="generalization: same source and other sources")
+    for col in ("dataset", "recipe", "set", "images", "mean IoU", "CorLoc@0.5"):
+        table.add_column(col, justify="right" if col in ("images", "mean IoU", "CorLoc@0.5") else "left")
+    for line in markdown(doc).splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        table.add_row(cells[0], cells[1], cells[3], cells[4], cells[5], cells[6])
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.generalization",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--cats-dir", help="a VOC folder of real cats (e.g. ../shared/datasets/cats/train)")
+    p.add_argument("--faces-dir", help="a CSV folder of real faces (e.g. ../shared/datasets/faces/train)")
+    p.add_argument("--preset", default="real", help="the recipe to measure (default real)")
+    p.add_argument("--baseline", help="a second recipe for the before/after table (e.g. demo)")
+    p.add_argument("--default-model", help="the default cat model to score on all real cats")
+    p.add_argument("--default-before", help="an older default model, for before/after")
+    p.add_argument("--retrain", action="store_true", help="train again even if the run finished")
+    p.add_argument("--out", default="results/generalization", help="folder for runs and results")
+    args = p.parse_args(argv)
+    console = Console()
+    for flag, path in (("--cats-dir", args.cats_dir), ("--faces-dir", args.faces_dir)):
+        if path and not Path(path).is_dir():
+            console.print(f"[red]error:[/red] {flag} {path} is not a folder")
+            return 2
+    t0 = time.perf_counter()
+    run(args, console)
+    console.print(f"done in {time.perf_counter() - t0:.0f} s; wrote {Path(args.out) / 'generalization.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
