@@ -82,17 +82,28 @@ def cross_sets(kind: str) -> dict[str, Any]:
             "portraits": Portraits()}
 
 
+def own_test_half(config: Any) -> Any:
+    """The test half of the run's (first) file dataset, split exactly as training split it;
+    a mixed-in synthetic source is not part of it."""
+    from data.catalog import open_source
+    from data.mix import parse_specs
+
+    d = config.data
+    spec = next(s for s in parse_specs(d.source, d.data_dir) if s.reads_files)
+    return open_source(spec.name, data_dir=spec.data_dir, split="test", seed=d.seed,
+                       multi=d.multi, val_fraction=d.val_fraction)
+
+
 def evaluate_keras(run_dir: Path, sets: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Mean IoU / CorLoc of a run's model.keras on each set (own test half included)."""
     from train.config import RunConfig, load_run
     from train.evaluate import evaluate_model
-    from train.fit import split_source
 
     model, cfg = load_run(run_dir)
     config = RunConfig.from_dict(cfg)
     m = config.model
     out = {"own test half": _figures(evaluate_model(
-        model, split_source(config, "test"), image_size=m.image_size, box_format=m.box_format,
+        model, own_test_half(config), image_size=m.image_size, box_format=m.box_format,
         labels=m.labels))}
     for name, source in sets.items():  # another source names its classes its own way
         report = evaluate_model(model, _AnyObject(source, m.labels), image_size=m.image_size,
@@ -194,10 +205,9 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                                 "corloc_loss": own - worst})
             _save(out, doc)
         if kind == "faces":
-            from train.fit import split_source
             from train.config import RunConfig, load_config
 
-            own = split_source(RunConfig.from_dict(load_config(out / f"faces-{args.preset}")), "test")
+            own = own_test_half(RunConfig.from_dict(load_config(out / f"faces-{args.preset}")))
             doc["haar"] = {name: haar_faces(src) for name, src in {"own test half": own, **sets}.items()}
     if args.cats_dir:
         from data.catalog import open_source

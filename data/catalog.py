@@ -23,6 +23,8 @@ SOURCES: dict[str, SourceFactory] = {
     "cat-on-black": synthetic.CatOnBlack,
     "cat-on-scenes": synthetic.CatOnScenes,
     "faces-on-scenes": synthetic.FacesOnScenes,
+    "cat-cutouts": synthetic.cat_cutouts,
+    "cat-figures": synthetic.CatFigures,
     "csv": formats.csv_source,
     "voc": formats.voc_source,
     "yolo": formats.yolo_source,

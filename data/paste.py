@@ -23,6 +23,7 @@ validation and test images never leak into training. Sample ``i`` depends only o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,9 +50,14 @@ class PasteOptions:
         negatives: share of composed samples without an object.
         outside: largest share of the object's width or height that may leave the canvas.
         object_color: probability of a colour jitter on the object alone.
+        object_strength: strength of that jitter (1.0: +-30% contrast, +-40 brightness,
+            +-12 hue steps of 180).
         blends: weights of the blend modes ``ellipse``, ``feather``, ``poisson``.
         canvas: largest side of a composed image in pixels (the model sees 128-320 px;
             composing at full photo size only costs time).
+        part: probability of pasting a random part of the object (each side 40-100% of
+            the box) labelled as a whole object: only for objects that look alike in every
+            part, such as one photo of fur standing in for whole animals (off for user data).
     """
 
     p: float = 0.5
@@ -62,8 +68,10 @@ class PasteOptions:
     negatives: float = 0.1
     outside: float = 0.3
     object_color: float = 0.5
+    object_strength: float = 0.7
     blends: tuple[float, float, float] = (0.45, 0.45, 0.1)
     canvas: int = 320
+    part: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("p", "scenes", "negatives", "object_color", "outside"):
@@ -88,13 +96,19 @@ class _Bank:
 class PasteSource:
     """A training source whose samples are, with probability ``p``, composed by pasting."""
 
-    def __init__(self, base: Source, options: PasteOptions | None = None, *, seed: int = 0,
-                 size: int | None = None):
-        self.base, self.options, self.seed = base, options or PasteOptions(), int(seed)
+    def __init__(self, base: Source, options: PasteOptions | None = None, *, seed: int | Sequence[int] = 0,
+                 size: int | None = None, scenes: tuple[str, ...] | None = None,
+                 canvases: Sequence[tuple[int, int]] | None = None):
+        """``scenes``: background scene names (default: the training scenes without people);
+        ``canvases``: (height, width) choices for composed images (default: the size of a
+        random image of ``base``)."""
+        self.base, self.options = base, options or PasteOptions()
+        self.seed = [int(seed)] if isinstance(seed, (int, np.integer)) else [int(v) for v in seed]
         self.labels = list(base.labels)
+        self.canvases = list(canvases) if canvases else None
         self._size = max(len(base), int(size or 0))
         self._bank = _Bank(objects=[i for i in range(len(base)) if _label(base, i) > 0],
-                           scenes=assets.backgrounds("train", faces=True))
+                           scenes=scenes or assets.backgrounds("train", faces=True))
         if not self._bank.objects:
             raise ValueError("paste augmentation needs training images with an object")
 
@@ -105,7 +119,7 @@ class PasteSource:
         index = int(index)
         if not 0 <= index < self._size:
             raise IndexError(f"sample {index} out of range for a paste source of {self._size}")
-        rng = np.random.default_rng([self.seed, 31_337, index])
+        rng = np.random.default_rng([*self.seed, 31_337, index])
         if rng.random() >= self.options.p:
             return self.base[index % len(self.base)]
         return self.compose(rng)
@@ -119,9 +133,11 @@ class PasteSource:
             return Sample(canvas, np.zeros(4, np.float32), 0, f"paste:none@{bg_name}")
         j = self._bank.objects[int(rng.integers(len(self._bank.objects)))]
         sample = self.base[j]
+        if rng.random() < o.part:
+            sample = _part(rng, sample)
         patch, inner = _cut(rng, sample, o.margin)  # patch (ph, pw, 3), object box in it
         if rng.random() < o.object_color:
-            patch = assets.jitter_colors(rng, patch, strength=0.7)
+            patch = assets.jitter_colors(rng, patch, strength=o.object_strength, hsv=0.8)
         height, width = canvas.shape[:2]
         x, y, w, h = _place(rng, inner, height, width, o)
         box = _paste(rng, canvas, patch, inner, (x, y, w, h), o.blends)
@@ -131,11 +147,14 @@ class PasteSource:
     def _background(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         """A writable (h, w, 3) background at the size of a random training image."""
         k = int(rng.integers(len(self.base)))
-        sample = self.base[k]
-        height, width = sample.image.shape[:2]
+        if self.canvases:
+            sample, (height, width) = None, self.canvases[int(rng.integers(len(self.canvases)))]
+        else:
+            sample = self.base[k]
+            height, width = sample.image.shape[:2]
         scale = min(1.0, self.options.canvas / max(height, width))
         height, width = max(32, int(height * scale)), max(32, int(width * scale))
-        if rng.random() < self.options.scenes:
+        if sample is None or rng.random() < self.options.scenes:
             image, name = assets.random_background(rng, self._bank.scenes, height, width)
             return np.ascontiguousarray(image), f"scene:{name}"
         return _without_object(rng, sample, self._bank.scenes, height, width), sample.name
@@ -144,6 +163,16 @@ class PasteSource:
 def _label(source: Source, index: int) -> int:
     label = getattr(source, "label_of", None)  # FileSource knows labels without decoding
     return int(label(index)) if label is not None else int(source[index].label)
+
+
+def _part(rng: np.random.Generator, sample: Sample) -> Sample:
+    """The same sample with its box shrunk to a random part of the object."""
+    x1, y1, x2, y2 = np.asarray(sample.box, np.float64)
+    fw, fh = rng.uniform(0.4, 1.0, size=2)
+    nx1 = x1 + rng.uniform(0, 1 - fw) * (x2 - x1)
+    ny1 = y1 + rng.uniform(0, 1 - fh) * (y2 - y1)
+    box = np.array([nx1, ny1, nx1 + fw * (x2 - x1), ny1 + fh * (y2 - y1)], np.float32)
+    return Sample(sample.image, box, sample.label, sample.name)
 
 
 def _cut(rng: np.random.Generator, sample: Sample, margin: tuple[float, float],
@@ -170,8 +199,8 @@ def _place(rng: np.random.Generator, inner: tuple[float, float, float, float], h
         w, h = side * height * aspect, side * height
     w, h = max(4.0, w), max(4.0, h)
     ox, oy = o.outside * w, o.outside * h  # how far the box may leave the canvas
-    x = rng.uniform(-ox, max(-ox, width - w + ox))
-    y = rng.uniform(-oy, max(-oy, height - h + oy))
+    x = rng.uniform(*sorted((-ox, width - w + ox)))  # an object larger than the canvas
+    y = rng.uniform(*sorted((-oy, height - h + oy)))  # covers it, shifted at random
     return x, y, w, h
 
 

@@ -8,6 +8,9 @@ regenerate the background of any sample (``source.background(i)``) and compare.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import cv2
 import numpy as np
 
@@ -225,3 +228,92 @@ def _blend(image: np.ndarray, patch: np.ndarray, px: int, py: int, alpha: np.nda
     dst = image[y0:y1, x0:x1].astype(np.float32)
     image[y0:y1, x0:x1] = (src * a + dst * (1 - a) + 0.5).astype(np.uint8)
 
+
+# chelsea.png (451 x 300) is a close-up: the cat's head fills the photo up to x = 380.
+CAT_BOX = (0, 0, 380, 300)
+
+
+class _Chelsea:
+    """The cat photo as a one-image object bank for ``data.paste.PasteSource``."""
+
+    labels = ["none", "cat"]
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> Sample:
+        image = assets.load_image("chelsea")
+        h, w = image.shape[:2]
+        x1, y1, x2, y2 = CAT_BOX
+        return Sample(image, np.array([x1 / w, y1 / h, x2 / w, y2 / h], np.float32), 1, "chelsea")
+
+
+def cat_cutouts(options: SourceOptions) -> Any:
+    """The cat cut out of its photo under a soft mask (no rectangle edge to learn), strongly
+    recoloured, from a tenth of the frame to larger than the frame (cut by its edges, as pets
+    are in real photos), on the split's scenes: the default models' training data."""
+    from data.paste import PasteOptions, PasteSource
+
+    split = assets.split_key(options.split)
+    if int(options.size) < 1:
+        raise ValueError(f"size must be at least 1, got {options.size}")
+    if not 0.0 <= float(options.negatives) < 1.0:
+        raise ValueError(f"negatives must be a share in [0, 1), got {options.negatives}")
+    # One head of fur has to stand in for whole cats: parts of it, stretched to other
+    # aspect ratios, teach "box the whole furry region", not "box the eyes and nose".
+    paste = PasteOptions(p=1.0, negatives=float(options.negatives), scale=(0.15, 1.4),
+                         aspect=0.5, outside=0.35, scenes=1.0, object_color=0.9,
+                         object_strength=1.2, margin=(0.05, 0.2), blends=(0.5, 0.4, 0.1),
+                         part=0.5)
+    return PasteSource(_Chelsea(), paste, seed=[int(options.seed), _SPLIT_IDS[split], 4_242],
+                       size=int(options.size), scenes=assets.backgrounds(split), canvases=CANVASES)
+
+
+class CatFigures(SyntheticSource):
+    """Procedural whole-cat figures (``data.figures``) textured with the cat photo, on scenes,
+    from a quarter of the frame to larger than the frame: boxes around whole animals."""
+
+    kind = "cat-figures"
+    labels = ["none", "cat"]
+    canvases = CANVASES
+
+    def _background(self, rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, str]:
+        return assets.random_background(rng, assets.backgrounds(self.split), height, width)
+
+    def _paste(self, rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, str]:
+        height, width = image.shape[:2]
+        pool = _figure_pool(self.split)
+        k = int(rng.integers(len(pool)))
+        figure, alpha = pool[k]
+        if rng.random() < 0.5:
+            figure, alpha = cv2.flip(figure, 1), cv2.flip(alpha, 1)
+        figure = assets.jitter_colors(rng, figure, strength=0.8)
+        fh, fw = figure.shape[:2]
+        side = float(np.exp(rng.uniform(np.log(0.25), np.log(1.2))))  # larger side vs canvas
+        scale = side * min(width / fw, height / fh) * float(np.exp(rng.uniform(-0.2, 0.2)))
+        w, h = max(4, round(fw * scale)), max(4, round(fh * scale))
+        figure, alpha = assets.resize(figure, w, h), cv2.resize(alpha, (w, h))
+        x = int(rng.uniform(*sorted((-0.3 * w, width - 0.7 * w))))
+        y = int(rng.uniform(*sorted((-0.3 * h, height - 0.7 * h))))
+        _blend(image, figure, x, y, alpha)
+        x1, y1 = min(max(x, 0), width), min(max(y, 0), height)
+        x2, y2 = min(max(x + w, 0), width), min(max(y + h, 0), height)
+        return np.array([x1 / width, y1 / height, x2 / width, y2 / height]), f"figure{k}"
+
+
+FIGURES_PER_SPLIT = 300  # drawing a figure takes ~10 ms: draw a pool once, vary it per sample
+
+
+@functools.lru_cache(maxsize=None)
+def _figure_pool(split: str) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """The split's cat figures, drawn once per process from a seed of the split."""
+    from data.figures import cat_figure
+
+    rng = np.random.default_rng([_SPLIT_IDS[split], 97_531])
+    figures = []
+    for _ in range(FIGURES_PER_SPLIT):
+        image, alpha, _ = cat_figure(rng)
+        image.setflags(write=False)
+        alpha.setflags(write=False)
+        figures.append((image, alpha))
+    return tuple(figures)

@@ -59,6 +59,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--paste", type=float, metavar="P",
                    help="share of file-source training samples made by pasting the training "
                    "objects onto other backgrounds (0 = off)")
+    p.add_argument("--paste-opt", metavar="KEY=VALUE,...",
+                   help="paste settings, e.g. scale=0.1:1.0,scenes=0.7,negatives=0.1 "
+                   "(see data/paste.py PasteOptions)")
     p.add_argument("--init", metavar="RUN_OR_KERAS",
                    help="warm start from another run (or .keras file) of the same architecture")
     p.add_argument("--freeze-backbone", type=int, metavar="N",

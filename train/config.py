@@ -214,6 +214,7 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "augment": ("data", "augment"),
     "aug": ("data", "augment_overrides"),
     "paste": ("data", "paste"),
+    "paste_opt": ("data", "paste_options"),
     "backbone": ("model", "backbone"),
     "image_size": ("model", "image_size"),
     "weights": ("model", "weights"),
@@ -248,8 +249,31 @@ def resolve_config(preset: str | None = None, **flags: Any) -> RunConfig:
             raise ValueError(f"unknown config flag {flag!r}; valid: {', '.join(FLAG_FIELDS)}")
         if value is not None:
             section, name = FLAG_FIELDS[flag]
+            if name == "paste_options" and isinstance(value, str):
+                value = {**config.data.paste_options, **_key_values(value)}
             _set(config, section, {name: value})
     return config
+
+
+def _key_values(text: str) -> dict[str, Any]:
+    """``"scale=0.1:1.0,scenes=0.7"`` -> {"scale": [0.1, 1.0], "scenes": 0.7}, checked by PasteOptions."""
+    from data.paste import paste_options
+
+    out: dict[str, Any] = {}
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--paste-opt {item!r} is not KEY=VALUE")
+        try:
+            parts = [float(v) for v in value.split(":")]
+        except ValueError:
+            raise ValueError(f"--paste-opt {item!r}: the value must be a number (or LOW:HIGH)") from None
+        out[key.strip()] = parts if len(parts) > 1 else parts[0]
+    try:
+        paste_options(out)
+    except TypeError as err:
+        raise ValueError(f"--paste-opt: {err}") from None
+    return out
 
 
 def _set(config: RunConfig, section: str, values: dict[str, Any]) -> None:
