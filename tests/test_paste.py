@@ -49,9 +49,9 @@ def test_pasted_box_frames_the_pasted_object(tmp_path: Path, write_image: Callab
         h, w = sample.image.shape[:2]
         x1, y1, x2, y2 = np.round(sample.box * (w, h, w, h)).astype(int)
         mask = green(sample.image)
-        inside = mask[y1:y2, x1:x2]
-        # The object fills its box (blending softens at most a pixel or two at the edges) ...
-        assert inside.mean() > 0.8, (i, inside.mean())
+        inside = mask[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1]  # resizing blurs the outermost pixel
+        # The object fills its box ...
+        assert inside.mean() > 0.9, (i, inside.mean(), inside.shape)
         # ... and nothing green lies outside it.
         outside = mask.copy()
         outside[max(0, y1 - 2) : y2 + 2, max(0, x1 - 2) : x2 + 2] = False
