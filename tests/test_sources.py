@@ -11,7 +11,10 @@ from data.catalog import SOURCES, get_source
 from data.synthetic import SCALE_RANGE, SyntheticSource
 
 get_source("blobs", size=1)  # loads the registry
-SYNTHETIC = sorted(n for n, f in SOURCES.items() if isinstance(f, type) and issubclass(f, SyntheticSource))
+# The reference design's sources and the synthetic faces; the default models' cat sources
+# (cat-cutouts, cat-figures) have wider scales and are tested on their own below.
+SYNTHETIC = sorted(n for n, f in SOURCES.items() if isinstance(f, type) and issubclass(f, SyntheticSource)
+                   and n != "cat-figures")
 N = 12  # samples checked per source and split
 
 
@@ -142,3 +145,38 @@ def test_bad_options_are_named() -> None:
         get_source("blobs", negatives=1.5)
     with pytest.raises(ValueError, match="size"):
         get_source("blobs", size=0)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_cat_figures_change_only_the_pixels_inside_their_box(split: str) -> None:
+    src = get_source("cat-figures", split=split, size=40, seed=1, negatives=0.2)
+    for i in range(40):
+        s = src[i]
+        background, _ = src.background(i)
+        changed = np.abs(s.image.astype(int) - background.astype(int)).max(axis=2) > 0
+        if s.label == 0:
+            assert not changed.any() and not s.box.any()
+            continue
+        x1, y1, x2, y2 = _pixels(s)
+        assert changed[y1:y2, x1:x2].mean() > 0.3  # the figure is there (a silhouette, not a box)
+        outside = changed.copy()
+        outside[max(0, y1 - 1) : y2 + 1, max(0, x1 - 1) : x2 + 1] = False
+        assert not outside.any(), i
+
+
+def test_cat_cutouts_are_deterministic_and_use_the_split_scenes() -> None:
+    train = get_source("cat-cutouts", split="train", size=30, seed=2, negatives=0.2)
+    test = get_source("cat-cutouts", split="test", size=30, seed=2, negatives=0.2)
+    again = get_source("cat-cutouts", split="train", size=30, seed=2, negatives=0.2)
+    names = {split: {src[i].name.split("@scene:")[-1] for i in range(30)} for split, src in (("train", train), ("test", test))}
+    assert names["train"] <= set(assets.BACKGROUNDS["train"])
+    assert names["test"] <= set(assets.BACKGROUNDS["test"])
+    sides = []
+    for i in range(30):
+        s = train[i]
+        np.testing.assert_array_equal(s.image, again[i].image)
+        if s.label:
+            assert 0 <= s.box[0] < s.box[2] <= 1 and 0 <= s.box[1] < s.box[3] <= 1
+            sides.append(max(s.box[2] - s.box[0], s.box[3] - s.box[1]))
+    assert min(sides) < 0.4 and max(sides) > 0.8  # small and frame-filling cats alike
+    assert any(train[i].label == 0 for i in range(30))
