@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
+from runtime.atomic import staged, write_text
 from train.config import MODEL_FILE, RunConfig, load_config, save_config, write_json_atomic
 from runtime.errors import UserError
 from train.losses import box_loss, check_loss, score_loss
@@ -75,12 +75,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
 def save_model_atomic(model: keras.Model, path: Path) -> None:
     """model.save to a temporary .keras file beside ``path``, then os.replace."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    with staged(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -128,9 +124,8 @@ class ResumeState(keras.callbacks.Callback):
         resume = self.run_dir / RESUME_DIR
         resume.mkdir(exist_ok=True)
         name = f"epoch-{epoch + 1:04d}.weights.h5"
-        tmp = resume / f"tmp-{name}"
-        self.model.save_weights(tmp)
-        os.replace(tmp, resume / name)
+        with staged(resume / name) as tmp:
+            self.model.save_weights(tmp)
         self.state.update({
             "epoch": epoch + 1, "weights": name, "history": self.history,
             "train_seconds": round(self.state.get("train_seconds", 0.0) + seconds, 2),
@@ -374,9 +369,7 @@ def write_history(run_dir: Path, history: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=keys)
     writer.writeheader()
     writer.writerows(history)
-    tmp = run_dir / ".history.csv.tmp"
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, run_dir / "history.csv")
+    write_text(run_dir / "history.csv", buf.getvalue())
 
 
 def _remove_temp_files(run_dir: Path) -> None:
