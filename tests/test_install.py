@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import venv
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+_NOT_SOURCE = (".git", ".venv*", "runs", "results", ".cache", "build", "dist", "*.egg-info",
+               "__pycache__", ".pytest_cache")
 
 
 def _run(cmd: list, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -28,8 +31,9 @@ def test_wheel_installs_and_runtime_infer_finds_its_default_model(tmp_path, writ
     and building the wheel raises no setuptools deprecation warning (SPDX license)."""
     from tools.pi.requirements import runtime_requirements
 
-    dist = tmp_path / "dist"
-    build = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", dist, REPO], REPO)
+    src, dist = tmp_path / "src", tmp_path / "dist"  # a copy: the build writes into its tree
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(*_NOT_SOURCE))
+    build = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", dist, src], src)
     assert "SetuptoolsDeprecationWarning" not in build.stdout + build.stderr
     (wheel,) = dist.glob("edgeloc-*.whl")
     env = tmp_path / "venv"
