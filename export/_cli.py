@@ -147,21 +147,17 @@ def add_onnx_args(ap: argparse.ArgumentParser) -> None:
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
     """The typed options objects for parsed flags (UserError on a bad value)."""
-    return {
-        "calib": CalibrationOptions(
-            args.calib, args.calib_dir, args.calib_size, args.calib_screen, args.seed
-        ),
-        "verify": None
-        if args.no_verify
-        else VerifyOptions(
+    calib = CalibrationOptions(
+        args.calib, args.calib_dir, args.calib_size, args.calib_screen, args.seed
+    )
+    verify = None
+    if not args.no_verify:
+        verify = VerifyOptions(
             args.verify_data, args.verify_dir, args.verify_size, args.max_iou_drop, args.seed
-        ),
-        "onnx": OnnxOptions(
-            **{k: getattr(args, k) for k in ("opset", "method", "activations", "reduce_range")}
         )
-        if hasattr(args, "method")
-        else OnnxOptions(),
-    }
+    onnx_flags = ("opset", "method", "activations", "reduce_range")  # add_onnx_args
+    onnx = OnnxOptions(**{k: getattr(args, k) for k in onnx_flags if hasattr(args, k)})
+    return {"calib": calib, "verify": verify, "onnx": onnx}
 
 
 def run_cli(

@@ -20,13 +20,12 @@ def target(loaded: LoadedModel, out: str | Path | None, fmt: str, precision: str
 
 
 def check_data(out: Path, *sets: Any) -> None:
-    """``out`` must not be a file of the calibration or held-out data (``sets``: objects with
-    an ``info`` dict naming their ``source`` folder and ``data_dir``)."""
+    """``out`` must not be a file of the calibration or held-out data (``sets``: None or
+    objects whose ``info`` names their ``data_dir`` or, for a folder of images, ``source``)."""
     folders = []
     for s in sets:
         info = getattr(s, "info", None) or {}
-        for key in ("source", "data_dir"):
-            value = info.get(key)
+        for value in (info.get("data_dir"), info.get("source") if info.get("kind") else None):
             if value and Path(str(value)).expanduser().exists():
                 folders.append(Path(str(value)).expanduser())
     check_not_input(out, [f for f in folders if f.is_file()], folders=folders)
