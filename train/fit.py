@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,6 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-from runtime.atomic import staged, write_text
 from train.config import MODEL_FILE, RunConfig, load_config, save_config, write_json_atomic
 from runtime.errors import UserError
 from train.losses import box_loss, check_loss, score_loss
@@ -75,8 +75,12 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
 def save_model_atomic(model: keras.Model, path: Path) -> None:
     """model.save to a temporary .keras file beside ``path``, then os.replace."""
-    with staged(path) as tmp:
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
         model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -124,8 +128,9 @@ class ResumeState(keras.callbacks.Callback):
         resume = self.run_dir / RESUME_DIR
         resume.mkdir(exist_ok=True)
         name = f"epoch-{epoch + 1:04d}.weights.h5"
-        with staged(resume / name) as tmp:
-            self.model.save_weights(tmp)
+        tmp = resume / f"tmp-{name}"
+        self.model.save_weights(tmp)
+        os.replace(tmp, resume / name)
         self.state.update({
             "epoch": epoch + 1, "weights": name, "history": self.history,
             "train_seconds": round(self.state.get("train_seconds", 0.0) + seconds, 2),
@@ -369,7 +374,9 @@ def write_history(run_dir: Path, history: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=keys)
     writer.writeheader()
     writer.writerows(history)
-    write_text(run_dir / "history.csv", buf.getvalue())
+    tmp = run_dir / ".history.csv.tmp"
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, run_dir / "history.csv")
 
 
 def _remove_temp_files(run_dir: Path) -> None:
