@@ -45,13 +45,17 @@ $(LEGACY_STAMP): pyproject.toml
 
 # The default int8 TFLite and int8 ONNX models, as a Pi 5 (Cortex-A76) and a Pi 4
 # (Cortex-A72), on Debian bookworm and trixie arm64 userlands, against x86.
+# tools/pi is CI tooling, not part of the package (see tools/pi/__init__.py).
+MODELS := runtime/models
+
 arm64-check: $(STAMP)
-	$(BIN)/python -m benchmarks.arm64_check --models models/cat_int8.tflite models/cat_int8.onnx \
+	$(BIN)/python -m tools.pi.arm64_check --models $(MODELS)/cat_int8.tflite $(MODELS)/cat_int8.onnx \
 		--cpus pi5,pi4 --out results/arm64_check.json --markdown results/arm64_check.md
 
+# The default models ship inside the runtime package (package data), found after any install.
 models: $(STAMP)
 	$(DEMO_TRAIN)
-	$(BIN)/python -m export.make_models --run runs/demo --out models
+	$(BIN)/python -m export.make_models --run runs/demo --out $(MODELS)
 
 clean:
-	rm -rf runs build *.egg-info $(LEGACY)
+	rm -rf runs build dist *.egg-info $(LEGACY)

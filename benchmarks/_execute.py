@@ -8,11 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from benchmarks._schema import new_cell
+from runtime.atomic import scratch_dir
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -61,8 +61,8 @@ def _crash_reason(proc: subprocess.CompletedProcess) -> str:
 
 def run_spec(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Run one cell spec in a fresh Python process; a crash or timeout becomes an error."""
-    with tempfile.TemporaryDirectory(prefix="edgeloc-cell-") as tmp:
-        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
+    with scratch_dir("cell") as tmp:  # a killed run's folder goes on the next run
+        spec_path, out_path = tmp / "spec.json", tmp / "out.json"
         spec_path.write_text(json.dumps(spec))
         cmd = [sys.executable, "-m", "benchmarks._cell", str(spec_path), str(out_path)]
         try:

@@ -57,19 +57,25 @@ def default_out(device: str) -> Path:
     return Path("results") / f"latency-{slug(device)}.json"
 
 
+PLOTS = (("_latency.png", _plots.latency_distribution), ("_tradeoff.png", _plots.tradeoff))
+
+
+def output_paths(out: Path) -> list[Path]:
+    """Every file ``write_all`` may write for ``--out``: RESULTS.json, .csv, .md and plots."""
+    out = Path(out).with_suffix(".json")
+    return [out, out.with_suffix(".csv"), out.with_suffix(".md")] + [
+        out.with_name(out.stem + suffix) for suffix, _ in PLOTS
+    ]
+
+
 def write_all(results: dict[str, Any], out: Path, plots: bool = True) -> list[Path]:
     """RESULTS.json, .csv, .md and (with matplotlib) _latency.png and _tradeoff.png."""
-    out = Path(out)
-    if out.suffix != ".json":
-        out = out.with_suffix(".json")
+    out = Path(out).with_suffix(".json")
     paths = [_schema.write_json(results, out)]
     paths.append(_schema.write_atomic(out.with_suffix(".csv"), _schema.to_csv([results])))
     paths.append(_schema.write_atomic(out.with_suffix(".md"), _schema.to_markdown(results)))
     if plots and _plots.available():
-        for suffix, fn in (
-            ("_latency.png", _plots.latency_distribution),
-            ("_tradeoff.png", _plots.tradeoff),
-        ):
+        for suffix, fn in PLOTS:
             png = fn([results], out.with_name(out.stem + suffix))
             if png:
                 paths.append(png)

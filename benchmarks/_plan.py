@@ -195,6 +195,19 @@ def backends_for(fmt: str, wanted: set[str] | None) -> list[tuple[str, str, str 
     return out
 
 
+def backend_names(installed: bool = False) -> list[str]:
+    """Every ``--backends`` name: the runtime's engines (``runtime.BACKENDS``), the Keras and
+    OpenCV runners, and ONNX Runtime providers by short name (``installed``: also those of
+    this onnxruntime build, e.g. ``rocm``)."""
+    from runtime import BACKENDS  # noqa: PLC0415
+    from runtime.backends import PROVIDERS  # noqa: PLC0415
+
+    names = [*BACKENDS, "keras", "opencv", *PROVIDERS]
+    if installed:
+        names += [p.replace("ExecutionProvider", "").lower() for p in ort_providers()[0]]
+    return list(dict.fromkeys(names))
+
+
 def importable(module: str) -> bool:
     """Whether a module can be found, without importing it (a broken finder counts as no)."""
     try:

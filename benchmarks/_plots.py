@@ -18,6 +18,15 @@ def available() -> bool:
     return True
 
 
+def _save(fig: Any, path: Path) -> None:
+    """Write the figure whole or not at all (the temporary name keeps the .png suffix)."""
+    from runtime.atomic import staged  # noqa: PLC0415
+
+    with staged(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    _plt().close(fig)
+
+
 def _plt() -> Any:
     import matplotlib  # noqa: PLC0415
 
@@ -74,8 +83,7 @@ def latency_distribution(runs: list[dict[str, Any]], path: Path) -> Path | None:
     ax.invert_yaxis()
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -114,8 +122,7 @@ def tradeoff(runs: list[dict[str, Any]], path: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -147,6 +154,5 @@ def device_comparison(runs: list[dict[str, Any]], path: Path) -> Path | None:
     ax.legend(fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return path

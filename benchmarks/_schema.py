@@ -18,10 +18,10 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
+
+from runtime.atomic import write_text
 
 SCHEMA = "edgeloc.benchmark"
 SCHEMA_VERSION = 1
@@ -151,18 +151,10 @@ def _clean(value: Any) -> Any:
 
 
 def write_atomic(path: str | Path, text: str) -> Path:
-    """Write text to path through a temporary file and a rename."""
+    """Write text to ``path`` whole or not at all (``runtime.atomic``), creating its folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(path, text)
 
 
 def write_json(results: dict[str, Any], path: str | Path) -> Path:

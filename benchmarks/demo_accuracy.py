@@ -17,7 +17,6 @@ on a shared machine slow training down. Results go to OUT/demo_accuracy.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -28,6 +27,8 @@ from typing import Any, Sequence
 
 from rich.console import Console
 from rich.table import Table
+
+from runtime.atomic import write_json
 
 TARGET_IOU, TARGET_CORLOC, TARGET_SECONDS = 0.80, 0.95, 15 * 60
 # The real sets hold ~130 training images and ~28 validation images: a fixed 600 steps
@@ -197,7 +198,7 @@ def run(out: Path, cats_dir: str | None, faces_dir: str | None, console: Console
         },
         "results": rows,
     }
-    (out / "demo_accuracy.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out / "demo_accuracy.json", result)
     console.print(results_table(rows))
     verdict = "meets" if demo["meets_target"] else "MISSES"
     console.print(

@@ -17,7 +17,6 @@ and OUT/export_accuracy.md; exit code 1 when a target is missed.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import sys
@@ -28,6 +27,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from runtime.atomic import write_json, write_text
 
 MAX_DROP, MAX_SIZE_RATIO = 0.01, 0.30
 VARIANTS = [
@@ -44,10 +45,10 @@ def measure_run(
     run: Path, out: Path, *, verify_size: int, calib_size: int | None, seed: int, console: Console
 ) -> dict[str, Any]:
     """Export every variant of one run and measure it; returns a JSON-ready dict."""
-    from export._io import load_model
+    from export._load import load_model
     from export.calib import calibration_set
-    from export.onnx import export_onnx
-    from export.tflite import export_tflite
+    from export.formats import FORMATS
+    from export.options import VerifyOptions
     from export.verify import holdout_set
 
     loaded = load_model(run)
@@ -60,7 +61,8 @@ def measure_run(
         seed=seed,
         model=loaded.model,
     )
-    holdout = holdout_set(loaded, size=verify_size, seed=seed)
+    # No accuracy gate (max_iou_drop inf): every variant is written and measured.
+    holdout = holdout_set(loaded, VerifyOptions(size=verify_size, max_iou_drop=math.inf, seed=seed))
     keras_iou = holdout.iou(holdout.keras_box)
     rows: list[dict[str, Any]] = [
         {
@@ -76,16 +78,13 @@ def measure_run(
     fp32_size: dict[str, int] = {}
     for fmt, quantize in VARIANTS:
         console.print(f"  {run.name}: {fmt} {quantize} ...")
-        fn = export_tflite if fmt == "tflite" else export_onnx
         t0 = time.perf_counter()
-        result = fn(
+        result = FORMATS[fmt].export(
             loaded,
             out / f"model_{quantize if quantize != 'none' else 'fp32'}.{fmt}",
             quantize=quantize,
-            calibration=calib,
-            holdout=holdout,
-            max_iou_drop=math.inf,
-            seed=seed,
+            calib=calib,
+            verify=holdout,
         )
         v = result.verification
         if quantize == "none":
@@ -224,8 +223,8 @@ def run(
         "all_targets_met": met,
         "runs": results,
     }
-    (out_dir / "export_accuracy.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (out_dir / "export_accuracy.md").write_text(markdown(results))
+    write_json(out_dir / "export_accuracy.json", doc)
+    write_text(out_dir / "export_accuracy.md", markdown(results))
     console.print(
         f"wrote {out_dir / 'export_accuracy.json'} and export_accuracy.md; targets "
         f"{'met' if met else '[red]missed[/]'} (int8 drop <= {MAX_DROP}, size <= "
@@ -255,11 +254,12 @@ def main(argv: list[str] | None = None) -> int:
         help="calibration images (default 200, or all of a smaller training set)",
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("-v", "--verbose", action="store_true", help="TensorFlow's own output too")
     args = ap.parse_args(argv)
     from export._graph import quiet_tensorflow
     from runtime.errors import UserError
 
-    quiet_tensorflow()
+    quiet_tensorflow(args.verbose)
     console = Console(width=None if sys.stdout.isatty() else 120)
     missing = [r for r in args.run if not (Path(r) / "model.keras").is_file()]
     if missing:

@@ -1,8 +1,8 @@
 """Latency, size and accuracy of every exported variant on this machine, in one table.
 
     python -m benchmarks.latency --model runs/demo                 # run dir: Keras + exports
-    python -m benchmarks.latency --model models --profile pi       # on a Raspberry Pi
-    python -m benchmarks.latency --model models --eval-dir ../shared/datasets/cats/train
+    python -m benchmarks.latency --profile pi                      # on a Raspberry Pi
+    python -m benchmarks.latency --model runtime/models --eval-dir ../shared/datasets/cats/train
 
 Each cell (variant x backend x threads) runs in its own process; see docs/benchmarks.md
 for the method. Writes RESULTS.json (versioned), .csv, .md and PNG plots.
@@ -15,7 +15,6 @@ import datetime as dt
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,11 +22,14 @@ import numpy as np
 
 from benchmarks import _matrix, _plan
 from benchmarks._fingerprint import default_device_name, fingerprint
-from runtime.errors import UserError
+from benchmarks._runners import HAAR_CASCADES
 from benchmarks._schema import SCHEMA, SCHEMA_VERSION
+from runtime.atomic import check_not_input, scratch_dir
+from runtime.errors import UserError
+from runtime.models import MODELS_DIR
 
 log = logging.getLogger(__name__)
-DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_MODELS = MODELS_DIR  # the default models, package data of the runtime
 
 # --profile presets: flag defaults a profile sets (explicit flags still win).
 PROFILES: dict[str, dict[str, Any]] = {
@@ -114,7 +116,7 @@ def run(
         raise UserError(f"--video {video} not found; pass a video file (e.g. an .mp4)")
     fmt_set = _parse_list(formats, _plan.FORMATS, "format")
     prec_set = _parse_list(precisions, _plan.PRECISIONS, "precision")
-    backend_set = _parse_list(backends, None, "backend")
+    backend_set = _parse_list(backends, _plan.backend_names(installed=True), "backend")
     thread_list = parse_threads(threads)
     variants = _plan.discover(model or DEFAULT_MODELS)
     for path in extra or []:
@@ -138,12 +140,12 @@ def run(
     if not fmt_set or "haar" in fmt_set:
         variants += _plan.baselines(baseline, labels_text)
     fp = fingerprint()
-    with tempfile.TemporaryDirectory(prefix="edgeloc-bench-") as tmp:
+    with scratch_dir("bench") as tmp:  # shared with the cell processes; gone afterwards
         eval_path, timing_path = None, None
         if evalset is not None and len(evalset):
-            eval_path = str(Path(tmp) / "eval.npz")
+            eval_path = str(tmp / "eval.npz")
             evalset.save(eval_path)
-            timing_path = str(Path(tmp) / "timing.npy")  # every cell times this same image
+            timing_path = str(tmp / "timing.npy")  # every cell times this same image
             np.save(timing_path, evalset.images[0])
         common = {
             "warmup": warmup,
@@ -217,13 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--model",
-        help="run dir, folder of .tflite/.onnx files, or one model file (default: models/)",
+        help="run dir, folder of .tflite/.onnx files, or one model file (default: the "
+        f"runtime's default models, {DEFAULT_MODELS})",
     )
-    p.add_argument("--formats", help="comma list of tflite,onnx,keras,haar (default: all)")
-    p.add_argument("--precisions", help="comma list of fp32,fp16,dynamic,int8 (default: all)")
+    p.add_argument("--formats", help=f"comma list of {','.join(_plan.FORMATS)} (default: all)")
+    p.add_argument(
+        "--precisions", help=f"comma list of {','.join(_plan.PRECISIONS)} (default: all)"
+    )
     p.add_argument(
         "--backends",
-        help="comma list: ai_edge_litert,tflite_runtime,onnxruntime,keras,opencv,cuda,...",
+        help=f"comma list of {', '.join(_plan.backend_names())} (ONNX Runtime providers by "
+        "short name; default: every one installed)",
     )
     p.add_argument(
         "--threads", help="comma list of CPU thread counts (default: 1,2,4 up to the core count)"
@@ -252,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--video-frames", type=int, default=300, help="frames of --video to use (default 300)"
     )
     p.add_argument(
-        "--baseline", default="auto", help="Haar baselines: auto, none, haar_cat, haar_face"
+        "--baseline",
+        default="auto",
+        help=f"Haar baselines: auto, none or a comma list of {','.join(HAAR_CASCADES)}",
     )
     p.add_argument(
         "--extra", action="append", help="another localizer model file or folder to include"
@@ -275,6 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def input_files(args: argparse.Namespace) -> list[Path]:
+    """The files a run reads: every file of the --model and --extra paths, and --video."""
+    files = [Path(args.video)] if args.video else []
+    for spec in [args.model or DEFAULT_MODELS, *(args.extra or [])]:
+        path = Path(spec).expanduser()
+        files += sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return files
+
+
+def _data(args: argparse.Namespace) -> list[Path]:
+    return [Path(args.eval_dir).expanduser()] if args.eval_dir else []
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry: parse flags, run, print the table and write the files."""
     from benchmarks import _output  # noqa: PLC0415  (rich and plotting: CLI only)
@@ -286,7 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     console = _output.console()
     command = "python -m benchmarks.latency " + " ".join(sys.argv[1:] if argv is None else argv)
+    out = Path(args.out) if args.out else None
     try:
+        if out is not None:  # before measuring: never write over a model, data or video
+            check_not_input(_output.output_paths(out), input_files(args), folders=_data(args))
         with _output.progress(console) as bar:
             results = run(
                 args.model,
@@ -315,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
-    out = Path(args.out) if args.out else _output.default_out(results["device"]["name"])
+    out = out or _output.default_out(results["device"]["name"])
     paths = _output.write_all(results, out, plots=not args.no_plots)
     _output.print_run(console, results)
     console.print("wrote " + ", ".join(str(p) for p in paths))

@@ -16,6 +16,8 @@ from typing import Any
 
 from benchmarks import _plots, _schema
 from benchmarks._schema import ResultsError, fmt, fmt_range
+from runtime.atomic import check_not_input
+from runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,10 @@ def to_markdown(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+REPORT_FILES = ("report.md", "report.csv", "report_devices.png", "report_tradeoff.png",
+                "report_latency.png")
+
+
 def write_report(runs: list[dict[str, Any]], out_dir: str | Path, plots: bool = True) -> list[Path]:
     """report.md, report.csv and (with matplotlib) report_devices.png, report_tradeoff.png."""
     out_dir = Path(out_dir)
@@ -170,6 +176,7 @@ def run(
     paths: list[str | Path], out_dir: str | Path = "results/report", plots: bool = True
 ) -> tuple[list, list[Path]]:
     """Load, merge and write; returns (runs, written paths)."""
+    check_not_input([Path(out_dir) / name for name in REPORT_FILES], [Path(p) for p in paths])
     runs = load_runs(paths)
     return runs, write_report(runs, out_dir, plots)
 
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     con = console()
     try:
         runs, paths = run(args.results, args.out, plots=not args.no_plots)
-    except ResultsError as err:
+    except (ResultsError, UserError) as err:
         con.print(f"[red]error:[/red] {err}")
         return 2
     header, rows = comparison(runs)

@@ -1,6 +1,6 @@
 """Runtime overhead on 640x480 video frames: per-frame cost vs bare invoke, load time, memory.
 
-    python -m benchmarks.runtime_overhead                      # models/cat_int8.{tflite,onnx}
+    python -m benchmarks.runtime_overhead               # runtime/models/cat_int8.{tflite,onnx}
     python -m benchmarks.runtime_overhead --model m.tflite --rss-frames 10000
     python -m benchmarks.runtime_overhead --standin            # build stand-in int8 models first
 
@@ -34,8 +34,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from runtime.models import MODELS_DIR
+
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODELS = [ROOT / "models" / "cat_int8.tflite", ROOT / "models" / "cat_int8.onnx"]
+DEFAULT_MODELS = [MODELS_DIR / "cat_int8.tflite", MODELS_DIR / "cat_int8.onnx"]
 TARGET_RATIO, TARGET_LOAD_S, TARGET_RSS_MB = 1.25, 0.3, 150.0
 
 
@@ -280,6 +282,7 @@ def build_standins(folder: Path) -> list[Path]:
     at 128 px (half the default model's width), MobileNetV2 0.35 at 160 px and 1.0 at 224."""
     from dataclasses import asdict
 
+    from export.options import CalibrationOptions
     from export.tflite import export_tflite
     from train.model import ModelSpec, build_model
 
@@ -321,9 +324,8 @@ def build_standins(folder: Path) -> list[Path]:
             (run / "config.json").write_text(
                 json.dumps({"model": {**asdict(spec), "labels": list(spec.labels)}, "data": {}})
             )
-            export_tflite(
-                run, target, quantize="int8", calib=str(calib), calib_size=16, verify=False
-            )
+            calib_options = CalibrationOptions(str(calib), size=16)
+            export_tflite(run, target, quantize="int8", calib=calib_options, verify=None)
         out.append(target)
     return out
 
@@ -348,7 +350,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", action="append", help="int8 model(s); default models/cat_int8.*")
+    parser.add_argument(
+        "--model", action="append", help="int8 model(s); default runtime/models/cat_int8.*"
+    )
     parser.add_argument(
         "--standin", action="store_true", help="also build and time int8 stand-in models"
     )

@@ -1,12 +1,25 @@
 """edgeloc export: Keras localizer -> verified TFLite and ONNX models (fp32 to int8).
 
+    from export import export_tflite, CalibrationOptions, VerifyOptions
+    export_tflite("runs/demo", quantize="int8", calib=CalibrationOptions(size=300))
+
 Heavy libraries (TensorFlow, tf2onnx, onnx) are imported only when an export runs.
 """
 
-from export._io import ExportResult, VerificationFailed
+from export.options import CalibrationOptions, OnnxOptions, VerifyOptions
+from export.verify import ExportResult, VerificationFailed
 from runtime.errors import UserError
 
-__all__ = ["UserError", "ExportResult", "VerificationFailed", "export_onnx", "export_tflite"]
+__all__ = [
+    "CalibrationOptions",
+    "ExportResult",
+    "OnnxOptions",
+    "UserError",
+    "VerificationFailed",
+    "VerifyOptions",
+    "export_onnx",
+    "export_tflite",
+]
 
 
 def export_tflite(*args, **kwargs):  # noqa: ANN002, ANN003

@@ -1,5 +1,12 @@
-"""What the three export CLIs share: flags, the export loop, the summary table, exit codes.
+"""The export CLIs, all four in one place: flags, the run, the summary table, exit codes.
 
+    python -m export --model RUN --formats tflite,onnx --quantize none,int8
+    python -m export.tflite --model RUN --quantize int8
+    python -m export.onnx --model RUN --quantize int8 --method entropy
+    python -m export.make_models [--run runs/demo]
+
+Choices and help come from the registries (``export.formats.FORMATS``, the options' value
+lists), so a new format or method shows up in ``--help`` the day it is added.
 Exit codes: 0 all exports written and verified; 1 an export failed verification (its file
 was not written); 2 a user mistake (bad path, file or flag value), one line, no traceback.
 """
@@ -12,12 +19,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from export import make_models
 from export._graph import quiet_tensorflow
-from export._io import ExportResult, VerificationFailed, load_model
+from export._table import keras_row, row, table
+from export.formats import FORMATS, all_quantize, export_all, jobs_for
+from export.options import (
+    ACTIVATIONS,
+    DEFAULT_CALIB_SIZE,
+    DEFAULT_MAX_IOU_DROP,
+    DEFAULT_OPSET,
+    DEFAULT_SCREEN,
+    DEFAULT_VERIFY_SIZE,
+    IO_TYPES,
+    METHODS,
+    CalibrationOptions,
+    OnnxOptions,
+    VerifyOptions,
+)
 from runtime.errors import UserError
-from export.calib import DEFAULT_CALIB_SIZE, DEFAULT_SCREEN, calibration_for
 
-log = logging.getLogger(__name__)
+IO_HELP = "input dtype (and int8 model outputs): uint8 raw pixels (default), int8, float32"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,24 +50,8 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     return _Parser(prog=prog, description=description)
 
 
-def add_common_args(
-    ap: argparse.ArgumentParser,
-    *,
-    out_help: str | None = None,
-    model: bool = True,
-    out: bool = True,
-) -> None:
-    """The flags every export CLI shares (``model``/``out``: whether to add --model and --out)."""
-    if model:
-        ap.add_argument(
-            "--model", required=True, help="run directory (holding model.keras) or a .keras file"
-        )
-    if out:
-        ap.add_argument(
-            "--out",
-            default=None,
-            help=out_help or "output file (default: RUN/model_<precision>.<format>)",
-        )
+def add_data_args(ap: argparse.ArgumentParser) -> None:
+    """Calibration, verification and int8 weight flags, shared by every export CLI."""
     ap.add_argument(
         "--calib",
         default=None,
@@ -89,8 +94,9 @@ def add_common_args(
     ap.add_argument(
         "--max-iou-drop",
         type=float,
-        default=0.02,
-        help="fail the export when mean IoU drops more than this vs Keras (default 0.02)",
+        default=DEFAULT_MAX_IOU_DROP,
+        help="fail the export when mean IoU drops more than this vs Keras "
+        f"(default {DEFAULT_MAX_IOU_DROP})",
     )
     ap.add_argument(
         "--no-verify", action="store_true", help="skip the held-out comparison with Keras"
@@ -101,21 +107,28 @@ def add_common_args(
         help="held-out data source (default: the test split of the run's training data)",
     )
     ap.add_argument("--verify-dir", default=None, help="data folder/file for --verify-data")
-    ap.add_argument("--verify-size", type=int, default=200, help="held-out images (default 200)")
+    ap.add_argument(
+        "--verify-size",
+        type=int,
+        default=DEFAULT_VERIFY_SIZE,
+        help=f"held-out images (default {DEFAULT_VERIFY_SIZE})",
+    )
     ap.add_argument(
         "--seed", type=int, default=0, help="seed for drawing calibration/held-out samples"
     )
-    ap.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    ap.add_argument(
+        "-v", "--verbose", action="store_true", help="log progress and the libraries' own output"
+    )
 
 
 def add_onnx_args(ap: argparse.ArgumentParser) -> None:
-    """The ONNX int8 flags shared by ``python -m export`` and ``python -m export.onnx``."""
-    from export.onnx import DEFAULT_OPSET
-
+    """The ``OnnxOptions`` flags of ``python -m export`` and ``python -m export.onnx``."""
     ap.add_argument(
-        "--method", default="minmax", help="ONNX int8 calibration: minmax (default), entropy, percentile"
+        "--method", default="minmax", choices=METHODS, help="ONNX int8 calibration method"
     )
-    ap.add_argument("--opset", type=int, default=None, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    ap.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})"
+    )
     ap.add_argument(
         "--reduce-range",
         action=argparse.BooleanOptionalAction,
@@ -126,128 +139,36 @@ def add_onnx_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--activations",
         default="uint8",
+        choices=ACTIVATIONS,
         help="ONNX int8 activations: uint8 (default; the same integer graph on x86 and ARM) or "
         "int8 (ONNX Runtime's S8S8; boxes differ between x86 and ARM, overflow on Pi 4)",
     )
 
 
-ONNX_ONLY = ("method", "opset", "reduce_range", "activations")  # the add_onnx_args flags
-
-
-def onnx_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of ``add_onnx_args`` flags for ``run_cli``."""
-    return {k: getattr(args, k) for k in ONNX_ONLY}
-
-
-def run(
-    model: Any,
-    jobs: list[tuple[str, str]],
-    *,
-    out: str | None = None,
-    out_dir: str | None = None,
-    calib: str | None = None,
-    calib_dir: str | None = None,
-    calib_size: int | None = None,
-    calib_screen: float = DEFAULT_SCREEN,
-    verify: bool = True,
-    max_iou_drop: float = 0.02,
-    verify_data: str | None = None,
-    verify_dir: str | None = None,
-    verify_size: int = 200,
-    seed: int = 0,
-    console: Any = None,
-    stem: str = "model",
-    **options: Any,
-) -> tuple[list[ExportResult], list[dict]]:
-    """Run (format, quantize) exports of one model, sharing calibration and held-out sets.
-
-    Files go to ``out`` (one export), ``out_dir/<stem>_<precision>.<format>``, or next to
-    the model.
-
-    Returns (results of the exports that passed, table rows of all, Keras reference first).
-    """
-    from export import onnx as onnx_export
-    from export import tflite as tflite_export
-    from export.verify import holdout_set, keras_row, row
-
-    quiet_tensorflow()
-    validate(jobs, options)
-    loaded = load_model(model)
-    if out and len(jobs) > 1:
-        raise UserError("--out names one file; with several exports pass --out-dir FOLDER")
-    if out_dir is not None:
-        folder = Path(out_dir).expanduser()
-        if not folder.is_dir():
-            raise UserError(
-                f"output folder {folder} does not exist; create it or pass another --out-dir"
-            )
-    calibration = holdout = None
-    if any(q == "int8" for _, q in jobs):
-        calibration = calibration_for(
-            loaded, calib, size=calib_size, data_dir=calib_dir, seed=seed, screen=calib_screen
-        )
-    if verify:
-        holdout = holdout_set(loaded, verify_data, data_dir=verify_dir, size=verify_size, seed=seed)
-    rows = (
-        [keras_row(holdout, loaded.path.stat().st_size if loaded.path else None)] if holdout else []
+def options(args: argparse.Namespace) -> dict[str, Any]:
+    """The typed options objects for parsed flags (UserError on a bad value)."""
+    calib = CalibrationOptions(
+        args.calib, args.calib_dir, args.calib_size, args.calib_screen, args.seed
     )
-    results = []
-    for fmt, quantize in jobs:
-        export_fn = {"tflite": tflite_export.export_tflite, "onnx": onnx_export.export_onnx}[fmt]
-        kwargs = dict(options)
-        if fmt == "tflite":
-            for key in ONNX_ONLY:
-                kwargs.pop(key, None)
-        target = out
-        if out_dir is not None:
-            target = str(Path(out_dir).expanduser() / f"{stem}_{_precision(quantize)}.{fmt}")
-        if console is not None:
-            console.print(f"[bold]exporting[/] {fmt} {quantize} ...")
-        try:
-            result = export_fn(
-                loaded,
-                target,
-                quantize=quantize,
-                calibration=calibration,
-                holdout=holdout,
-                verify=verify,
-                max_iou_drop=max_iou_drop,
-                seed=seed,
-                **kwargs,
-            )
-            results.append(result)
-            rows.append(row(result))
-        except VerificationFailed as failed:
-            rows.append(row(failed.args[0]))
-    return results, rows
-
-
-def validate(jobs: list[tuple[str, str]], options: dict[str, Any]) -> None:
-    """Check flag values before the (slow) model load."""
-    from export._io import IO_TYPES, check_choice
-    from export.onnx import ACTIVATIONS, METHODS, ONNX_QUANTIZE
-    from export.quant import TFLITE_QUANTIZE
-
-    valid = {"tflite": TFLITE_QUANTIZE, "onnx": ONNX_QUANTIZE}
-    for fmt, quantize in jobs:
-        check_choice(fmt, valid, "format")
-        check_choice(quantize, valid[fmt], f"{'TFLite' if fmt == 'tflite' else 'ONNX'} --quantize")
-    check_choice(options.get("io", "uint8"), IO_TYPES, "--io")
-    if any(fmt == "onnx" for fmt, _ in jobs):
-        check_choice(options.get("method", "minmax"), METHODS, "calibration --method")
-        check_choice(options.get("activations", "uint8"), ACTIVATIONS, "--activations")
-
-
-def _precision(quantize: str) -> str:
-    from export._io import PRECISIONS
-
-    return PRECISIONS.get(quantize, quantize)
+    verify = None
+    if not args.no_verify:
+        verify = VerifyOptions(
+            args.verify_data, args.verify_dir, args.verify_size, args.max_iou_drop, args.seed
+        )
+    onnx_flags = ("opset", "method", "activations", "reduce_range")  # add_onnx_args
+    onnx = OnnxOptions(**{k: getattr(args, k) for k in onnx_flags if hasattr(args, k)})
+    return {"calib": calib, "verify": verify, "onnx": onnx}
 
 
 def run_cli(
-    args: argparse.Namespace, jobs: list[tuple[str, str]], *, stem: str = "model", **options: Any
+    args: argparse.Namespace,
+    jobs: list[tuple[str, str]] | None = None,
+    *,
+    out: str | None = None,
+    out_dir: str | None = None,
+    stem: str = "model",
 ) -> int:
-    """Run the jobs for parsed CLI flags; print the table; map errors to exit codes."""
+    """Export for parsed flags; print the table; map errors to exit codes."""
     from rich.console import Console
 
     console = Console(stderr=False, width=None if sys.stdout.isatty() else 132)
@@ -256,25 +177,23 @@ def run_cli(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if args.verbose:  # what native code printed (converters, XNNPACK): runtime.quiet's log
+        logging.getLogger("runtime.quiet").setLevel(logging.DEBUG)
     try:
-        results, rows = run(
+        if jobs is None:
+            jobs = jobs_for(args.formats, args.quantize)
+        settings = options(args)
+        quiet_tensorflow(args.verbose)
+        batch = export_all(
             args.model,
             jobs,
-            out=getattr(args, "out", None),
-            out_dir=getattr(args, "out_dir", None),
-            calib=args.calib,
-            calib_dir=args.calib_dir,
-            calib_size=args.calib_size,
-            calib_screen=args.calib_screen,
-            verify=not args.no_verify,
-            max_iou_drop=args.max_iou_drop,
-            verify_data=args.verify_data,
-            verify_dir=args.verify_dir,
-            verify_size=args.verify_size,
-            seed=args.seed,
-            console=err,
+            out=out,
+            out_dir=out_dir,
             stem=stem,
-            **options,
+            io=args.io,
+            per_channel=args.per_channel,
+            on_job=lambda f, q: err.print(f"[bold]exporting[/] {f} {q} ..."),
+            **settings,
         )
     except UserError as e:
         err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
@@ -282,14 +201,18 @@ def run_cli(
     except KeyboardInterrupt:
         err.print("[red]interrupted[/]: no partial model file was left behind")
         return 130
-    from export.verify import table
-
+    rows = []
+    if batch.holdout is not None:
+        path = batch.loaded.path
+        rows.append(keras_row(batch.holdout, path.stat().st_size if path else None))
+    rows += [row(r) for r in batch.results]
     console.print(table(rows))
-    for r in results:
-        console.print(f"wrote {r.path}")
-    failed = [r for r in rows if str(r.get("status", "")).startswith("FAILED")]
+    for r in batch.results:
+        if r.ok:
+            console.print(f"wrote {r.path}")
+    failed = [r for r in batch.results if not r.ok]
     if failed:
-        names = ", ".join(f"{r['format']} {r['precision']}" for r in failed)
+        names = ", ".join(f"{r.format} {r.precision}" for r in failed)
         err.print(
             f"[red]error:[/] {names} lost more than --max-iou-drop {args.max_iou_drop} mean "
             "IoU against the Keras model; the file was not written. Calibrate on more or "
@@ -300,3 +223,100 @@ def run_cli(
         )
         return 1
     return 0
+
+
+def _model_arg(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--model", required=True, help="run directory (holding model.keras) or a .keras file"
+    )
+
+
+def _format_cli(fmt: str, argv: list[str] | None) -> int:
+    entry = FORMATS[fmt]
+    ap = parser(
+        f"python -m export.{fmt}", f"Export a Keras localizer to a verified {entry.label} model."
+    )
+    _model_arg(ap)
+    ap.add_argument(
+        "--out", default=None, help=f"output file (default: RUN/model_<precision>.{fmt})"
+    )
+    ap.add_argument("--quantize", default="none", choices=entry.quantize, help="precision")
+    ap.add_argument("--io", default="uint8", choices=IO_TYPES, help=IO_HELP)
+    if entry.options == "onnx":
+        add_onnx_args(ap)
+    add_data_args(ap)
+    args = ap.parse_args(argv)
+    return run_cli(args, [(fmt, args.quantize)], out=args.out)
+
+
+def main_tflite(argv: list[str] | None = None) -> int:
+    """``python -m export.tflite``: one verified TFLite export."""
+    return _format_cli("tflite", argv)
+
+
+def main_onnx(argv: list[str] | None = None) -> int:
+    """``python -m export.onnx``: one verified ONNX export."""
+    return _format_cli("onnx", argv)
+
+
+def main_export(argv: list[str] | None = None) -> int:
+    """``python -m export``: every (format, precision) pair, one table."""
+    ap = parser(
+        "python -m export", "Export a Keras localizer to TFLite and ONNX in several precisions."
+    )
+    _model_arg(ap)
+    ap.add_argument(
+        "--formats",
+        default=",".join(FORMATS),
+        help=f"comma list of {', '.join(FORMATS)} (default all)",
+    )
+    takes = "; ".join(f"{e.label}: {', '.join(e.quantize)}" for e in FORMATS.values())
+    ap.add_argument(
+        "--quantize",
+        default="none,int8",
+        help=f"comma list of {', '.join(all_quantize())} ({takes}; default none,int8)",
+    )
+    ap.add_argument(
+        "--out-dir", default=None, help="folder for the files (default: next to the model)"
+    )
+    ap.add_argument("--io", default="uint8", choices=IO_TYPES, help=IO_HELP)
+    add_onnx_args(ap)
+    add_data_args(ap)
+    args = ap.parse_args(argv)
+    return run_cli(args, out_dir=args.out_dir)
+
+
+def main_make_models(argv: list[str] | None = None) -> int:
+    """``python -m export.make_models``: the runtime's four default model files."""
+    from rich.console import Console
+
+    ap = parser(
+        "python -m export.make_models", "Export a trained run into the runtime's default models."
+    )
+    ap.add_argument(
+        "--run",
+        default=make_models.DEFAULT_RUN,
+        help=f"trained run directory (default {make_models.DEFAULT_RUN})",
+    )
+    ap.add_argument(
+        "--out-dir",
+        "--out",
+        dest="out_dir",
+        default=str(make_models.default_dir()),
+        help="folder for the model files (default: the runtime's models folder, %(default)s)",
+    )
+    ap.add_argument("--name", default=None, help="file name stem (default: the run's object class)")
+    add_data_args(ap)
+    args = ap.parse_args(argv)
+    run = Path(args.run)
+    if not (run / "model.keras").is_file():
+        Console(stderr=True).print(
+            f"[red]error:[/] no trained model at {run}/model.keras; train "
+            "the demo first (make demo) or pass --run RUN_DIR",
+            highlight=False,
+        )
+        return 2
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    args.model, args.io = str(run), "uint8"
+    stem = args.name or make_models.default_name(run)
+    return run_cli(args, make_models.JOBS, out_dir=args.out_dir, stem=stem)

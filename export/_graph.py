@@ -2,46 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from runtime import quiet
 
 
-def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ and Python start-up chatter (call before importing it)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # bit-stable float reference on CPU
-
-
-@contextlib.contextmanager
-def native_output_captured() -> Iterator[None]:
-    """Send what C++ code (converters, XNNPACK) prints to fds 1 and 2 into the debug log."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            sink.seek(0)
-            text = sink.read().decode(errors="replace").strip()
-            if text:
-                log.debug("native output:\n%s", text[-20000:])
+def quiet_tensorflow(verbose: bool = False) -> None:
+    """TensorFlow for an export: oneDNN off (a bit-stable float reference on CPU, the same
+    numbers in verification as in the converted graph), start-up lines silenced unless
+    ``verbose`` (see ``runtime.quiet``). Call before anything imports TensorFlow."""
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    quiet.quiet_tensorflow(verbose)
 
 
 def serving_fn(model: Any, input_dtype: str) -> Callable:

@@ -17,15 +17,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from runtime.errors import UserError
-from runtime.contract import preprocess
 from data.catalog import SOURCES, open_source
 from data.sources import ImageFolder, Sample
+from export.options import DEFAULT_CALIB_SIZE, DEFAULT_SCREEN, CalibrationOptions
+from runtime.contract import preprocess
+from runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CALIB_SIZE = 200
-DEFAULT_SCREEN = 8.0  # drop calibration images whose activations peak this many times the median
 _MAX_SCREENED = 0.05  # never drop more than this share of the set
 
 
@@ -217,25 +216,20 @@ def calibration_set(
     return screen(calib, model, screen_factor) if model is not None else calib
 
 
-def calibration_for(
-    loaded: Any,
-    spec: str | None,
-    *,
-    size: int | None,
-    data_dir: str | Path | None,
-    seed: int,
-    screen: float,
-) -> CalibrationSet:
-    """``calibration_set`` for a loaded run: its config and input size, screened on its model."""
+def calibration_for(loaded: Any, options: CalibrationOptions | CalibrationSet) -> CalibrationSet:
+    """The calibration set of a loaded run (its config and input size, screened on its
+    model); a prebuilt ``CalibrationSet`` (shared by several exports) is returned as is."""
+    if isinstance(options, CalibrationSet):
+        return options
     return calibration_set(
-        spec,
+        options.source,
         config=loaded.config,
         image_size=loaded.image_size,
-        size=size,
-        data_dir=data_dir,
-        seed=seed,
+        size=options.size,
+        data_dir=options.data_dir,
+        seed=options.seed,
         model=loaded.model,
-        screen_factor=screen,
+        screen_factor=options.screen,
     )
 
 
@@ -250,7 +244,9 @@ def activation_peaks(model: Any, images: np.ndarray, batch: int = 32) -> np.ndar
         for layer in model.layers
         if not isinstance(layer, keras.layers.InputLayer) and layer._inbound_nodes
     ]
-    probe = keras.Model(model.inputs, [t for t in tensors if len(t.shape) >= 2])
+    # One input tensor, not the list ``model.inputs``: the probe is called with one array,
+    # and a list-shaped input makes Keras warn on every call.
+    probe = keras.Model(model.inputs[0], [t for t in tensors if len(t.shape) >= 2])
     peaks = []
     for i in range(0, len(images), batch):
         outs = probe(images[i : i + batch].astype(np.float32), training=False)

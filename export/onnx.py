@@ -12,7 +12,7 @@ and ARM CPUs without dot-product instructions (Raspberry Pi 4, Cortex-A72) overf
 accumulator when two activations both sit at -128 (the attention head's MatMul), moving
 boxes by up to half their size. uint8 activations give one graph everywhere and cannot hit
 that case; 7-bit weights keep x86 CPUs without VNNI from saturating. Checked under
-emulation (benchmarks/arm64_check.py): identical outputs on x86, Pi 4 and Pi 5 CPUs.
+emulation (tools/pi/arm64_check.py): identical outputs on x86, Pi 4 and Pi 5 CPUs.
 
     python -m export.onnx --model runs/demo --quantize int8 --method minmax
 """
@@ -20,33 +20,32 @@ emulation (benchmarks/arm64_check.py): identical outputs on x86, Pi 4 and Pi 5 C
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from export._graph import native_output_captured, quiet_tensorflow, tf_function
-from export._io import (
+from export import _output
+from export._contract import make_contract
+from export._graph import quiet_tensorflow, tf_function
+from export._load import load_model
+from export.calib import CalibrationSet, calibration_for
+from export.options import (
     IO_TYPES,
-    PRECISIONS,
-    UserError,
-    ExportResult,
+    ONNX_QUANTIZE,
+    CalibrationOptions,
+    OnnxOptions,
+    VerifyOptions,
     check_choice,
-    check_writable,
-    default_out,
-    load_model,
-    make_contract,
-    write_first_verified,
+    precision_of,
 )
-from export.calib import DEFAULT_SCREEN, CalibrationSet, calibration_for
+from export.verify import ExportResult, Holdout, holdout_set, write_first_verified
+from runtime import integrity
+from runtime.atomic import scratch_dir
 from runtime.contract import BOX_OUTPUT, CONTRACT_KEY, INPUT_NAME, SCORE_OUTPUT
+from runtime.errors import UserError
+from runtime.quiet import native_output_captured
 
 log = logging.getLogger(__name__)
-
-ONNX_QUANTIZE = ("none", "int8")
-ACTIVATIONS = ("uint8", "int8")  # int8 activations: not reproducible across CPUs (see above)
-METHODS = ("minmax", "entropy", "percentile")  # onnxruntime CalibrationMethod names
-DEFAULT_OPSET = 17
 
 
 def calibration_reader(calib: CalibrationSet, input_name: str, dtype: str) -> Any:
@@ -97,11 +96,8 @@ def quantize_int8(
     out_path: Path,
     calib: CalibrationSet,
     input_dtype: str,
-    *,
-    method: str,
+    options: OnnxOptions,
     per_channel: bool,
-    reduce_range: bool = True,
-    activations: str = "uint8",
 ) -> None:
     """Static QDQ int8 (U8S8, or S8S8 with ``activations="int8"``) of a float ONNX file,
     after onnxruntime's pre-processing."""
@@ -118,17 +114,19 @@ def quantize_int8(
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
-    }[method]
+    }[options.method]
     with native_output_captured():
         quantize_static(
             str(pre),
             str(out_path),
             calibration_reader(calib, INPUT_NAME, input_dtype),
             quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+            activation_type=(
+                QuantType.QUInt8 if options.activations == "uint8" else QuantType.QInt8
+            ),
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
-            reduce_range=reduce_range,  # 7-bit weights: no int8 overflow on x86 without VNNI
+            reduce_range=options.reduce_range,  # 7-bit weights: no overflow on x86 without VNNI
             calibrate_method=calibrate,
         )
 
@@ -148,89 +146,49 @@ def export_onnx(
     out: str | Path | None = None,
     *,
     quantize: str = "none",
-    calib: str | None = None,
-    calib_dir: str | Path | None = None,
-    calib_size: int | None = None,
-    calib_screen: float = DEFAULT_SCREEN,
-    method: str = "minmax",
-    per_channel: bool | None = None,
-    reduce_range: bool = True,
-    activations: str = "uint8",
-    opset: int | None = None,
     io: str = "uint8",
-    verify: bool = True,
-    max_iou_drop: float = 0.02,
-    verify_data: str | None = None,
-    verify_dir: str | Path | None = None,
-    verify_size: int = 200,
-    seed: int = 0,
-    calibration: CalibrationSet | None = None,
-    holdout: Any = None,
+    per_channel: bool | None = None,
+    calib: CalibrationOptions | CalibrationSet = CalibrationOptions(),
+    verify: VerifyOptions | Holdout | None = VerifyOptions(),
+    onnx: OnnxOptions = OnnxOptions(),
 ) -> ExportResult:
     """Export ``model`` (run dir, .keras file or keras.Model) to a verified .onnx file.
 
     Args:
         quantize: ``none`` (fp32) or ``int8`` (static QDQ, U8S8 by default).
-        method: calibration method for int8: ``minmax``, ``entropy`` or ``percentile``.
-        per_channel: int8 weight scales per output channel (True) or per tensor (False);
-            None: per tensor (smallest file), per channel if that fails verification.
-        reduce_range: 7-bit weights (default), so x86 CPUs without VNNI, where 8-bit
-            products can saturate, give the same boxes as every other CPU.
-        activations: ``uint8`` (default: the same integer graph on x86 and ARM) or ``int8``
-            (ONNX Runtime's usual S8S8; boxes then differ between x86 and ARM CPUs).
-        opset: ONNX opset (default 17).
-        io: input dtype: ``uint8`` raw pixels (default), ``int8`` pixel - 128, ``float32``.
+        onnx: opset and int8 quantization (calibration method, activation type, 7-bit
+            weights).
         Other arguments as for ``export.tflite.export_tflite``.
     """
     t0 = time.perf_counter()
-    precision = PRECISIONS[check_choice(quantize, ONNX_QUANTIZE, "ONNX --quantize")]
-    check_choice(method, METHODS, "calibration --method")
+    precision = precision_of(quantize, ONNX_QUANTIZE, "ONNX --quantize")
     check_choice(io, IO_TYPES, "--io")
-    check_choice(activations, ACTIVATIONS, "--activations")
-    opset = DEFAULT_OPSET if opset is None else int(opset)
-    if not 13 <= opset <= 21:
-        raise UserError(f"--opset {opset} is out of range; use 13..21 (default {DEFAULT_OPSET})")
     loaded = load_model(model)
-    out = Path(out).expanduser() if out else default_out(loaded, "onnx", precision)
-    check_writable(out)
-    if precision == "int8" and calibration is None:
-        calibration = calibration_for(
-            loaded, calib, size=calib_size, data_dir=calib_dir, seed=seed, screen=calib_screen
-        )
-    if verify and holdout is None:
-        from export.verify import holdout_set
+    out = _output.target(loaded, out, "onnx", precision)
+    calibration = calibration_for(loaded, calib) if precision == "int8" else None
+    holdout = holdout_set(loaded, verify)
+    _output.check_data(out, calibration, holdout)
 
-        holdout = holdout_set(loaded, verify_data, data_dir=verify_dir, size=verify_size, seed=seed)
-
-    import onnx
+    import onnx as onnx_lib
     import onnxruntime
     import tf2onnx
 
-    float_proto = convert_float(loaded.model, loaded.image_size, io, opset)
+    float_proto = convert_float(loaded.model, loaded.image_size, io, int(onnx.opset))
 
     def build(channelwise: bool) -> tuple[bytes, ExportResult]:
         proto, calib_info = float_proto, None
-        if precision == "int8":
-            with tempfile.TemporaryDirectory(prefix="edgeloc-onnx-") as tmp:
-                float_path, q_path = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
-                onnx.save(float_proto, str(float_path))
-                quantize_int8(
-                    float_path,
-                    q_path,
-                    calibration,
-                    io,
-                    method=method,
-                    per_channel=channelwise,
-                    reduce_range=reduce_range,
-                    activations=activations,
-                )
-                proto = onnx.load(str(q_path))
+        if calibration is not None:
+            with scratch_dir("onnx") as tmp:
+                float_path, q_path = tmp / "float.onnx", tmp / "int8.onnx"
+                onnx_lib.save(float_proto, str(float_path))
+                quantize_int8(float_path, q_path, calibration, io, onnx, channelwise)
+                proto = onnx_lib.load(str(q_path))
             calib_info = {
                 **calibration.info,
-                "method": method,
+                "method": onnx.method,
                 "per_channel": channelwise,
-                "reduce_range": reduce_range,
-                "activations": activations,
+                "reduce_range": onnx.reduce_range,
+                "activations": onnx.activations,
             }
         shorten_names(proto)
         contract = make_contract(
@@ -241,20 +199,14 @@ def export_onnx(
             calibration=calib_info,
             extra={
                 "output_dtype": "float32",
-                "opset": opset,
-                "quant_format": (
-                    ("QDQ U8S8" if activations == "uint8" else "QDQ S8S8")
-                    if precision == "int8"
-                    else None
-                ),
+                "opset": int(onnx.opset),
+                "quant_format": onnx.quant_format if calibration is not None else None,
                 "exporter": "edgeloc",
                 "tf2onnx": tf2onnx.__version__,
                 "onnxruntime": onnxruntime.__version__,
             },
         )
-        set_metadata(proto, {CONTRACT_KEY: contract.to_json()})
-        proto.producer_name = "edgeloc"
-        data = proto.SerializeToString()
+        data = embed(proto, contract)
         return data, ExportResult(out, "onnx", precision, len(data), contract)
 
     return write_first_verified(
@@ -262,10 +214,19 @@ def export_onnx(
         per_channel=per_channel,
         precision=precision,
         out=out,
-        holdout=holdout if verify else None,
-        max_iou_drop=max_iou_drop,
+        holdout=holdout,
         t0=t0,
     )
+
+
+def embed(proto: Any, contract: Any) -> bytes:
+    """Serialize ``proto`` with the contract and a digest placeholder in ``metadata_props``,
+    then seal the bytes with their own SHA-256 (``runtime.integrity``), the last change."""
+    set_metadata(
+        proto, {CONTRACT_KEY: contract.to_json(), integrity.DIGEST_KEY: integrity.placeholder()}
+    )
+    proto.producer_name = "edgeloc"
+    return integrity.seal(proto.SerializeToString())
 
 
 def shorten_names(proto: Any) -> None:
@@ -292,26 +253,7 @@ def shorten_names(proto: Any) -> None:
         info.name = short(info.name)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: parse flags and run one ONNX export."""
-    from export._cli import add_common_args, add_onnx_args, onnx_options, parser, run_cli
-
-    ap = parser("python -m export.onnx", "Export a Keras localizer to a verified ONNX model.")
-    ap.add_argument("--quantize", default="none", help="none | int8 (default none)")
-    ap.add_argument(
-        "--io", default="uint8", help="input dtype: uint8 (raw pixels, default), int8, float32"
-    )
-    add_onnx_args(ap)
-    add_common_args(ap)
-    args = ap.parse_args(argv)
-    return run_cli(
-        args,
-        [("onnx", args.quantize)],
-        io=args.io,
-        per_channel=args.per_channel,
-        **onnx_options(args),
-    )
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from export._cli import main_onnx
+
+    raise SystemExit(main_onnx())

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from export._io import IO_TYPES
+from export.options import IO_TYPES
 from runtime.errors import UserError
 
 RepresentativeData = Callable[[], Iterable[list[np.ndarray]]]

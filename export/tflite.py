@@ -10,27 +10,23 @@ and the file is verified against the Keras model before it is renamed into place
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from export._graph import native_output_captured, quiet_tensorflow, write_saved_model
-from export._io import (
-    IO_TYPES,
-    PRECISIONS,
-    UserError,
-    ExportResult,
-    check_choice,
-    check_writable,
-    default_out,
-    load_model,
-    make_contract,
-    write_first_verified,
-)
-from export.calib import DEFAULT_SCREEN, CalibrationSet, calibration_for
+from export import _output
+from export._contract import make_contract
+from export._graph import quiet_tensorflow, write_saved_model
+from export._load import load_model
+from export.calib import CalibrationSet, calibration_for
+from export.options import IO_TYPES, CalibrationOptions, VerifyOptions, check_choice, precision_of
 from export.quant import TFLITE_QUANTIZE, QuantConfig
+from export.verify import ExportResult, Holdout, holdout_set, write_first_verified
+from runtime import integrity
+from runtime.atomic import scratch_dir
 from runtime.contract import CONTRACT_KEY, read_tflite_metadata
+from runtime.errors import UserError
+from runtime.quiet import native_output_captured
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +45,8 @@ def quant_config(
 ) -> QuantConfig:
     """The QuantConfig for a precision name (int8 needs the calibration set)."""
     if precision == "int8":
-        assert calib is not None
+        if calib is None:
+            raise ValueError("int8 quantization needs a calibration set")
         return QuantConfig.for_int8(
             representative_dataset(calib, graph_dtype or io), io=io, per_channel=per_channel
         )
@@ -65,8 +62,8 @@ def convert(model: Any, size: int, config: QuantConfig, input_dtype: str) -> byt
     quiet_tensorflow()
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory(prefix="edgeloc-savedmodel-") as tmp:
-        folder = write_saved_model(model, size, input_dtype, Path(tmp) / "saved_model")
+    with scratch_dir("savedmodel") as tmp:  # a killed export's folder goes on the next run
+        folder = write_saved_model(model, size, input_dtype, tmp / "saved_model")
         converter = tf.lite.TFLiteConverter.from_saved_model(str(folder))
         config.apply(converter)
         try:
@@ -125,70 +122,46 @@ def export_tflite(
     out: str | Path | None = None,
     *,
     quantize: str = "none",
-    calib: str | None = None,
-    calib_dir: str | Path | None = None,
-    calib_size: int | None = None,
-    calib_screen: float = DEFAULT_SCREEN,
-    per_channel: bool | None = None,
     io: str = "uint8",
-    verify: bool = True,
-    max_iou_drop: float = 0.02,
-    verify_data: str | None = None,
-    verify_dir: str | Path | None = None,
-    verify_size: int = 200,
-    seed: int = 0,
-    calibration: CalibrationSet | None = None,
-    holdout: Any = None,
+    per_channel: bool | None = None,
+    calib: CalibrationOptions | CalibrationSet = CalibrationOptions(),
+    verify: VerifyOptions | Holdout | None = VerifyOptions(),
 ) -> ExportResult:
     """Export ``model`` (run dir, .keras file or keras.Model) to a verified .tflite file.
 
     Args:
+        out: the file (default RUN/model_<precision>.tflite); never one of the run's files.
         quantize: ``none`` (fp32), ``fp16``, ``dynamic`` or ``int8``.
-        calib, calib_dir, calib_size: calibration data for int8 (default: the run's training data).
-        calib_screen: leave out calibration images whose activations peak this many times
-            above the median (0 keeps all; see ``export.calib.screen``).
-        per_channel: int8 weight scales per output channel (True) or per tensor (False);
-            None: per tensor (smallest file), per channel if that fails verification.
         io: input dtype (``uint8`` raw pixels, ``int8`` pixel - 128, ``float32``); int8 models
             also use it for their outputs.
-        verify: compare with the Keras model on held-out data; a mean IoU drop over
-            ``max_iou_drop`` raises VerificationFailed and leaves no file at ``out``.
-        calibration, holdout: prebuilt sets, to share them between several exports.
+        per_channel: int8 weight scales per output channel (True) or per tensor (False);
+            None: per tensor (smallest file), per channel if that fails verification.
+        calib: int8 calibration data (default: the run's training data), or a prebuilt set
+            shared by several exports.
+        verify: the comparison with the Keras model on held-out data (a prebuilt ``Holdout``
+            to share it; None: no verification). A mean IoU drop over
+            ``verify.max_iou_drop`` raises VerificationFailed and leaves no file at ``out``.
     """
     t0 = time.perf_counter()
-    precision = PRECISIONS[check_choice(quantize, TFLITE_QUANTIZE, "TFLite --quantize")]
+    precision = precision_of(quantize, TFLITE_QUANTIZE, "TFLite --quantize")
     check_choice(io, IO_TYPES, "--io")
     loaded = load_model(model)
-    out = Path(out).expanduser() if out else default_out(loaded, "tflite", precision)
-    check_writable(out)
-    if precision == "int8" and calibration is None:
-        calibration = calibration_for(
-            loaded, calib, size=calib_size, data_dir=calib_dir, seed=seed, screen=calib_screen
-        )
-    if verify and holdout is None:
-        from export.verify import holdout_set
-
-        holdout = holdout_set(loaded, verify_data, data_dir=verify_dir, size=verify_size, seed=seed)
-
+    out = _output.target(loaded, out, "tflite", precision)
+    calibration = calibration_for(loaded, calib) if precision == "int8" else None
+    holdout = holdout_set(loaded, verify)
+    _output.check_data(out, calibration, holdout)
     # int8 models: the converter types a float 0..255 input as uint8 (scale 1, zero point 0)
     # or int8 (pixel - 128) itself, since calibration pins the input range to exactly 0..255;
     # the whole graph is then integer. Float models take io-typed pixels and cast them.
     graph_dtype = "float32" if precision == "int8" else io
-    from export._flatbuffer import edit_tflite
 
     def build(channelwise: bool) -> tuple[bytes, ExportResult]:
-        config = quant_config(
-            precision,
-            calibration if precision == "int8" else None,
-            io,
-            graph_dtype,
-            per_channel=channelwise,
-        )
+        config = quant_config(precision, calibration, io, graph_dtype, per_channel=channelwise)
         data = convert(loaded.model, loaded.image_size, config, graph_dtype)
         check_input_quantization(data, io)
         ops = check_builtin_only(data)
         calib_info = None
-        if precision == "int8":
+        if calibration is not None:
             calib_info = {**calibration.info, "per_channel": channelwise}
         contract = make_contract(
             loaded,
@@ -202,9 +175,7 @@ def export_tflite(
                 **_versions(),
             },
         )
-        data = edit_tflite(data, {CONTRACT_KEY: contract.to_json().encode()})
-        if read_tflite_metadata(data).get(CONTRACT_KEY) != contract.to_json().encode():
-            raise RuntimeError("the contract did not survive the TFLite metadata edit")
+        data = embed(data, contract)
         return data, ExportResult(out, "tflite", precision, len(data), contract)
 
     return write_first_verified(
@@ -212,10 +183,23 @@ def export_tflite(
         per_channel=per_channel,
         precision=precision,
         out=out,
-        holdout=holdout if verify else None,
-        max_iou_drop=max_iou_drop,
+        holdout=holdout,
         t0=t0,
     )
+
+
+def embed(data: bytes, contract: Any) -> bytes:
+    """Write the contract and a digest placeholder into the flatbuffer's metadata, then seal
+    the file with its own SHA-256 (``runtime.integrity``): the last change to its bytes."""
+    from export._flatbuffer import edit_tflite
+
+    payload = contract.to_json().encode()
+    data = edit_tflite(
+        data, {CONTRACT_KEY: payload, integrity.DIGEST_KEY: integrity.placeholder().encode()}
+    )
+    if read_tflite_metadata(data).get(CONTRACT_KEY) != payload:
+        raise RuntimeError("the contract did not survive the TFLite metadata edit")
+    return integrity.seal(data)
 
 
 def _versions() -> dict[str, str]:
@@ -224,23 +208,7 @@ def _versions() -> dict[str, str]:
     return {"exporter": "edgeloc", "tensorflow": tf.__version__}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: parse flags and run one TFLite export."""
-    from export._cli import add_common_args, parser, run_cli
-
-    ap = parser("python -m export.tflite", "Export a Keras localizer to a verified TFLite model.")
-    ap.add_argument(
-        "--quantize", default="none", help=f"{' | '.join(TFLITE_QUANTIZE)} (default none)"
-    )
-    ap.add_argument(
-        "--io",
-        default="uint8",
-        help="input dtype (and int8 model outputs): uint8 (raw pixels, default), int8, float32",
-    )
-    add_common_args(ap)
-    args = ap.parse_args(argv)
-    return run_cli(args, [("tflite", args.quantize)], io=args.io, per_channel=args.per_channel)
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from export._cli import main_tflite
+
+    raise SystemExit(main_tflite())

@@ -1,4 +1,5 @@
-"""Verify an exported file against its Keras model on held-out data, through the runtime.
+"""Verify an exported file against its Keras model on held-out data, through the runtime,
+and the policy around it: write nothing unverified, retry int8 with per-channel weights.
 
 The exported file runs in ``runtime.Localizer`` (the code users run); the Keras model runs
 on the same preprocessed pixels. A mean IoU drop over ``max_iou_drop`` fails the export.
@@ -7,20 +8,24 @@ on the same preprocessed pixels. A mean IoU drop over ``max_iou_drop`` fails the
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from export._io import LoadedModel
-from runtime.errors import UserError
+from export._load import LoadedModel
 from export.calib import draw, run_source
-from runtime.contract import box_iou, to_xyxy
+from export.options import DEFAULT_MAX_IOU_DROP, VerifyOptions
+from runtime.atomic import staged
+from runtime.contract import Contract, box_iou, to_xyxy
+from runtime.errors import UserError
+from runtime.quiet import native_output_captured
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VERIFY_SIZE = 200
 _BATCH = 32
 
 
@@ -36,6 +41,7 @@ class Holdout:
         keras_score: (N, K) Keras class probabilities.
         box_format: the model's box format.
         info: source description (name, split, size).
+        max_iou_drop: an export whose mean IoU is more than this below Keras' fails.
     """
 
     pixels: np.ndarray
@@ -45,6 +51,7 @@ class Holdout:
     keras_score: np.ndarray
     box_format: str
     info: dict[str, Any]
+    max_iou_drop: float = DEFAULT_MAX_IOU_DROP
 
     @property
     def positives(self) -> np.ndarray:
@@ -66,17 +73,22 @@ def keras_predict(model: Any, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return np.concatenate(boxes), np.concatenate(scores)
 
 
-def holdout_set(
-    loaded: LoadedModel,
-    spec: str | None = None,
-    *,
-    data_dir: str | Path | None = None,
-    size: int = DEFAULT_VERIFY_SIZE,
-    seed: int = 0,
-) -> Holdout:
-    """The test split of ``spec`` (default: the run's training source), with Keras predictions."""
+def holdout_set(loaded: LoadedModel, options: VerifyOptions | Holdout | None) -> Holdout | None:
+    """The test split of ``options.source`` (default: the run's training source), with the
+    Keras model's predictions; a prebuilt ``Holdout`` is returned as is; None (or False):
+    no verification."""
+    if options is None or options is False:
+        return None
+    if isinstance(options, Holdout):
+        return options
+    size, seed = options.size, options.seed
     source, info = run_source(
-        spec, config=loaded.config, split="test", size=size, data_dir=data_dir, seed=seed
+        options.source,
+        config=loaded.config,
+        split="test",
+        size=size,
+        data_dir=options.data_dir,
+        seed=seed,
     )
     if info.get("kind") == "folder":
         raise UserError(
@@ -92,7 +104,10 @@ def holdout_set(
         raise UserError(f"verification source {info['source']!r} has no images with an object")
     keras_box, keras_score = keras_predict(loaded.model, pixels)
     info = {**info, "size": len(pixels)}
-    return Holdout(pixels, boxes, labels, keras_box, keras_score, loaded.box_format, info)
+    return Holdout(
+        pixels, boxes, labels, keras_box, keras_score, loaded.box_format, info,
+        options.max_iou_drop,
+    )
 
 
 @dataclass
@@ -125,7 +140,6 @@ class Verification:
 
 def run_exported(path: Path, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Raw (box, score) of an exported file through the runtime's Localizer."""
-    from export._graph import native_output_captured
     from runtime.localizer import Localizer
 
     with native_output_captured():  # XNNPACK announces itself on stderr
@@ -171,84 +185,94 @@ def verify_model(
     return result
 
 
-def keras_row(holdout: Holdout, size_bytes: int | None) -> dict[str, Any]:
-    """The reference row of the table: the Keras float model itself."""
-    iou = holdout.iou(holdout.keras_box)
-    return {
-        "format": "keras",
-        "precision": "fp32",
-        "size": size_bytes,
-        "mean_iou": float(iou.mean()),
-        "corloc": float((iou >= 0.5).mean()),
-        "iou_drop": 0.0,
-        "max_box_diff": 0.0,
-        "score_agreement": 1.0,
-        "status": "reference",
-    }
+class VerificationFailed(RuntimeError):
+    """The exported model lost more accuracy than allowed; the file was not kept.
+
+    ``args[0]`` is the ``ExportResult``, with its verification.
+    """
 
 
-def table(rows: list[dict[str, Any]], title: str = "Export verification") -> Any:
-    """A rich table of verification rows (dicts from ``keras_row`` and ``row``)."""
-    from rich.table import Table
+@dataclass
+class ExportResult:
+    """What one export produced.
 
-    t = Table(title=title)
-    for name in (
-        "format",
-        "precision",
-        "size",
-        "mean IoU",
-        "CorLoc",
-        "IoU drop",
-        "max box diff",
-        "score agree",
-        "status",
-    ):
-        t.add_column(name, justify="left" if name in ("format", "precision", "status") else "right")
-    for r in rows:
+    Attributes:
+        path: the model file (only there when ``ok``).
+        format: ``tflite`` or ``onnx``.
+        precision: ``fp32``, ``fp16``, ``dynamic`` or ``int8``.
+        size_bytes: file size.
+        contract: the contract embedded in the file.
+        verification: accuracy against the Keras model (None when verification was off).
+        seconds: wall time of conversion and verification.
+    """
 
-        def num(key: str, fmt: str, r: dict[str, Any] = r) -> str:
-            return "-" if r.get(key) is None else format(r[key], fmt)
+    path: Path
+    format: str
+    precision: str
+    size_bytes: int
+    contract: Contract
+    verification: Verification | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
-        status = r.get("status", "")
-        style = (
-            "green" if status == "ok" else "red" if status.startswith(("FAILED", "error")) else ""
-        )
-        t.add_row(
-            r["format"],
-            r["precision"],
-            human_size(r.get("size")),
-            num("mean_iou", ".4f"),
-            num("corloc", ".3f"),
-            num("iou_drop", "+.4f"),
-            num("max_box_diff", ".4f"),
-            num("score_agreement", ".1%"),
-            f"[{style}]{status}[/]" if style else status,
-        )
-    return t
+    @property
+    def ok(self) -> bool:
+        return self.verification is None or self.verification.passed
 
 
-def row(result: Any) -> dict[str, Any]:
-    """A table row from an ExportResult (verified or not)."""
-    v = result.verification
-    base = {"format": result.format, "precision": result.precision, "size": result.size_bytes}
-    if v is None:
-        return {**base, "status": "ok (not verified)"}
-    return {
-        **base,
-        "mean_iou": v.mean_iou,
-        "corloc": v.corloc,
-        "iou_drop": v.iou_drop,
-        "max_box_diff": v.max_box_diff,
-        "score_agreement": v.score_agreement,
-        "status": v.status,
-    }
+def write_verified(
+    out: Path, data: bytes, result: ExportResult, holdout: Holdout | None, t0: float
+) -> ExportResult:
+    """Write ``data`` beside ``out``, verify it there (if ``holdout``), then rename it into place.
+
+    A failed verification raises VerificationFailed and leaves nothing at ``out``.
+    """
+    with staged(out) as tmp:
+        tmp.write_bytes(data)
+        if holdout is not None:
+            result.verification = verify_model(
+                tmp, holdout, fmt=result.format, precision=result.precision,
+                max_iou_drop=holdout.max_iou_drop,
+            )
+        result.seconds = time.perf_counter() - t0
+        if not result.ok:
+            raise VerificationFailed(result)
+    log.info("wrote %s (%d bytes, %.1f s)", out, len(data), result.seconds)
+    return result
 
 
-def human_size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+def per_channel_choices(per_channel: bool | None, precision: str, verify: bool) -> list[bool]:
+    """int8 weight scales to try in order: per-tensor first (smallest file), then per-channel
+    if the per-tensor model fails verification; an explicit choice is tried alone."""
+    if precision != "int8":
+        return [False]
+    if per_channel is not None:
+        return [bool(per_channel)]
+    return [False, True] if verify else [False]
+
+
+def write_first_verified(
+    build: Callable[[bool], tuple[bytes, ExportResult]],
+    *,
+    per_channel: bool | None,
+    precision: str,
+    out: Path,
+    holdout: Holdout | None,
+    t0: float,
+) -> ExportResult:
+    """Build (``build(per_channel) -> (bytes, result)``) and ``write_verified`` an export; an
+    int8 model whose per-tensor weights fail verification is rebuilt per channel."""
+    choices = per_channel_choices(per_channel, precision, holdout is not None)
+    for attempt, channelwise in enumerate(choices):
+        data, result = build(channelwise)
+        try:
+            return write_verified(out, data, result, holdout, t0)
+        except VerificationFailed:
+            if attempt == len(choices) - 1:
+                raise
+            log.warning(
+                "%s int8 with per-tensor weights lost %.4f mean IoU; trying per-channel weights",
+                result.format,
+                result.verification.iou_drop,
+            )
+    raise AssertionError("unreachable")

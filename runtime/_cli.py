@@ -9,7 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.logging import RichHandler
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "cat_int8.tflite"
+from runtime.models import DEFAULT_MODEL  # package data: found after any install
+
 EXIT_USAGE = 2
 
 console = Console(stderr=True)

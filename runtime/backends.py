@@ -21,6 +21,7 @@ import numpy as np
 
 from runtime._tensors import InputConverter, TensorInfo, dequantizer
 from runtime.contract import CONTRACT_KEY, read_tflite_metadata
+from runtime.quiet import native_output_captured
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ class TFLiteBackend(Backend):
     """A TFLite interpreter (ai_edge_litert, tflite_runtime or tf.lite)."""
 
     def __init__(self, interpreter: Any, name: str, threads: int, metadata: dict[str, bytes]):
-        interpreter.allocate_tensors()
+        with native_output_captured():  # LiteRT announces its XNNPACK delegate on stderr here
+            interpreter.allocate_tensors()
         self._it = interpreter
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
         names_in, names_out = _signature_names(interpreter)

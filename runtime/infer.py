@@ -1,6 +1,6 @@
 """Localize the object in image files; one JSON line per image.
 
-    python -m runtime.infer --model models/cat_int8.tflite photos/ cat.jpg --out results.jsonl
+    python -m runtime.infer --model runtime/models/cat_int8.tflite photos/ cat.jpg --out r.jsonl
 
 Each line: image, box [x1, y1, x2, y2] in pixels, label, score, present, latency_ms.
 An unreadable image becomes a line with an "error" field; the run goes on and the exit
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("inputs", nargs="+", help="image files and/or folders")
     parser.add_argument(
-        "--model", help="a .tflite or .onnx model (default: models/cat_int8.tflite)"
+        "--model", help="a .tflite or .onnx model (default: runtime/models/cat_int8.tflite)"
     )
     parser.add_argument("--out", default="-", help="JSON lines file ('-' = stdout, the default)")
     parser.add_argument("--draw", help="folder for copies of the images with the box drawn")

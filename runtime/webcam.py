@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m runtime.webcam", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
-        "--model", help="a .tflite or .onnx model (default: models/cat_int8.tflite)"
+        "--model", help="a .tflite or .onnx model (default: runtime/models/cat_int8.tflite)"
     )
     parser.add_argument(
         "--source",

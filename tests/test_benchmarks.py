@@ -48,6 +48,7 @@ def tiny_run(tmp_path_factory) -> Path:
     """A run dir with an untrained 32 px model and its fp32/int8 TFLite and ONNX exports."""
     pytest.importorskip("tensorflow")
     from export.onnx import export_onnx
+    from export.options import CalibrationOptions
     from export.tflite import export_tflite
     from train.model import ModelSpec, build_model
 
@@ -62,8 +63,8 @@ def tiny_run(tmp_path_factory) -> Path:
     }
     (run / "config.json").write_text(json.dumps(config))
     for q in ("none", "int8"):
-        export_tflite(run, quantize=q, calib_size=8, verify=False)
-        export_onnx(run, quantize=q, calib_size=8, verify=False)
+        export_tflite(run, quantize=q, calib=CalibrationOptions(size=8), verify=None)
+        export_onnx(run, quantize=q, calib=CalibrationOptions(size=8), verify=None)
     return run
 
 
@@ -384,16 +385,29 @@ def test_user_errors_exit_2(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no models here")
+    (empty / "notes.json").write_text("{}")  # e.g. a model's contract sidecar: an input
     cases = [
         (["--model", str(empty)], "nothing to benchmark"),
         (["--model", str(tmp_path / "missing")], "not found"),
         (["--model", str(empty), "--threads", "two"], "--threads"),
         (["--model", str(empty / "notes.txt")], "not a .tflite"),
+        (["--model", str(empty), "--out", str(empty / "notes.txt")], "command's inputs"),
+        (["--model", str(empty), "--backends", "ort,tflite_runtime"], "unknown backend 'ort'"),
     ]
     for argv, message in cases:
         capsys.readouterr()
         assert latency.main(argv + ["--no-plots"]) == 2, argv
-        assert message in capsys.readouterr().out
+        out = " ".join(capsys.readouterr().out.split())
+        assert message in out, (argv, out)
+        if "backend" in message:  # the valid names come from runtime.BACKENDS
+            assert all(name in out for name in ("ai_edge_litert", "onnxruntime", "keras"))
+    assert (empty / "notes.json").read_text() == "{}"
+    results = tmp_path / "rep" / "report.csv"  # a results file where the report would go
+    results.parent.mkdir()
+    _schema.write_json(_fake_run("laptop", 1.0), results)
+    assert report.main([str(results), "--out", str(results.parent), "--no-plots"]) == 2
+    assert "command's inputs" in " ".join(capsys.readouterr().out.split())
+    assert json.loads(results.read_text())["device"]["name"] == "laptop"
 
 
 @pytest.mark.slow

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from export.options import CalibrationOptions, VerifyOptions
 from runtime.contract import CONTRACT_KEY, Contract, preprocess, read_tflite_metadata
 
 SIZE = 32
 STEP = 1 / 256  # output quantization step of uint8/int8 box and score tensors
 CALIB, VERIFY = 48, 48
-FAST = dict(calib_size=CALIB, verify_size=VERIFY)
+FAST = dict(calib=CalibrationOptions(size=CALIB), verify=VerifyOptions(size=VERIFY))
 
 
 @pytest.fixture(scope="module")
@@ -98,17 +99,24 @@ def exported(run_dir, tmp_path_factory):
     return out
 
 
-def test_registry_matches_cli_choices():
-    from export.onnx import ONNX_QUANTIZE
-    from export.quant import TFLITE_QUANTIZE
+def test_every_registered_format_and_precision_is_exported_here(capsys):
+    """The tests below cover the registry itself: a new format or precision must be added."""
+    from export._cli import main_export, main_onnx, main_tflite
+    from export.formats import FORMATS
 
-    assert [q for _, q in TFLITE] == list(TFLITE_QUANTIZE)
-    assert [q for _, q in ONNX] == list(ONNX_QUANTIZE)
+    assert [(f, q) for f, entry in FORMATS.items() for q in entry.quantize] == TFLITE + ONNX
+    for main, fmt in ((main_tflite, "tflite"), (main_onnx, "onnx")):  # --help from the registry
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        assert "{" + ",".join(FORMATS[fmt].quantize) + "}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main_export(["--help"])
+    assert f"comma list of {', '.join(FORMATS)}" in " ".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.parametrize("fmt,quantize", TFLITE + ONNX, ids=[f"{f}-{q}" for f, q in TFLITE + ONNX])
 def test_every_format_and_precision_agrees_with_keras(exported, reference, run_dir, fmt, quantize):
-    from export._io import sha256_file
+    from export._load import sha256_file
 
     result = exported[fmt, quantize]
     pixels, keras_box, keras_score = reference
@@ -129,6 +137,7 @@ def test_every_format_and_precision_agrees_with_keras(exported, reference, run_d
     )
     assert c.input_dtype == "uint8" and loc._backend.input.dtype == np.uint8
     assert c.source_sha256 == sha256_file(run_dir / "model.keras")
+    assert c.extra["integrity"] == "sha256"
     assert (c.calibration is not None) == (quantize == "int8")
     if quantize == "int8":
         assert c.calibration["source"] == "blobs"
@@ -180,6 +189,21 @@ def test_contract_survives_in_tflite_metadata_and_onnx_metadata_props(exported):
         contract = Contract.from_json(raw)
         assert contract == result.contract
         assert contract.extra["format"] == fmt and "softmax" in contract.extra["score_meaning"]
+
+
+def test_every_export_is_sealed_with_its_own_digest(exported):
+    """runtime.integrity: the file's SHA-256 is embedded in it; any flipped byte shows."""
+    from runtime import integrity
+    from runtime.errors import UserError
+
+    for (fmt, quantize), result in exported.items():
+        data = result.path.read_bytes()
+        assert integrity.check(data, result.path.name) is True, (fmt, quantize)
+        for offset in (0, len(data) // 3, len(data) - 1):
+            flipped = bytearray(data)
+            flipped[offset] ^= 0x01
+            with pytest.raises(UserError, match="damaged"):
+                integrity.check(bytes(flipped), result.path.name)
 
 
 def test_onnx_exports_name_their_tensors_and_int8_is_qdq(exported):
@@ -266,16 +290,45 @@ def test_combined_cli_writes_the_set_and_one_table(run_dir, tmp_path, capsys):
     assert out.count(" ok ") >= 4
 
 
+def _killed_leftovers(folder: Path) -> list[Path]:
+    """A temporary model file and a scratch SavedModel folder left by an export killed with
+    SIGKILL (a real process, so the names carry a process id that is gone)."""
+    import subprocess
+    import sys
+
+    from runtime.atomic import scratch_root
+
+    before = set(scratch_root().iterdir())
+    code = (
+        "import os, signal, sys; from pathlib import Path\n"
+        "from runtime.atomic import scratch_dir, staged\n"
+        "with scratch_dir('savedmodel') as d, staged(Path(sys.argv[1]) / 'm.tflite') as t:\n"
+        "    (d / 'saved_model.pb').write_bytes(b'x'); t.write_bytes(b'half a model')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(folder)], cwd=Path(__file__).parents[1])
+    assert proc.returncode == -9
+    left = [p for p in folder.iterdir()] + sorted(set(scratch_root().iterdir()) - before)
+    assert len(left) == 2 and all(".edgeloc-tmp." in p.name for p in left), left
+    return left
+
+
 def test_a_failed_verification_leaves_no_file(run_dir, tmp_path, capsys):
     from export import VerificationFailed
-    from export.tflite import export_tflite, main
+    from export._cli import main_tflite
+    from export.tflite import export_tflite
 
     out = tmp_path / "m.tflite"
+    leftovers = _killed_leftovers(tmp_path)
     with pytest.raises(VerificationFailed) as info:  # any drop exceeds a negative limit
-        export_tflite(run_dir, out, quantize="int8", max_iou_drop=-1.0, **FAST)
+        export_tflite(
+            run_dir, out, quantize="int8", calib=CalibrationOptions(size=CALIB),
+            verify=VerifyOptions(size=VERIFY, max_iou_drop=-1.0),
+        )
     assert info.value.args[0].verification.status.startswith("FAILED")
     assert list(tmp_path.iterdir()) == []  # neither the model nor a temporary file
-    rc = main(
+    assert not any(p.exists() for p in leftovers)  # the killed export's files are gone too
+    rc = main_tflite(
         [
             "--model",
             str(run_dir),
@@ -291,25 +344,6 @@ def test_a_failed_verification_leaves_no_file(run_dir, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert rc == 1 and "was not written" in err and not out.exists()
-
-
-def test_staged_write_is_atomic(tmp_path):
-    from export._io import staged
-
-    target = tmp_path / "model.tflite"
-    target.write_bytes(b"old")
-    with pytest.raises(KeyboardInterrupt):
-        with staged(target) as tmp:
-            tmp.write_bytes(b"half a mod")
-            raise KeyboardInterrupt  # killed mid-export
-    assert target.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [target]
-    stale, fresh = tmp_path / ".model.abc.tmp.tflite", tmp_path / ".model.def.tmp.tflite"
-    stale.write_bytes(b"left by a killed export")
-    fresh.write_bytes(b"another export's, in progress")
-    os.utime(stale, (0, 0))
-    with staged(target) as tmp:
-        tmp.write_bytes(b"new")
-    assert target.read_bytes() == b"new" and sorted(tmp_path.iterdir()) == [fresh, target]
 
 
 def test_one_calibration_generator_feeds_both_formats(run_dir):
@@ -361,9 +395,8 @@ def test_folder_calibration_source(run_dir, tmp_path):
         run_dir,
         tmp_path / "m.tflite",
         quantize="int8",
-        calib=str(folder),
-        calib_size=10,
-        verify_size=VERIFY,
+        calib=CalibrationOptions(source=str(folder), size=10),
+        verify=VerifyOptions(size=VERIFY),
     )
     assert result.contract.calibration["source"] == str(folder)
     assert result.contract.calibration["size"] == 10
@@ -409,65 +442,69 @@ def _bad_cases(run_dir: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
             "only 3 images, fewer than --calib-size 10",
         ),
         ("unknown source", m + q8 + ["--calib", "no-such-source"], "neither a data source"),
-        ("unknown precision", m + ["--quantize", "int4"], "unknown TFLite --quantize 'int4'"),
-        ("unknown io", m + ["--io", "int16"], "unknown --io 'int16'"),
         ("output folder missing", m + ["--out", str(tmp / "no" / "m.tflite")], "does not exist"),
         ("output folder is a file", m + ["--out", str(blocker / "m.tflite")], "does not exist"),
         ("calibration size", m + q8 + ["--calib-size", "0"], "at least 1"),
+        ("out is the model", m + ["--out", str(run_dir / "model.keras")], "command's inputs"),
+        ("out is the config", m + ["--out", str(run_dir / "config.json")], "command's inputs"),
+        (
+            "out is a calibration image",
+            m + q8 + ["--calib", str(few), "--out", str(few / "img0.png")],
+            "is a file of the input data",
+        ),
     ]
 
 
-def test_bad_inputs_exit_2_with_one_clear_line(run_dir, tmp_path, capsys):
-    from export.tflite import main
+def _exit_code(main, argv: list[str]) -> int:
+    """A CLI's exit code, whether it returns it or argparse exits."""
+    try:
+        return main(argv)
+    except SystemExit as done:
+        return int(done.code)
 
+
+def test_bad_inputs_exit_2_with_one_clear_line(run_dir, tmp_path, capsys):
+    from export._cli import main_tflite
+
+    inputs = {p: p.read_bytes() for p in run_dir.iterdir()}
     for name, argv, message in _bad_cases(run_dir, tmp_path):
-        rc = main(argv + ["--verify-size", str(VERIFY)])
+        rc = main_tflite(argv + ["--verify-size", str(VERIFY)])
         captured = capsys.readouterr()
         assert rc == 2, (name, captured)
         assert message in " ".join(captured.err.split()), (name, captured.err)
         assert "Traceback" not in captured.err + captured.out, name
-    assert not list(run_dir.glob("*.tflite")) and not list(run_dir.glob(".*tmp*"))
+    assert {p: p.read_bytes() for p in run_dir.iterdir()} == inputs  # nothing written there
+    assert (tmp_path / "few" / "img0.png").stat().st_size > 100  # the calibration image lives
 
 
-def test_bad_onnx_and_combined_flags(run_dir, capsys):
-    from export.__main__ import main as combined
-    from export.onnx import main as onnx_main
+def test_bad_flags_name_the_valid_values(run_dir, capsys):
+    """Choices come from the registries; an unknown value lists them (exit 2, one line)."""
+    from export._cli import main_export, main_onnx, main_tflite
+    from export.formats import FORMATS
+    from export.options import ACTIVATIONS, IO_TYPES, METHODS
 
+    m = ["--model", str(run_dir)]
     cases = [
-        (
-            onnx_main,
-            ["--model", str(run_dir), "--quantize", "int8", "--method", "kl"],
-            "unknown calibration --method 'kl'",
-        ),
-        (
-            onnx_main,
-            ["--model", str(run_dir), "--quantize", "fp16"],
-            "unknown ONNX --quantize 'fp16'",
-        ),
-        (onnx_main, ["--model", str(run_dir), "--opset", "7"], "--opset 7 is out of range"),
-        (
-            onnx_main,
-            ["--model", str(run_dir), "--quantize", "int8", "--activations", "uint4"],
-            "unknown --activations 'uint4'",
-        ),
-        (
-            combined,
-            ["--model", str(run_dir), "--formats", "tflite,coreml"],
-            "unknown format 'coreml'",
-        ),
-        (combined, ["--model", str(run_dir), "--quantize", "int3"], "unknown --quantize 'int3'"),
+        (main_tflite, m + ["--quantize", "int4"], "'int4'", FORMATS["tflite"].quantize),
+        (main_tflite, m + ["--io", "int16"], "'int16'", IO_TYPES),
+        (main_onnx, m + ["--quantize", "int8", "--method", "kl"], "'kl'", METHODS),
+        (main_onnx, m + ["--quantize", "fp16"], "'fp16'", FORMATS["onnx"].quantize),
+        (main_onnx, m + ["--activations", "uint4"], "'uint4'", ACTIVATIONS),
+        (main_onnx, m + ["--opset", "7"], "--opset 7 is out of range", ()),
+        (main_export, m + ["--formats", "tflite,coreml"], "unknown format 'coreml'", FORMATS),
+        (main_export, m + ["--quantize", "int3"], "unknown --quantize 'int3'", ("fp16", "int8")),
+        (main_export, m + ["--calib-size", "many"], "invalid int value", ()),
     ]
-    for fn, argv, message in cases:
-        rc = fn(argv)
+    for main, argv, message, valid in cases:
+        rc = _exit_code(main, argv)
         err = " ".join(capsys.readouterr().err.split())
         assert rc == 2 and message in err, (argv, err)
-    with pytest.raises(SystemExit) as info:  # argparse's own type errors
-        combined(["--model", str(run_dir), "--calib-size", "many"])
-    assert info.value.code == 2 and "invalid int value" in capsys.readouterr().err
+        assert all(v in err for v in valid), (argv, err)
+        assert "Traceback" not in err and err.count("error") == 1, err
 
 
 def test_unwritable_output_folder(run_dir, tmp_path, capsys):
-    from export.tflite import main
+    from export._cli import main_tflite
 
     folder = tmp_path / "ro"
     folder.mkdir()
@@ -475,7 +512,7 @@ def test_unwritable_output_folder(run_dir, tmp_path, capsys):
     try:
         if os.access(folder, os.W_OK):  # root ignores permissions: use a kernel folder instead
             folder = Path("/proc")
-        rc = main(["--model", str(run_dir), "--out", str(folder / "m.tflite")])
+        rc = main_tflite(["--model", str(run_dir), "--out", str(folder / "m.tflite")])
         err = " ".join(capsys.readouterr().err.split())
         assert rc == 2 and "not writable" in err, err
     finally:
@@ -483,10 +520,13 @@ def test_unwritable_output_folder(run_dir, tmp_path, capsys):
 
 
 def test_make_models_names_files_after_the_object_class(run_dir, tmp_path, capsys):
-    from export.make_models import default_name, main
+    from export._cli import main_make_models
+    from export.make_models import default_dir, default_name
+    from runtime._cli import DEFAULT_MODEL
 
     assert default_name(run_dir) == "object" and default_name(tmp_path) == "model"
-    assert main(["--run", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+    assert DEFAULT_MODEL.parent == default_dir()  # make models writes what the runtime loads
+    assert main_make_models(["--run", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
     assert "make demo" in " ".join(capsys.readouterr().err.split())
 
 

@@ -97,19 +97,20 @@ def build_models(folder: Path) -> dict[str, Path]:
         return paths
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from export.onnx import export_onnx
+    from export.options import CalibrationOptions
     from export.tflite import export_tflite
 
     (folder / "bare").mkdir(parents=True, exist_ok=True)
     calib = folder / "calib"
     write_images(calib, n=8, size=(SIZE * 2, SIZE * 2))
     run = _run_dir(folder / "run", "xyxy")
-    common = {"calib": str(calib), "calib_size": 8, "verify": False}
-    export_tflite(run, paths["f32"], quantize="none", verify=False)
+    common = {"calib": CalibrationOptions(str(calib), size=8), "verify": None}
+    export_tflite(run, paths["f32"], quantize="none", verify=None)
     export_tflite(run, paths["u8"], quantize="int8", io="uint8", **common)
     export_tflite(run, paths["i8"], quantize="int8", io="int8", **common)
-    export_onnx(run, paths["onnx"], quantize="none", verify=False)
+    export_onnx(run, paths["onnx"], quantize="none", verify=None)
     export_onnx(run, paths["onnx_i8"], quantize="int8", **common)
-    export_onnx(_run_dir(folder / "run_xywh", "xywh"), paths["xywh"], quantize="none", verify=False)
+    export_onnx(_run_dir(folder / "run_xywh", "xywh"), paths["xywh"], quantize="none", verify=None)
     _strip_contract(paths["u8"], paths["bare"])
     _strip_contract(paths["onnx"], paths["onnx_bare"])
     (folder / "done").write_text(json.dumps({k: str(v) for k, v in paths.items()}))

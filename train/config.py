@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from train.model import ModelSpec
 from data.sources import SourceOptions
+from runtime.atomic import write_json as write_json_atomic  # the one atomic writer
 from runtime.errors import UserError
 
 CONFIG_FILE = "config.json"
@@ -284,21 +283,6 @@ def _set(config: RunConfig, section: str, values: dict[str, Any]) -> None:
         setattr(part, name, tuple(value) if name == "labels" else value)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and os.replace (never half-written)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; run files are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_config(config: RunConfig, run_dir: str | Path) -> Path:
     """Write the resolved config to ``run_dir/config.json``."""
     path = Path(run_dir) / CONFIG_FILE
@@ -344,12 +328,13 @@ def load_run(path: str | Path, *, compile: bool = False) -> tuple[Any, dict[str,
     if (cfg_dir / CONFIG_FILE).is_file():
         config = load_config(cfg_dir)
     else:
-        config = _config_from_model(model)
+        config = config_from_model(model)
     return model, config
 
 
-def _config_from_model(model: Any) -> dict[str, Any]:
-    """A minimal config for a bare .keras file: input size and label count from the model."""
+def config_from_model(model: Any) -> dict[str, Any]:
+    """A minimal run config for a model without one (a bare .keras file or an in-memory
+    keras.Model): input size and label count from the model, generic labels."""
     import numpy as np
 
     size = int(model.inputs[0].shape[1])
@@ -361,4 +346,4 @@ def _config_from_model(model: Any) -> dict[str, Any]:
 
 
 __all__ = ["UserError", "DataConfig", "OptimizerConfig", "PRESETS", "RunConfig", "TrainingConfig",
-           "load_config", "load_run", "resolve_config", "save_config", "write_json_atomic"]
+           "config_from_model", "load_config", "load_run", "resolve_config", "save_config", "write_json_atomic"]

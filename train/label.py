@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from data.images import IMAGE_EXTS, list_images, read_image
+from runtime.atomic import staged
 
 # Cascade name -> (file in cv2.data.haarcascades, default label).
 CASCADES: dict[str, tuple[str, str]] = {
@@ -111,12 +112,10 @@ def run(
         x1, y1, x2, y2 = (int(v) for v in boxes[0])
         rows.append([rel, f"[{x1}, {y1}, {x2}, {y2}]", label])
         report.labelled += 1
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
+    with staged(out) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["image", "bbox", "label"])
         writer.writerows(rows)
-    tmp.replace(out)
     report.written = len(rows)
     return report
 

@@ -1,14 +1,14 @@
 """Raspberry-Pi-class proof: the lean runtime on arm64 (emulated) must agree with x86.
 
-    python -m benchmarks.arm64_check [--models DIR_OR_FILES...] [--suites bookworm,trixie]
-                                     [--cpus pi5,pi4]
+    python -m tools.pi.arm64_check [--models DIR_OR_FILES...] [--suites bookworm,trixie]
+                                   [--cpus pi5,pi4]
 
-Builds (cached, see ``benchmarks.arm64_root``) the Debian arm64 userlands Raspberry Pi OS
+Builds (cached, see ``tools.pi.arm64_root``) the Debian arm64 userlands Raspberry Pi OS
 64-bit is made of (bookworm: Python 3.11, trixie: Python 3.13) with the aarch64 wheels of
-``.[runtime]`` and a copy of ``runtime/``; runs ``python -m runtime.infer`` with each
+``.[runtime]`` and a copy of ``runtime/`` and ``data/``; runs ``python -m runtime.infer`` with each
 model on a fixed set of generated images, and the ``--profile pi`` latency preset, under
 ``qemu-aarch64-static`` as a Pi 5 (Cortex-A76) and a Pi 4 (Cortex-A72); runs the same on
-the host and compares per image (``benchmarks.arm64_compare``): same label, box IoU >=
+the host and compares per image (``tools.pi.arm64_compare``): same label, box IoU >=
 0.98, score within 0.03. Exits 1 on any mismatch or failure. Every arm64 timing is
 EMULATED: qemu translates each instruction, so those numbers say nothing about a Pi's speed.
 """
@@ -28,14 +28,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import arm64_root
-from benchmarks.arm64_compare import (EMULATED, IOU_MIN, SCORE_TOL, Row, compare, latency_table,
-                                      mark_emulated, markdown_table, read_jsonl, render_table)
+from runtime.atomic import write_json, write_text
+from runtime.models import MODELS_DIR
+from tools.pi import arm64_root
+from tools.pi.arm64_compare import (EMULATED, IOU_MIN, SCORE_TOL, Row, compare, latency_table,
+                                    mark_emulated, markdown_table, read_jsonl, render_table)
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODELS = ("models/cat_int8.tflite", "models/cat_int8.onnx")
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_MODELS = (str(MODELS_DIR / "cat_int8.tflite"), str(MODELS_DIR / "cat_int8.onnx"))
 MODEL_SUFFIXES = (".tflite", ".onnx")
 
 
@@ -149,7 +151,7 @@ def run(models: list[Path], *, suites: list[str], cpus: list[str], repo: Path = 
     check.report = {
         "schema": "edgeloc.arm64_check", "schema_version": 1,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": "python -m benchmarks.arm64_check " + " ".join(sys.argv[1:]),
+        "command": "python -m tools.pi.arm64_check " + " ".join(sys.argv[1:]),
         "thresholds": {"iou_min": iou_min, "score_tol": score_tol},
         "images": [p.name for p in check.images],
         "x86": {"machine": platform.machine(), "python": platform.python_version()},
@@ -168,7 +170,7 @@ def run(models: list[Path], *, suites: list[str], cpus: list[str], repo: Path = 
     report["setup_s"] = round(setup_s, 1)
     report["total_s"] = round(time.perf_counter() - t0, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    write_json(out, report, indent=1)
     return report, check.rows
 
 
@@ -244,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: parse flags, run the check, print the table; 0 = arm64 agrees with x86."""
     from rich.console import Console
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.arm64_check", description=__doc__
+    parser = argparse.ArgumentParser(prog="python -m tools.pi.arm64_check", description=__doc__
                                      .split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
                         help="model files or folders (default: the int8 default models)")
@@ -294,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if report["latency"].get("x86") or report["latency"]["arm64"]:
         console.print(latency_table(report))
     if args.markdown:
-        args.markdown.write_text(markdown_table(rows))
+        write_text(args.markdown, markdown_table(rows))
     for failure in report["failures"]:
         console.print(f"[red]FAILED:[/] {failure}")
     bad = [r for r in rows if not r.ok]

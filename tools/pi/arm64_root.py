@@ -7,7 +7,7 @@ Programs run in it through ``qemu-aarch64-static -L ROOT`` (user-mode emulation;
 binfmt_misc, no root). Everything is cached under one folder, keyed by what it was
 built from, so a second run does no network access at all.
 
-Used by ``benchmarks.arm64_check``; timings measured here are emulated, never speed figures.
+Used by ``tools.pi.arm64_check``; timings measured here are emulated, never speed figures.
 """
 
 from __future__ import annotations
@@ -26,11 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks._fingerprint import library_versions
-
-try:
-    import tomllib
-except ImportError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+from tools.pi.requirements import PLATFORMS, pip_target_flags, runtime_requirements
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +34,7 @@ LIBS = ("libstdc++6", "libgcc-s1", "zlib1g")  # what the wheels need beyond pyth
 MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
-# LiteRT's aarch64 wheel is manylinux_2_27: with only 2_28 pip rejects it.
-PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux2014_aarch64",
-             "manylinux_2_17_aarch64")
-APP_DIRS = ("runtime", "benchmarks")  # the project code a Pi user runs
+APP_DIRS = ("runtime", "data", "benchmarks")  # the project code a Pi user runs (with its models)
 
 
 @dataclass(frozen=True)
@@ -57,14 +50,6 @@ class Userland:
     suite: str
     python: str
     pi_os: str
-
-    @property
-    def marker_env(self) -> dict[str, str]:
-        """PEP 508 marker environment of this userland's Python on a Pi."""
-        return {"implementation_name": "cpython", "os_name": "posix", "platform_machine": "aarch64",
-                "platform_python_implementation": "CPython", "platform_system": "Linux",
-                "python_full_version": f"{self.python}.0", "python_version": self.python,
-                "sys_platform": "linux"}
 
 
 USERLANDS: dict[str, Userland] = {
@@ -137,35 +122,6 @@ def cpuinfo_text(cpu: CpuProfile, cores: int = 4) -> str:
 def parse_apt_simulation(text: str) -> list[str]:
     """Package names from ``apt-get -s install`` output (its ``Inst name (...)`` lines)."""
     return [line.split()[1] for line in text.splitlines() if line.startswith("Inst ")]
-
-
-def runtime_requirements(pyproject: Path, pins: dict[str, str] | None = None,
-                         userland: Userland = USERLANDS["bookworm"]) -> list[str]:
-    """The ``dependencies`` + ``[runtime]`` requirements that apply on aarch64 Linux.
-
-    ``pins`` maps a distribution name to a version (the host's); a requirement whose
-    specifier allows that version is pinned to it, so both sides run the same releases.
-    """
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    project = tomllib.loads(pyproject.read_text())["project"]
-    lines = list(project.get("dependencies", [])) + list(
-        project.get("optional-dependencies", {}).get("runtime", []))
-    pins = {canonicalize_name(k): v for k, v in (pins or {}).items()}
-    out = []
-    for line in lines:
-        req = Requirement(line)
-        if req.marker is not None and not req.marker.evaluate(userland.marker_env):
-            continue
-        if "edgeloc" == canonicalize_name(req.name):
-            continue
-        version = pins.get(canonicalize_name(req.name))
-        if version is not None and req.specifier.contains(version, prereleases=True):
-            out.append(f"{req.name}=={version}")
-        else:
-            out.append(f"{req.name}{req.specifier}")
-    return out
 
 
 def _digest(payload: object) -> str:
@@ -258,16 +214,11 @@ def build_root(cache: Path, userland: Userland, *, mirror: str = MIRROR) -> Path
     return root
 
 
-def _pip_target_flags(python: str) -> list[str]:
-    flags = ["--only-binary=:all:", "--python-version", python, "--implementation", "cp",
-             "--abi", "cp" + python.replace(".", "")]
-    return flags + [arg for plat in PLATFORMS for arg in ("--platform", plat)]
-
-
 def install_wheels(cache: Path, root: Path, requirements: list[str], python: str) -> Path:
     """The aarch64 wheels of ``requirements`` (and their dependencies) in ROOT/opt/edgeloc/site."""
     site, stamp = root / "opt/edgeloc/site", root / "opt/edgeloc/site.json"
-    key = _digest({"requirements": sorted(requirements), "platforms": PLATFORMS, "python": python})
+    key = _digest({"requirements": sorted(requirements), "platforms": PLATFORMS["aarch64"],
+                   "python": python})
     if _stamp_ok(stamp, key) and site.is_dir():
         return site
     wheels = cache / "wheels" / key
@@ -276,7 +227,7 @@ def install_wheels(cache: Path, root: Path, requirements: list[str], python: str
         wheels.mkdir(parents=True)
         log.info("arm64 wheels: pip download %s", " ".join(requirements))
         _run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
-              *_pip_target_flags(python), "-d", str(wheels), *requirements],
+              *pip_target_flags(python), "-d", str(wheels), *requirements],
              "pip download of the aarch64 wheels (is the package index reachable? every "
              "runtime dependency must have a manylinux aarch64 wheel)", timeout=600)
         (wheels / "complete").touch()
@@ -284,7 +235,7 @@ def install_wheels(cache: Path, root: Path, requirements: list[str], python: str
     stamp.unlink(missing_ok=True)
     files = sorted(str(p) for p in wheels.glob("*.whl"))
     _run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-          "--no-index", "--no-deps", "--target", str(site), *_pip_target_flags(python), *files],
+          "--no-index", "--no-deps", "--target", str(site), *pip_target_flags(python), *files],
          "pip install --target of the aarch64 wheels")
     stamp.write_text(json.dumps({"key": key, "wheels": [Path(f).name for f in files]}, indent=1))
     return site
@@ -354,7 +305,7 @@ class Guest:
         """
         (self.root / "proc").mkdir(exist_ok=True)
         (self.root / "proc/cpuinfo").write_text(cpuinfo_text(cpu))
-        self.launcher.write_text("#!/bin/sh\n# qemu launcher written by benchmarks.arm64_root\n"
+        self.launcher.write_text("#!/bin/sh\n# qemu launcher written by tools.pi.arm64_root\n"
                                  f'exec {shlex.join(self.command(cpu, []))} "$@"\n')
         self.launcher.chmod(0o755)
 
@@ -385,12 +336,11 @@ class Guest:
 # Run first in each userland: the runtime's dependencies import, and TensorFlow is absent.
 PROBE = """
 import importlib.util, json, platform
-from importlib.metadata import version
 import ai_edge_litert, cv2, numpy, onnxruntime
+from benchmarks._fingerprint import library_versions
 print(json.dumps({
     "machine": platform.machine(), "python": platform.python_version(),
-    "libc": " ".join(platform.libc_ver()), "numpy": numpy.__version__, "opencv": cv2.__version__,
-    "onnxruntime": onnxruntime.__version__, "ai_edge_litert": version("ai-edge-litert"),
+    "libc": " ".join(platform.libc_ver()), "libraries": library_versions(),
     "tensorflow_importable": importlib.util.find_spec("tensorflow") is not None,
 }))
 """
@@ -410,8 +360,10 @@ def prepare(cache: Path, repo: Path, models: list[Path], userland: Userland, *,
     root = build_root(cache, userland, mirror=mirror)
     t1 = time.perf_counter()
     pyproject = repo.resolve() / "pyproject.toml"
-    names = [Requirement(r).name for r in runtime_requirements(pyproject, userland=userland)]
-    requirements = runtime_requirements(pyproject, library_versions(names), userland)
+    names = [Requirement(r).name for r in runtime_requirements(pyproject, python=userland.python)]
+    requirements = runtime_requirements(
+        pyproject, python=userland.python, pins=library_versions(names)
+    )
     site = install_wheels(cache, root, requirements, userland.python)
     app, guest_models = install_app(root, repo.resolve(), models)
     log.info("arm64 %s ready: root %.1f s, wheels %.1f s", userland.suite, t1 - t0,

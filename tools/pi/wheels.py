@@ -1,6 +1,6 @@
 """Check that `pip install ".[runtime]"` finds wheels on a Raspberry Pi, from this machine.
 
-    python -m benchmarks.pi_wheels            # Pi OS 64-bit (aarch64) and 32-bit (armv7l)
+    python -m tools.pi.wheels            # Pi OS 64-bit (aarch64) and 32-bit (armv7l)
 
 The runtime's requirements are read from pyproject.toml (core + the ``runtime`` extra),
 their markers evaluated for the target, and ``pip download --only-binary=:all:`` resolves
@@ -15,87 +15,25 @@ import argparse
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-try:
-    import tomllib
-except ImportError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+from runtime.atomic import scratch_dir
+from tools.pi.requirements import pip_target_flags, runtime_requirements
 
-try:
-    from packaging.requirements import Requirement
-except ImportError:  # packaging ships inside pip
-    from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
-
-ROOT = Path(__file__).resolve().parent.parent
 PYTHON = "3.11"  # Raspberry Pi OS bookworm
-TARGETS = {
-    # LiteRT's aarch64 wheel is manylinux_2_27: with only 2_28 pip rejects it.
-    "aarch64": [
-        "manylinux_2_28_aarch64",
-        "manylinux_2_27_aarch64",
-        "manylinux2014_aarch64",
-        "manylinux_2_17_aarch64",
-    ],
-    # Pi OS 32-bit bookworm has glibc 2.36; piwheels builds are tagged linux_armv7l.
-    "armv7l": [f"manylinux_2_{v}_armv7l" for v in range(36, 16, -1)]
-    + ["manylinux2014_armv7l", "linux_armv7l"],
-}
 PIWHEELS = "https://www.piwheels.org/simple"
-
-
-def runtime_requirements(machine: str) -> list[str]:
-    """Core + ``runtime`` extra requirements whose markers hold on ``machine``, markers dropped."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    env = {
-        "platform_machine": machine,
-        "python_version": PYTHON,
-        "python_full_version": f"{PYTHON}.2",
-        "sys_platform": "linux",
-        "platform_system": "Linux",
-        "os_name": "posix",
-        "implementation_name": "cpython",
-        "platform_python_implementation": "CPython",
-        "extra": "",
-    }
-    out = []
-    for text in [*project["dependencies"], *project["optional-dependencies"]["runtime"]]:
-        req = Requirement(text)
-        if req.name == project["name"] or (req.marker and not req.marker.evaluate(env)):
-            continue
-        out.append(f"{req.name}{req.specifier}")
-    return out
 
 
 def pip_download(
     reqs: list[str],
-    platforms: list[str],
+    machine: str,
     dest: Path,
     index: str | None = None,
     no_deps: bool = False,
 ) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--only-binary=:all:",
-        "--python-version",
-        PYTHON,
-        "--implementation",
-        "cp",
-        "--abi",
-        f"cp{PYTHON.replace('.', '')}",
-        "-d",
-        str(dest),
-        "--progress-bar",
-        "off",
-        "--timeout",
-        "30",
-    ]
-    for p in platforms:
-        cmd += ["--platform", p]
+    """``pip download`` of the wheels of ``reqs`` for a Pi of ``machine`` into ``dest``."""
+    cmd = [sys.executable, "-m", "pip", "download", *pip_target_flags(PYTHON, machine),
+           "-d", str(dest), "--progress-bar", "off", "--timeout", "30"]
     if index:
         cmd += ["--extra-index-url", index]
     if no_deps:
@@ -118,9 +56,9 @@ def _why(proc: subprocess.CompletedProcess) -> str:
 
 
 def check_aarch64(work: Path) -> bool:
-    reqs = runtime_requirements("aarch64")
+    reqs = runtime_requirements(machine="aarch64", python=PYTHON)
     dest = work / "aarch64"
-    proc = pip_download(reqs, TARGETS["aarch64"], dest)
+    proc = pip_download(reqs, "aarch64", dest)
     print(f"## Raspberry Pi OS 64-bit: manylinux_2_27_aarch64, CPython {PYTHON}\n")
     print(f"Requirements (pyproject core + [runtime]): {', '.join(reqs)}\n")
     if proc.returncode != 0:
@@ -135,7 +73,7 @@ def check_aarch64(work: Path) -> bool:
 
 def check_armv7l(work: Path, piwheels: bool) -> None:
     print(f"## Raspberry Pi OS 32-bit: armv7l, CPython {PYTHON}\n")
-    reqs = runtime_requirements("armv7l")
+    reqs = runtime_requirements(machine="armv7l", python=PYTHON)
     extra = ["onnxruntime", "ai-edge-litert"]  # excluded by markers: shown to document why
     print("| requirement | PyPI wheel (armv7l) |" + (" piwheels |" if piwheels else ""))
     print("|---|---|" + ("---|" if piwheels else ""))
@@ -143,7 +81,7 @@ def check_armv7l(work: Path, piwheels: bool) -> None:
         cells = []
         for index in [None] + ([PIWHEELS] if piwheels else []):
             dest = work / "armv7l" / re.sub(r"\W", "_", req) / ("piwheels" if index else "pypi")
-            proc = pip_download([req], TARGETS["armv7l"], dest, index=index, no_deps=True)
+            proc = pip_download([req], "armv7l", dest, index=index, no_deps=True)
             files = [f for _, _, f in wheel_rows(dest)]
             cells.append(
                 f"`{files[0]}`" if proc.returncode == 0 and files else f"none ({_why(proc)})"
@@ -164,16 +102,18 @@ def piwheels_reachable() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.pi.wheels", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--no-armv7l", action="store_true", help="only check 64-bit Pi OS")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="edgeloc-pi-wheels-") as tmp:
-        ok = check_aarch64(Path(tmp))
+    with scratch_dir("pi-wheels") as tmp:
+        ok = check_aarch64(tmp)
         if not args.no_armv7l:
             reach = piwheels_reachable()
             if not reach:
                 print(f"(piwheels, {PIWHEELS}, is not reachable from here: only PyPI is checked)\n")
-            check_armv7l(Path(tmp), reach)
+            check_armv7l(tmp, reach)
     return 0 if ok else 1
 
 

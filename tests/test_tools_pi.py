@@ -1,4 +1,5 @@
-"""Unit tests of the arm64 check's pure logic (the emulated run itself is `make arm64-check`)."""
+"""tools.pi: the arm64 check's pure logic (the emulated run itself is `make arm64-check`) and
+the Pi requirement reader shared with the wheel check."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import arm64_check as check
-from benchmarks import arm64_compare as cmp
-from benchmarks import arm64_root as root
+from tools.pi import arm64_check as check
+from tools.pi import arm64_compare as cmp
+from tools.pi import arm64_root as root
+from tools.pi import requirements
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,14 +86,19 @@ def test_runtime_requirements_for_aarch64_drop_armv7_only_and_pin_host_versions(
         '  "onnxruntime>=1.20; platform_machine != \'armv7l\'",\n'
         '  "tflite-runtime>=2.14; platform_machine == \'armv7l\'",\n'
         '  "tensorflow; platform_machine == \'x86_64\'",\n]\n')
-    assert root.runtime_requirements(pyproject) == ["numpy<3,>=1.26", "onnxruntime>=1.20"]
-    pinned = root.runtime_requirements(pyproject, {"numpy": "2.1.0", "onnxruntime": "1.10"})
+    reqs = requirements.runtime_requirements
+    assert reqs(pyproject) == ["numpy<3,>=1.26", "onnxruntime>=1.20"]
+    pinned = reqs(pyproject, pins={"numpy": "2.1.0", "onnxruntime": "1.10"})
     assert pinned == ["numpy==2.1.0", "onnxruntime>=1.20"]  # 1.10 is outside the specifier
+    assert reqs(pyproject, machine="armv7l") == ["numpy<3,>=1.26", "tflite-runtime>=2.14"]
 
 
 def test_project_runtime_requirements_have_no_tensorflow() -> None:
-    reqs = root.runtime_requirements(REPO / "pyproject.toml")
-    assert reqs and not any(r.lower().startswith(("tensorflow", "keras", "tf2onnx")) for r in reqs)
+    for machine in requirements.PLATFORMS:
+        reqs = requirements.runtime_requirements(REPO / "pyproject.toml", machine=machine)
+        assert reqs and not any(
+            r.lower().startswith(("tensorflow", "keras", "tf2onnx")) for r in reqs
+        )
 
 
 def test_parse_apt_simulation() -> None:
@@ -160,8 +167,10 @@ def test_latency_table_marks_arm64_cells_emulated() -> None:
 @pytest.mark.parametrize("name", sorted(root.USERLANDS))
 def test_userland_requirements_resolve_for_its_python(name: str) -> None:
     userland = root.get_userland(name)
-    assert userland.marker_env["python_version"] == userland.python
-    assert root.runtime_requirements(REPO / "pyproject.toml", userland=userland)
+    assert requirements.runtime_requirements(REPO / "pyproject.toml", python=userland.python)
+    flags = requirements.pip_target_flags(userland.python)
+    assert flags[flags.index("--abi") + 1] == "cp" + userland.python.replace(".", "")
+    assert "manylinux_2_27_aarch64" in flags  # LiteRT's aarch64 wheel tag
     with pytest.raises(ValueError, match="bookworm"):
         root.get_userland("buster")
 

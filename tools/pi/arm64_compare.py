@@ -1,6 +1,6 @@
 """Compare ``runtime.infer`` results of the x86 host and an emulated arm64 board.
 
-Pure logic of ``benchmarks.arm64_check``: match records by image, check label, presence,
+Pure logic of ``tools.pi.arm64_check``: match records by image, check label, presence,
 box IoU and score against tolerances, and render the tables. Every arm64 timing carried
 here is EMULATED (qemu on x86) and is labelled so wherever it is shown or written.
 """

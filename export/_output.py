@@ -1,0 +1,56 @@
+"""Where an export writes, checked before any work: a writable folder, never an input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from export._load import LoadedModel
+from runtime.atomic import check_not_input, temp_name
+from runtime.errors import UserError
+
+
+def target(loaded: LoadedModel, out: str | Path | None, fmt: str, precision: str) -> Path:
+    """The output file: ``out`` or RUN/model_<precision>.<fmt>; checked to be writable and
+    not one of the run's own files."""
+    path = Path(out).expanduser() if out else loaded.default_out(fmt, precision)
+    check_writable(path)
+    check_not_input(path, loaded.input_files())
+    return path
+
+
+def check_data(out: Path, *sets: Any) -> None:
+    """``out`` must not be a file of the calibration or held-out data (``sets``: None or
+    objects whose ``info`` names their ``data_dir`` or, for a folder of images, ``source``)."""
+    folders = []
+    for s in sets:
+        info = getattr(s, "info", None) or {}
+        for value in (info.get("data_dir"), info.get("source") if info.get("kind") else None):
+            if value and Path(str(value)).expanduser().exists():
+                folders.append(Path(str(value)).expanduser())
+    check_not_input(out, [f for f in folders if f.is_file()], folders=folders)
+
+
+def check_writable(out: Path) -> None:
+    """Fail early with advice when the output folder cannot take a new file."""
+    folder = out.parent
+    if out.is_dir():
+        raise UserError(
+            f"output path {out} is a directory; pass --out FILE.{out.suffix or 'tflite'}"
+        )
+    if not folder.is_dir():
+        raise UserError(
+            f"output folder {folder} does not exist; create it or pass --out elsewhere"
+        )
+    probe = temp_name(out)  # named like every temporary file: a killed run's is cleaned later
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise UserError(
+            f"output folder {folder} is not writable ({err.strerror}); "
+            "pass --out to a writable folder"
+        ) from None
+
+
+__all__ = ["check_data", "check_writable", "target"]

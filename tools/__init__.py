@@ -1,0 +1,1 @@
+"""Development and CI tooling (not installed with the package): ``python -m tools.<name>``."""
