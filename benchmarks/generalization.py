@@ -2,7 +2,7 @@
 
     python -m benchmarks.generalization --cats-dir ../shared/datasets/cats/train \\
         --faces-dir ../shared/datasets/faces/train [--preset real] [--baseline demo] \\
-        [--default-model models/cat_int8.tflite] [--default-before OLD.tflite] [--out DIR]
+        [--default-model runtime/models/cat_int8.tflite] [--default-before OLD.tflite] [--out DIR]
 
 1. trains ``--preset`` (and, for the before/after table, ``--baseline``) on the real cats
    (VOC) and the real faces (CSV), and evaluates each run on its own held-out test half
@@ -26,7 +26,6 @@ Results go to OUT/generalization.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -289,8 +288,10 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
 
 def _save(out: Path, doc: dict[str, Any]) -> None:
-    (out / "generalization.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (out / "generalization.md").write_text(markdown(doc))
+    from runtime import atomic
+
+    atomic.write_json(out / "generalization.json", doc)
+    atomic.write_text(out / "generalization.md", markdown(doc))
 
 
 def _cpu() -> str:

@@ -32,19 +32,7 @@ def test_no_image_is_decoded_outside_the_one_reader():
     assert DECODERS.search(reader.read_text())  # the pattern still matches the real reader
 
 
-_KNOWN = {  # a cycle the package's owners are removing; strict: the marker must go with it
-    "train": "train.fit <-> train.evaluate (evaluate.run imports fit.split_source)",
-}
-
-
-@pytest.mark.parametrize(
-    "package",
-    [
-        pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=_KNOWN[p])) if p in _KNOWN
-        else p
-        for p in PACKAGES
-    ],
-)
+@pytest.mark.parametrize("package", PACKAGES)
 def test_no_import_cycle_among_a_packages_modules(package):
     assert import_cycles.cycles(package) == []
 

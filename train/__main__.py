@@ -87,6 +87,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--checkpoint", choices=("best", "last"),
                    help="model.keras holds the best epoch by validation IoU (default) or the last")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show TensorFlow's start-up lines and debug logs")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no live progress bars (logs only)")
     return p.parse_args(argv)
@@ -145,13 +147,19 @@ def summary_table(summary: dict[str, Any], config: Any, out: str | Path) -> Tabl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from runtime.quiet import quiet_tensorflow
+
+    # Before anything imports TensorFlow (the registries behind --help do): its start-up
+    # lines go to the debug log unless -v asks for them.
+    verbose = any(a in ("-v", "--verbose") for a in (sys.argv[1:] if argv is None else argv))
+    quiet_tensorflow(verbose)
     try:
         args = parse_args(argv)
     except SystemExit as exit_:  # argparse printed its one-line usage error (or --help)
         return int(exit_.code or 0)
     console = Console()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
         run(args, console)
     except KeyboardInterrupt:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
+from runtime import atomic
 from train.config import write_json_atomic
 
 RESUME_DIR = "resume"
@@ -65,12 +65,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
 def save_model_atomic(model: keras.Model, path: Path) -> None:
     """model.save to a temporary .keras file beside ``path``, then os.replace."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    with atomic.staged(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -118,9 +114,8 @@ class ResumeState(keras.callbacks.Callback):
         resume = self.run_dir / RESUME_DIR
         resume.mkdir(exist_ok=True)
         name = f"epoch-{epoch + 1:04d}.weights.h5"
-        tmp = resume / f"tmp-{name}"
-        self.model.save_weights(tmp)
-        os.replace(tmp, resume / name)
+        with atomic.staged(resume / name) as tmp:
+            self.model.save_weights(tmp)
         self.state.update({
             "epoch": epoch + 1, "weights": name, "history": self.history,
             "train_seconds": round(self.state.get("train_seconds", 0.0) + seconds, 2),
@@ -200,9 +195,7 @@ def write_history(run_dir: Path, history: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=keys)
     writer.writeheader()
     writer.writerows(history)
-    tmp = run_dir / ".history.csv.tmp"
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, run_dir / "history.csv")
+    atomic.write_text(run_dir / "history.csv", buf.getvalue())
 
 
 def _num(value: Any) -> Any:

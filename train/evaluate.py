@@ -83,7 +83,7 @@ def run(model_path: str | Path, *, data: str | None = None, data_dir: str | None
     """Load a run, evaluate it on ``data``/``split``, print a table and write the JSON."""
     from train.config import RunConfig, load_run, write_json_atomic
     from runtime.errors import UserError
-    from train.fit import split_source
+    from train.splits import split_source
 
     console = console or Console()
     try:

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import keras
 from rich.console import Console
 
+from runtime import atomic
 from runtime.errors import UserError
 from train.callbacks import (RESUME_DIR, STATE_FILE, AtomicCheckpoint, ResumableEarlyStopping,
                              ResumeState, RichProgress, save_model_atomic)
@@ -31,6 +32,7 @@ from train.config import MODEL_FILE, RunConfig, load_config, save_config, write_
 from train.losses import box_loss, check_loss, score_loss
 from train.metrics import box_metrics, score_metrics
 from train.model import build_model
+from train.splits import split_source
 from train.warmstart import FreezeBackbone, warm_start
 
 log = logging.getLogger(__name__)
@@ -50,27 +52,6 @@ class Prepared:
     train_ds: Any
     val_ds: Any
     steps_per_epoch: int
-
-
-def split_source(config: RunConfig, split: str) -> Any:
-    """The data of ``split`` for this config (a mix for several sources, pasted objects on the
-    train split of file sources when ``data.paste`` > 0); empty sources are a ValueError."""
-    from data.catalog import open_source
-
-    d = config.data
-    size = {"train": d.train_size, "val": d.val_size, "test": d.test_size}[split]
-    dirs = [d.data_dir] if isinstance(d.data_dir, str) else list(d.data_dir or [])
-    for folder in dirs:
-        if not Path(folder).expanduser().exists():
-            raise FileNotFoundError(f"data dir {folder} does not exist; pass --data-dir PATH")
-    paste = {"p": d.paste, **d.paste_options} if d.paste else None
-    source = open_source(d.source, split=split, data_dir=dirs or None, paste=paste, size=size,
-                         seed=d.seed, negatives=d.negatives, multi=d.multi,
-                         val_fraction=d.val_fraction)
-    if len(source) == 0:
-        raise ValueError(f"the {split} split of {d.describe()} is empty; check --data-dir "
-                         "and the annotation files")
-    return source
 
 
 def prepare(config: RunConfig) -> Prepared:
@@ -216,7 +197,9 @@ def train(config: RunConfig, run_dir: str | Path, *, console: Console | None = N
 
 
 def _remove_temp_files(run_dir: Path) -> None:
-    for pattern in (".tmp-*", ".*.tmp", f"{RESUME_DIR}/tmp-*"):
+    atomic.remove_leftovers(run_dir)
+    atomic.remove_leftovers(run_dir / RESUME_DIR)
+    for pattern in (".tmp-*", ".*.tmp", f"{RESUME_DIR}/tmp-*"):  # older versions' names
         for path in run_dir.glob(pattern):
             path.unlink(missing_ok=True)
 
