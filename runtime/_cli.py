@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.logging import RichHandler
 
 from data.images import DEFAULT_MAX_PIXELS
@@ -124,5 +125,5 @@ def sigterm_stops() -> Iterator[None]:
 
 def fail(err: BaseException) -> int:
     """Print a user mistake as one line and return the usage exit code."""
-    console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
     return EXIT_USAGE

@@ -52,7 +52,7 @@ class Backend:
 
     def _failed(self, err: BaseException) -> ModelError:
         """An engine error at run time, as the model's fault (never the image's)."""
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        first = _shorten(str(err).strip().splitlines()[0]) if str(err).strip() else repr(err)
         return ModelError(
             f"model {self.path} failed at run time in {self.name} ({first}); the file is "
             "damaged or was exported for another engine: re-export it"
@@ -65,6 +65,11 @@ class Backend:
     def raw(self) -> Any:
         """The engine object itself (interpreter or session), for bare timing."""
         raise NotImplementedError
+
+
+def _shorten(text: str, limit: int = 260) -> str:
+    """Engine messages put the cause at the end: keep the head and the tail."""
+    return text if len(text) <= limit else f"{text[:110]} ... {text[-(limit - 115):]}"
 
 
 # --- TFLite -------------------------------------------------------------------------------
@@ -282,7 +287,7 @@ def _onnx_factory(path: Path, data: bytes, threads: int, providers: Any, name: s
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3  # errors only: no provider chatter on every load
+    opts.log_severity_level = 4  # fatal only: errors come back as exceptions, named by us
     chosen = resolve_providers(providers, ort.get_available_providers())
     try:
         session = ort.InferenceSession(data, sess_options=opts, providers=chosen)

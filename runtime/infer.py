@@ -134,7 +134,7 @@ def run(
     if draw is not None:
         draw_dir = check_output_folder(draw, "--draw")
         targets = draw_targets(images, draw_dir)
-        refuse_overwrite(targets, [*images, loc.path], "--draw")
+        refuse_overwrite(targets, [*images, loc.path], f"--draw {draw_dir}")
     summary = InferSummary(total=len(images))
     try:
         for path, target in zip(images, targets):
@@ -176,6 +176,7 @@ def _one(
 
 def _print_summary(summary: InferSummary, out_name: str) -> None:
     import numpy as np
+    from rich.markup import escape
     from rich.table import Table
 
     lat = np.array(summary.latency_ms) if summary.latency_ms else np.array([np.nan])
@@ -189,11 +190,11 @@ def _print_summary(summary: InferSummary, out_name: str) -> None:
     table.add_row(
         "latency p50 / p95", f"{np.percentile(lat, 50):.2f} / {np.percentile(lat, 95):.2f} ms"
     )
-    table.add_row("results", out_name)
+    table.add_row("results", escape(out_name))
     table.add_row("stopped by", summary.stopped_by)
     console.print(table)
     for path, kind, err in summary.errors[:20]:
-        console.print(f"[yellow]{KINDS[kind]}:[/] {path}: {err}", highlight=False)
+        console.print(f"[yellow]{KINDS[kind]}:[/] {escape(path)}: {escape(err)}", highlight=False)
     if len(summary.errors) > 20:
         console.print(f"... and {len(summary.errors) - 20} more (see the results file)")
 

@@ -178,7 +178,7 @@ class Localizer:
         box_values, score_values = floats(box), floats(score)
         if not all_finite(box_values, score_values):
             raise ModelError(
-                f"model {self.path.name} returned non-finite outputs (box {box_values}, score "
+                f"model {self.path} returned non-finite outputs (box {box_values}, score "
                 f"{score_values}); the model is broken: re-export or retrain it"
             )
         norm, px = decode_box(box_values, self.contract.box_format, w, h)

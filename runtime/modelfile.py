@@ -43,7 +43,10 @@ def read_model(path: str | Path) -> bytes:
             f"{MAX_MODEL_BYTES / 2**30:.0f} GiB limit (edgeloc models are a few MB and one "
             "ONNX protobuf cannot pass 2 GiB); pass the exported .tflite or .onnx model"
         )
-    return read_bytes(path, what="model file", limit=MAX_MODEL_BYTES)
+    try:
+        return read_bytes(path, what="model file", limit=MAX_MODEL_BYTES)
+    except UserError as err:  # unreadable (permissions), or swapped for a FIFO meanwhile
+        raise UserError(f"{err}; {_HINT}") from None
 
 
 def sniff_format(path: str | Path) -> tuple[str, bytes]:

@@ -47,7 +47,8 @@ def refuse_overwrite(
     """Raise ``UserError`` when a file about to be written (``targets``) is one of ``inputs``.
 
     ``targets`` are the exact files the command will write (for a folder output such as
-    ``--draw DIR``, every file name it would create there). Files are compared by device
+    ``--draw DIR``, every file name it would create there); ``flag`` names the output in
+    the message (``"--out"``, ``"--draw photos"``). Files are compared by device
     and inode, the ``os.path.samefile`` rule, so ``./a.jpg``, a symlink or a hard link to
     it all count as the same file.
     """
@@ -62,9 +63,9 @@ def refuse_overwrite(
         key = _identity(Path(target))
         if key in seen:
             source = seen[key]
-            same = "" if Path(target) == source else f" (the input {source})"
+            via = "" if Path(target) == source else f" (it would write {target})"
             raise UserError(
-                f"{flag} {target} would overwrite an input{same}; write the output "
+                f"{flag} would overwrite the input {source}{via}; write the output "
                 "somewhere else"
             )
 
@@ -112,7 +113,9 @@ def commit(temp: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path, flag: str, *, binary: bool = False) -> Iterator[IO]:
+def atomic_output(
+    path: str | Path, flag: str, *, binary: bool = False, newline: str | None = None
+) -> Iterator[IO]:
     """Open ``path`` for writing through a temporary file that replaces it on success.
 
     An exception inside the block removes the temporary file and leaves ``path`` as it
@@ -124,7 +127,8 @@ def atomic_output(path: str | Path, flag: str, *, binary: bool = False) -> Itera
     direct = not _replaceable(real)
     target = real if direct else temp_beside(real)
     try:
-        handle = open(target, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"}))
+        text = {} if binary else {"encoding": "utf-8", "newline": newline}
+        handle = open(target, "wb" if binary else "w", **text)  # noqa: SIM115 (closed below)
     except OSError as err:
         why = err.strerror or str(err)
         if err.errno in (errno.ENOENT, errno.EACCES, errno.EROFS, errno.EPERM):

@@ -110,6 +110,7 @@ class Summary:
         }
 
     def print(self) -> None:
+        from rich.markup import escape
         from rich.table import Table
 
         d = self.to_dict()
@@ -133,7 +134,7 @@ class Summary:
         if self.error:
             rows.append(("source error", self.error))
         for k, v in rows:
-            table.add_row(k, v)
+            table.add_row(k, escape(v))
         console.print(table)
 
 
@@ -205,7 +206,7 @@ def run(
                 title=f"edgeloc: {Path(str(loc.path)).name}",
                 max_viewers=max_viewers,
             ).start()
-            console.print(f"serving the stream on [bold]{server.url}[/] (Ctrl-C to stop)")
+            console.print(f"serving the stream on [bold]{escape(server.url)}[/] (Ctrl-C to stop)")
     except BaseException:
         src.close()
         raise
