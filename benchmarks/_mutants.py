@@ -160,7 +160,7 @@ def _serve(verify: bool, threads: int) -> None:
                     result = loc.predict(image)
                     values += [*result.box_norm, *np.asarray(result.scores).tolist()]
             answer = {"values": values}
-        except Exception as err:  # classified by the parent: UserError or a traceback
+        except Exception as err:  # noqa: BLE001 (the parent classifies: UserError or not)
             answer = {"error": f"{type(err).__name__}: {err}"[:500],
                       "user_error": isinstance(err, UserError)}
         out.write(json.dumps(answer) + "\n")

@@ -98,12 +98,12 @@ def markdown(report: dict[str, Any]) -> str:
         f"Machine: {report['machine']}  ",
         f"Run time: {report['seconds']:.0f} s",
         "",
-        f"### Damaged models ({report['mutants']} mutants per file: byte flips, zeroed "
-        "ranges of 1 B-4 KiB, truncations)",
+        (f"### Damaged models ({report['mutants']} mutants per file: byte flips, zeroed "
+         "ranges of 1 B-4 KiB, truncations)"),
         "",
-        "*sealed*: a copy with the edgeloc digest embedded, made by this script exactly as "
-        "an export embeds it (the committed default models predate the digest); *as "
-        "committed*: the file without a digest, which is what every model was before.",
+        ("*sealed*: a copy with the edgeloc digest embedded, made by this script exactly as "
+         "an export embeds it (the committed default models predate the digest); *as "
+         "committed*: the file without a digest, which is what every model was before."),
         "",
         "| model | file | " + " | ".join(OUTCOMES) + " |",
         "|---|---|" + "---:|" * len(OUTCOMES),

@@ -21,8 +21,15 @@ import numpy as np
 from runtime._tensors import InputConverter, TensorInfo, dequantizer
 from runtime.contract import CONTRACT_KEY, read_tflite_metadata
 from runtime.errors import ModelError, UserError
-from runtime.modelfile import (MAX_MODEL_BYTES, MAX_THREADS, check_threads, default_threads,
-                               read_model, sniff_format, verify_digest)
+from runtime.modelfile import (
+    MAX_MODEL_BYTES,
+    MAX_THREADS,
+    check_threads,
+    default_threads,
+    read_model,
+    sniff_format,
+    verify_digest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -387,5 +394,5 @@ def open_backend(
     raise UserError(f"no engine for {fmt} models is installed; pip install {packages}")
 
 
-__all__ = ["BACKENDS", "Backend", "CONTRACT_KEY", "MAX_MODEL_BYTES", "MAX_THREADS", "TensorInfo",
-           "check_threads", "open_backend", "read_model", "sniff_format"]
+__all__ = ["BACKENDS", "CONTRACT_KEY", "MAX_MODEL_BYTES", "MAX_THREADS", "Backend", "TensorInfo",
+           "check_threads", "default_threads", "open_backend", "read_model", "sniff_format"]

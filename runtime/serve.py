@@ -16,6 +16,7 @@ import html
 import json
 import logging
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -211,7 +212,7 @@ class _Server(ThreadingHTTPServer):
             raise
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("mjpeg client %s dropped", client_address, exc_info=True)  # not a traceback
+        log.debug("mjpeg client %s dropped: %s", client_address, sys.exc_info()[1])  # no traceback
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -50,7 +51,7 @@ class Source:
 
     live = False
     fps = 30.0
-    files: list[Path] = []  # the files it reads (an output must never replace one)
+    files: ClassVar[list[Path]] = []  # the files it reads (never to be replaced by an output)
 
     def read(self) -> Frame | None:
         raise NotImplementedError

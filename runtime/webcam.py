@@ -27,6 +27,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from rich.markup import escape
 
 from data.images import DEFAULT_MAX_PIXELS
 from runtime._cli import (
@@ -110,7 +111,6 @@ class Summary:
         }
 
     def print(self) -> None:
-        from rich.markup import escape
         from rich.table import Table
 
         d = self.to_dict()

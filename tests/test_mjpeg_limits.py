@@ -7,7 +7,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -70,7 +70,7 @@ def test_slow_and_idle_clients_are_closed_at_the_header_deadline():
         assert server.connections == 0 or _settles(lambda: server.connections == 0)
 
 
-def _settles(condition, seconds: float = 3.0) -> bool:  # noqa: ANN001
+def _settles(condition: Callable[[], bool], seconds: float = 3.0) -> bool:
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         if condition():

@@ -6,7 +6,7 @@ import json
 import os
 import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -92,7 +92,7 @@ def test_mutants_are_deterministic_and_classified():
     assert classify({"outcome": "crash"}, []) == "crash"
 
 
-def _within(seconds: float, fn):  # noqa: ANN001, ANN202
+def _within(seconds: float, fn: Callable[[], object]) -> dict:
     """Run ``fn`` in a thread; fail (instead of hanging the suite) if it blocks."""
     box: dict = {}
 
