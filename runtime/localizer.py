@@ -83,7 +83,10 @@ class Localizer:
         self.backend_name = backend.name
         self.provider = backend.provider
         self._box_i, self._score_i = _pick_outputs(backend.outputs, len(contract.labels))
+        box_width = (backend.outputs[self._box_i].shape or (-1,))[-1]
         width = (backend.outputs[self._score_i].shape or (-1,))[-1]
+        if box_width > 0 and box_width != 4:
+            raise UserError(f"{path}: the box output has {box_width} values, not 4; re-export it")
         if width > 0 and width != len(contract.labels):
             raise UserError(
                 f"{path}: the score output has {width} classes but the contract lists "
@@ -180,6 +183,11 @@ class Localizer:
             raise ModelError(
                 f"model {self.path} returned non-finite outputs (box {box_values}, score "
                 f"{score_values}); the model is broken: re-export or retrain it"
+            )
+        if len(box_values) != 4 or len(score_values) != len(self._labels):  # dynamic shapes
+            raise ModelError(
+                f"model {self.path} returned {len(box_values)} box values and "
+                f"{len(score_values)} scores for {len(self._labels)} labels; re-export it"
             )
         norm, px = decode_box(box_values, self.contract.box_format, w, h)
         label, prob = decode_score(score_values, self._labels)
