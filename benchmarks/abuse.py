@@ -111,6 +111,13 @@ def markdown(report: dict[str, Any]) -> str:
     for row in report["fuzz"]:
         counts = " | ".join(str(row["counts"][o]) for o in OUTCOMES)
         lines.append(f"| {row['model']} | {row['file']} | {counts} |")
+    worst = [f"- {r['model']}: {r['worst']}" for r in report["fuzz"] if r.get("worst")]
+    if worst:
+        lines += ["", "Worst silently different answer per file (no digest):", "", *worst]
+    refused = next((r["examples"].get("clear error", [""])[0] for r in report["fuzz"]
+                    if r["file"] == "sealed"), "")
+    if refused:
+        lines += ["", f"A refused mutant says: `{refused.split(': ', 1)[1][:240]}`"]
     if report["findings"]:
         lines += ["", "### Findings replayed through the CLIs", "",
                   "| finding | fixed | outcome | what happened |", "|---|---|---|---|"]

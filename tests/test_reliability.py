@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks import _hostile
-from benchmarks._mutants import classify, fuzz, mutants
+from benchmarks._mutants import classify, difference, fuzz, mutants
 from benchmarks._sealed import sealed_copy
 from runtime import Localizer, infer
 from runtime.errors import ModelError, UserError
@@ -90,6 +90,10 @@ def test_mutants_are_deterministic_and_classified():
     assert classify({"error": "x", "user_error": True}, []) == "clear error"
     assert classify({"error": "x", "user_error": False}, []) == "traceback"
     assert classify({"outcome": "crash"}, []) == "crash"
+    reference = [0.1, 0.2, 0.6, 0.9, 0.2, 0.8] * 2  # two images: box (4) + scores (2)
+    moved = list(reference)
+    moved[8], moved[11] = 0.35, 0.5  # the second image's x1 moves 0.25, its score 0.3
+    assert difference(moved, reference) == "box off by up to 80.0 px, a score by up to 0.300"
 
 
 def _within(seconds: float, fn: Callable[[], object]) -> dict:
