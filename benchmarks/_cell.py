@@ -23,7 +23,7 @@ import numpy as np
 from benchmarks import _timing
 from benchmarks._evalset import EvalSet
 from benchmarks._runners import Runner, Skip, make_runner
-from runtime.contract import box_iou
+from runtime.contract import all_finite, box_iou
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def accuracy(runner: Runner, evalset: EvalSet) -> dict[str, Any]:
         if label == "none" or (box[2] - box[0]) * (box[3] - box[1]) <= 0:
             continue
         pred = runner.box(image)
-        if not np.all(np.isfinite(pred)):
+        if not all_finite(pred):  # the runtime's own rule: a non-finite answer is an error
             raise FloatingPointError("the model returned a non-finite box")
         ious.append(float(box_iou(pred, box)))
     if not ious:
@@ -142,7 +142,7 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         x = runner.prepare(image)
         out["first_ms"] = round(_timing.time_once(lambda: runner.call(x)), 3)
         box, score = runner.call(x)
-        if not (np.all(np.isfinite(box)) and np.all(np.isfinite(score))):
+        if not all_finite(box, score):
             out["status"], out["reason"] = "accuracy_failed", "the model returns non-finite outputs"
 
         stage = "timing"

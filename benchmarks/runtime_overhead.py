@@ -210,6 +210,40 @@ def load_time(model: Path, threads: int, repeats: int = 5) -> dict[str, float]:
     return med
 
 
+def digest_check(model: Path, folder: Path, repeats: int = 30) -> dict[str, float]:
+    """What the integrity check adds to Localizer.load, on a sealed copy of ``model``.
+
+    ``digest_ms``: the runtime's own check (``verify_digest``) on the file's bytes, median;
+    ``load_verify_ms`` / ``load_no_verify_ms``: Localizer.load medians with and without it
+    (alternating, in this process: the engine import is already paid).
+    """
+    import time
+
+    from benchmarks._sealed import sealed_copy
+    from runtime import Localizer
+    from runtime.modelfile import verify_digest
+
+    sealed = sealed_copy(model, folder / f"sealed_{model.name}")
+    data = sealed.read_bytes()
+    check, verify, plain = [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        assert verify_digest(sealed, data)
+        check.append(time.perf_counter() - t0)
+    for _ in range(max(3, repeats // 3)):
+        for flag, out in ((True, verify), (False, plain)):
+            t0 = time.perf_counter()
+            loc = Localizer.load(sealed, threads=1, verify=flag)
+            out.append(time.perf_counter() - t0)
+            del loc  # freeing the engine is not part of loading it
+    return {
+        "bytes": len(data),
+        "digest_ms": float(np.median(check)) * 1e3,
+        "load_verify_ms": float(np.median(verify)) * 1e3,
+        "load_no_verify_ms": float(np.median(plain)) * 1e3,
+    }
+
+
 _RSS = """
 import json, os, sys, time
 from runtime import webcam
@@ -382,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         row = per_frame(model, video, args.threads, args.frames)
         report["per_frame_us"].append(row)
         report["load"][str(model)] = load_time(model, args.threads)
+        report["load"][str(model)].update(digest_check(model, work))
     if args.rss_frames:
         report["rss"][str(models[0])] = rss_run(models[0], video, args.rss_frames, args.threads)
     m = report["machine"]
@@ -395,14 +430,16 @@ def main(argv: list[str] | None = None) -> int:
     print(_table(report["per_frame_us"]))
     print(
         "\n| model | import runtime | Localizer.load | import + load | first predict "
-        "| TF/Keras loaded |"
+        "| TF/Keras loaded | digest check (sealed copy; load with / without) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for model, r in report["load"].items():
         print(
             f"| {Path(model).name} | {r['import_s'] * 1e3:.0f} ms | {r['load_s'] * 1e3:.0f} ms | "
             f"**{r['import_plus_load_s'] * 1e3:.0f} ms** | {r['first_predict_s'] * 1e3:.1f} ms | "
-            f"{'yes' if r['heavy_modules'] else 'no'} |"
+            f"{'yes' if r['heavy_modules'] else 'no'} | {r['digest_ms']:.2f} ms "
+            f"({r['bytes'] / 1e6:.1f} MB; {r['load_verify_ms']:.1f} / "
+            f"{r['load_no_verify_ms']:.1f} ms) |"
         )
     for model, r in report["rss"].items():
         print(

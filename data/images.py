@@ -168,8 +168,12 @@ def _header(data: bytes, name: str) -> tuple[str, str, tuple[int, int], int]:
                 Image.MAX_IMAGE_PIXELS = limit
         with pil:
             fmt, mode, size = str(pil.format), str(pil.mode), pil.size
+            # PngImageFile.getexif() decodes every pixel to look for an eXIf chunk after
+            # them (900 MB for a 0.9 MB PNG declaring 30000x30000, before the pixel limit
+            # is checked): the base method reads only the chunks seen before the pixels.
             try:
-                orientation = int(pil.getexif().get(0x0112, 1) or 1)
+                exif = Image.Image.getexif(pil) if fmt == "PNG" else pil.getexif()
+                orientation = int(exif.get(0x0112, 1) or 1)
             except Exception:  # a broken EXIF block must not hide the picture itself
                 orientation = 1
     except UnidentifiedImageError:

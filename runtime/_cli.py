@@ -1,17 +1,28 @@
-"""Shared bits of the runtime CLIs: default model, logging through rich, error exits."""
+"""Shared bits of the runtime CLIs: common flags, logging through rich, stops and error exits."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import logging
+import signal
+import threading
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
+
+from data.images import DEFAULT_MAX_PIXELS
+from runtime.errors import UserError
+from runtime.modelfile import MAX_THREADS
 
 from runtime.models import DEFAULT_MODEL  # package data: found after any install
 
 EXIT_USAGE = 2
+EXIT_CTRL_C, EXIT_SIGTERM = 130, 143  # 128 + the signal number, as shells report them
 
 console = Console(stderr=True)
 
@@ -28,18 +39,92 @@ def setup_logging(verbose: bool = False) -> None:
     warnings.showwarning = lambda msg, *a, **k: log.warning("%s", msg)
 
 
+def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high] (no upper bound when ``high`` is None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            span = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be {span}, got {value}")
+        return value
+
+    return parse
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The flags every runtime CLI takes: model, engine, threads, integrity, image limit."""
+    parser.add_argument(
+        "--model", help="a .tflite or .onnx model (default: runtime/models/cat_int8.tflite)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int_in(1, MAX_THREADS),
+        help=f"engine threads, 1..{MAX_THREADS} (default: cores, at most 4)",
+    )
+    parser.add_argument("--backend", default="auto", help="auto, tflite, onnx or a backend name")
+    parser.add_argument("--providers", help="ONNX Runtime providers: cuda,tensorrt,openvino,coreml")
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="load a model whose embedded digest does not match (files edited by other tools)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int_in(1),
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse images over this many pixels, read from the header "
+        f"(default {DEFAULT_MAX_PIXELS:,})",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
 def resolve_model(model: str | None) -> Path:
     """``--model`` or the default int8 model; a missing default says how to build it."""
     if model:
         return Path(model).expanduser()
     if not DEFAULT_MODEL.is_file():
-        raise FileNotFoundError(
+        raise UserError(
             f"default model {DEFAULT_MODEL} is missing; run `make models` or pass --model PATH"
         )
     return DEFAULT_MODEL
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so a run still ends through its summary."""
+
+
+def stop_reason(err: KeyboardInterrupt) -> str:
+    """What stopped a run: "SIGTERM" or "Ctrl-C"."""
+    return "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
+
+
+def stop_exit_code(reason: str) -> int:
+    """The exit code of a run stopped by ``reason`` (shell convention: 128 + signal)."""
+    return EXIT_SIGTERM if reason == "SIGTERM" else EXIT_CTRL_C
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_stops() -> Iterator[None]:
+    """Within the block SIGTERM raises ``Terminated`` (main thread only); restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def fail(err: BaseException) -> int:
     """Print a user mistake as one line and return the usage exit code."""
-    console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
     return EXIT_USAGE

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from runtime.errors import UserError
+
 _INPUT_DTYPES = (np.uint8, np.int8, np.float32)
 
 
@@ -33,7 +35,7 @@ class InputConverter:
         self.dtype = np.dtype(info.dtype)
         scale, zero = info.quant
         if self.dtype not in [np.dtype(d) for d in _INPUT_DTYPES]:
-            raise ValueError(
+            raise UserError(
                 f"model input {info.name!r} has dtype {self.dtype}; edgeloc models take "
                 "uint8, int8 or float32 pixels: re-export the model with edgeloc's exporter"
             )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,16 @@ import numpy as np
 
 from runtime._tensors import InputConverter, TensorInfo, dequantizer
 from runtime.contract import CONTRACT_KEY, read_tflite_metadata
+from runtime.errors import ModelError, UserError
+from runtime.modelfile import (
+    MAX_MODEL_BYTES,
+    MAX_THREADS,
+    check_threads,
+    default_threads,
+    read_model,
+    sniff_format,
+    verify_digest,
+)
 from runtime.quiet import native_output_captured
 
 log = logging.getLogger(__name__)
@@ -34,11 +43,21 @@ class Backend:
 
     name: str
     provider: str
+    path: Path
     input: TensorInfo
     outputs: list[TensorInfo]
     metadata: dict[str, bytes] = field(default_factory=dict)
     supports_batch: bool = False
     threads: int | None = None
+    sealed: bool = False  # the file carried an edgeloc digest and it matched
+
+    def _failed(self, err: BaseException) -> ModelError:
+        """An engine error at run time, as the model's fault (never the image's)."""
+        first = _shorten(str(err).strip().splitlines()[0]) if str(err).strip() else repr(err)
+        return ModelError(
+            f"model {self.path} failed at run time in {self.name} ({first}); the file is "
+            "damaged or was exported for another engine: re-export it"
+        )
 
     def run(self, pixels: np.ndarray) -> list[np.ndarray]:
         """Run one batch of (N, H, W, 3) uint8 pixels; returns every output as float32."""
@@ -49,13 +68,9 @@ class Backend:
         raise NotImplementedError
 
 
-def default_threads() -> int:
-    """One thread per CPU core this process may use, at most 4 (a Pi has 4)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+def _shorten(text: str, limit: int = 260) -> str:
+    """Engine messages put the cause at the end: keep the head and the tail."""
+    return text if len(text) <= limit else f"{text[:110]} ... {text[-(limit - 115):]}"
 
 
 # --- TFLite -------------------------------------------------------------------------------
@@ -64,20 +79,30 @@ def default_threads() -> int:
 class TFLiteBackend(Backend):
     """A TFLite interpreter (ai_edge_litert, tflite_runtime or tf.lite)."""
 
-    def __init__(self, interpreter: Any, name: str, threads: int, metadata: dict[str, bytes]):
-        with native_output_captured():  # LiteRT announces its XNNPACK delegate on stderr here
-            interpreter.allocate_tensors()
+    def __init__(
+        self, interpreter: Any, name: str, threads: int, metadata: dict[str, bytes], path: Path
+    ):
+        try:
+            with native_output_captured():  # LiteRT announces its XNNPACK delegate on stderr
+                interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as err:  # a damaged or hand-edited graph
+            first = str(err).strip().splitlines()[0][:200]
+            raise UserError(
+                f"{path} cannot be prepared by {name} (tensor allocation failed: {first}); "
+                "the file is damaged or not an edgeloc model: re-export it"
+            ) from None
         self._it = interpreter
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
         names_in, names_out = _signature_names(interpreter)
         if len(inputs) != 1:
-            raise ValueError(
-                f"model has {len(inputs)} inputs; an edgeloc localizer has one image input"
+            raise UserError(
+                f"{path} has {len(inputs)} inputs; an edgeloc localizer has one image input"
             )
         info = [_tflite_info(d, names_out.get(d["index"])) for d in outputs]
         super().__init__(
             name=name,
             provider="CPU",
+            path=path,
             input=_tflite_info(inputs[0], names_in.get(inputs[0]["index"])),
             outputs=info,
             metadata=metadata,
@@ -92,8 +117,11 @@ class TFLiteBackend(Backend):
         if pixels.shape[0] != 1:  # the interpreter is allocated for batch 1
             rows = [self.run(pixels[i : i + 1]) for i in range(pixels.shape[0])]
             return [np.concatenate(parts) for parts in zip(*rows)]
-        it.set_tensor(self._in_index, self._convert(pixels))
-        it.invoke()
+        try:
+            it.set_tensor(self._in_index, self._convert(pixels))
+            it.invoke()
+        except (RuntimeError, ValueError) as err:  # the interpreter's own error types
+            raise self._failed(err) from None
         return [to_float(it.get_tensor(i)) for i, to_float in self._out]
 
     def raw(self) -> Any:
@@ -134,16 +162,16 @@ def _tflite_factory(interpreter_class: Callable[[], Any]) -> Callable[..., Backe
         try:
             it = interpreter_cls(model_content=data, num_threads=threads)
         except ValueError as err:  # the flatbuffer verifier rejects broken files
-            raise ValueError(f"{path} is not a valid TFLite model ({err}); re-export it") from None
+            raise UserError(f"{path} is not a valid TFLite model ({err}); re-export it") from None
         except RuntimeError as err:  # e.g. an op this interpreter build does not have
-            raise ValueError(f"{path} cannot run in {name} ({err})") from None
+            raise UserError(f"{path} cannot run in {name} ({err})") from None
         except SystemError as err:  # a C extension built for another NumPy ABI
             hint = " (tflite-runtime 2.14 is built for NumPy 1.x: pip install 'numpy<2')"
-            raise ValueError(
+            raise UserError(
                 f"{name} could not create an interpreter ({err})"
                 + (hint if name == "tflite_runtime" else "")
             ) from None
-        return TFLiteBackend(it, name, threads, metadata)
+        return TFLiteBackend(it, name, threads, metadata, path)
 
     return make
 
@@ -186,7 +214,7 @@ def resolve_providers(requested: Any, available: list[str]) -> list[str]:
     for p in requested:
         full = PROVIDERS.get(str(p).lower(), p)
         if full not in PROVIDERS.values():
-            raise ValueError(f"unknown ONNX Runtime provider {p!r}; valid: {', '.join(PROVIDERS)}")
+            raise UserError(f"unknown ONNX Runtime provider {p!r}; valid: {', '.join(PROVIDERS)}")
         if full in available:
             out.append(full)
         else:
@@ -203,22 +231,30 @@ def resolve_providers(requested: Any, available: list[str]) -> list[str]:
 class OnnxBackend(Backend):
     """An ONNX Runtime inference session."""
 
-    def __init__(self, session: Any):
+    def __init__(self, session: Any, path: Path, errors: tuple[type[BaseException], ...]):
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1:
-            raise ValueError(
-                f"model has {len(inputs)} inputs; an edgeloc localizer has one image input"
+            raise UserError(
+                f"{path} has {len(inputs)} inputs; an edgeloc localizer has one image input"
             )
-        meta = session.get_modelmeta().custom_metadata_map
+        try:
+            meta = session.get_modelmeta().custom_metadata_map
+        except UnicodeDecodeError as err:  # metadata bytes that are not UTF-8
+            raise UserError(
+                f"{path} has metadata that is not UTF-8 text ({err.reason} at byte "
+                f"{err.start}); the file is damaged: re-export it"
+            ) from None
         super().__init__(
             name="onnxruntime",
             provider=session.get_providers()[0],
-            input=_onnx_info(inputs[0]),
-            outputs=[_onnx_info(o) for o in outputs],
+            path=path,
+            input=_onnx_info(inputs[0], path),
+            outputs=[_onnx_info(o, path) for o in outputs],
             metadata={k: v.encode() for k, v in meta.items()},
             supports_batch=not isinstance(inputs[0].shape[0], int) or inputs[0].shape[0] != 1,
         )
         self._session = session
+        self._errors = errors
         self._convert = InputConverter(self.input)
         self._in_name = self.input.name
         self._out_names = [o.name for o in self.outputs]
@@ -228,18 +264,21 @@ class OnnxBackend(Backend):
         if pixels.shape[0] != 1 and not self.supports_batch:
             rows = [self.run(pixels[i : i + 1]) for i in range(pixels.shape[0])]
             return [np.concatenate(parts) for parts in zip(*rows)]
-        out = self._session.run(self._out_names, {self._in_name: self._convert(pixels)})
+        try:
+            out = self._session.run(self._out_names, {self._in_name: self._convert(pixels)})
+        except self._errors as err:
+            raise self._failed(err) from None
         return [to_float(o) for to_float, o in zip(self._to_float, out)]
 
     def raw(self) -> Any:
         return self._session
 
 
-def _onnx_info(arg: Any) -> TensorInfo:
+def _onnx_info(arg: Any, path: Path) -> TensorInfo:
     shape = tuple(s if isinstance(s, int) else -1 for s in arg.shape)
     dtype = _ONNX_DTYPES.get(arg.type)
     if dtype is None:
-        raise ValueError(f"model tensor {arg.name!r} has unsupported type {arg.type}")
+        raise UserError(f"{path}: tensor {arg.name!r} has unsupported type {arg.type}")
     return TensorInfo(name=arg.name, shape=shape, dtype=np.dtype(dtype), index=arg.name)
 
 
@@ -250,14 +289,22 @@ def _onnx_factory(path: Path, data: bytes, threads: int, providers: Any, name: s
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3  # errors only: no provider chatter on every load
+    opts.log_severity_level = 4  # fatal only: errors come back as exceptions, named by us
     chosen = resolve_providers(providers, ort.get_available_providers())
     try:
         session = ort.InferenceSession(data, sess_options=opts, providers=chosen)
     except Exception as err:  # onnxruntime raises its own InvalidProtobuf, Fail, ... types
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path} is not a loadable ONNX model ({first}); re-export it") from None
-    return OnnxBackend(session)
+        raise UserError(f"{path} is not a loadable ONNX model ({first}); re-export it") from None
+    return OnnxBackend(session, path, _onnx_errors())
+
+
+def _onnx_errors() -> tuple[type[BaseException], ...]:
+    """ONNX Runtime's own exception types (plain ``Exception`` subclasses) and RuntimeError."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "RuntimeException", "InvalidArgument", "InvalidGraph", "EPFail")
+    return (RuntimeError, *(getattr(state, n) for n in names if hasattr(state, n)))
 
 
 # --- registry ------------------------------------------------------------------------------
@@ -309,63 +356,45 @@ def installed(name: str) -> bool:
         return False
 
 
-def sniff_format(path: str | Path) -> tuple[str, bytes]:
-    """Check a model file and tell its format from its bytes: ("tflite" | "onnx", data)."""
-    path = Path(path)
-    hint = "pass --model PATH to a .tflite or .onnx file (`make models` builds the defaults)"
-    if not path.exists():
-        raise FileNotFoundError(f"model file {path} not found; {hint}")
-    if path.is_dir():
-        raise ValueError(f"model path {path} is a directory; {hint}")
-    data = path.read_bytes()
-    suffix = path.suffix.lower()
-    if len(data) < 16:
-        raise ValueError(
-            f"model file {path} is empty or truncated ({len(data)} bytes); re-export it"
-        )
-    if data[4:8] == b"TFL3":
-        try:
-            read_tflite_metadata(data)  # walks the header tables: catches most truncations
-        except ValueError as err:
-            raise ValueError(f"{path} is a damaged TFLite model ({err}); re-export it") from None
-        return "tflite", data
-    if suffix == ".tflite":
-        raise ValueError(
-            f"{path} is not a TFLite model (no 'TFL3' identifier at bytes 4-8); re-export it"
-        )
-    if suffix == ".onnx" or data[0] == 0x08:  # ONNX ModelProto starts with ir_version (field 1)
-        return "onnx", data
-    raise ValueError(f"{path} is neither a TFLite nor an ONNX model; {hint}")
-
-
 def open_backend(
-    path: str | Path, backend: str = "auto", threads: int | None = None, providers: Any = None
+    path: str | Path,
+    backend: str = "auto",
+    threads: int | None = None,
+    providers: Any = None,
+    *,
+    verify: bool = True,
 ) -> Backend:
-    """Load ``path`` in the named backend, or the first installed one for its format."""
+    """Load ``path`` in the named backend, or the first installed one for its format.
+
+    ``verify`` checks the digest edgeloc embeds in the file (see ``runtime.integrity``).
+    """
+    path = Path(path)
+    threads = check_threads(threads)
     fmt, data = sniff_format(path)
     key = ALIASES.get(backend, backend)
     if key is not None and key not in BACKENDS and key not in FORMATS:
         valid = ", ".join([*ALIASES, *BACKENDS])
-        raise ValueError(f"unknown backend {backend!r}; valid: {valid}")
+        raise UserError(f"unknown backend {backend!r}; valid: {valid}")
     if key in BACKENDS:
         if BACKENDS[key].format != fmt:
-            raise ValueError(
+            raise UserError(
                 f"backend {key} runs {BACKENDS[key].format} models but {path} is {fmt}"
             )
         candidates = [key]
     else:
         if key in FORMATS and key != fmt:
-            raise ValueError(f"backend {backend!r} was asked for but {path} is a {fmt} model")
+            raise UserError(f"backend {backend!r} was asked for but {path} is a {fmt} model")
         candidates = [n for n, e in BACKENDS.items() if e.format == fmt]
-    threads = default_threads() if threads is None else int(threads)
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+    sealed = verify_digest(path, data) if verify else False
     for name in candidates:
         if installed(name):
             log.debug("loading %s with %s (%d threads)", path, name, threads)
-            return BACKENDS[name].factory(Path(path), data, threads, providers, name)
+            engine = BACKENDS[name].factory(path, data, threads, providers, name)
+            engine.sealed = sealed
+            return engine
     packages = " or ".join(BACKENDS[n].package for n in candidates if n != "tensorflow")
-    raise ValueError(f"no engine for {fmt} models is installed; pip install {packages}")
+    raise UserError(f"no engine for {fmt} models is installed; pip install {packages}")
 
 
-__all__ = ["BACKENDS", "Backend", "CONTRACT_KEY", "TensorInfo", "open_backend", "sniff_format"]
+__all__ = ["BACKENDS", "CONTRACT_KEY", "MAX_MODEL_BYTES", "MAX_THREADS", "Backend", "TensorInfo",
+           "check_threads", "default_threads", "open_backend", "read_model", "sniff_format"]

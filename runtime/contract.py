@@ -17,6 +17,7 @@ The contract, in short:
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from runtime.errors import UserError
 
 CONTRACT_KEY = "edgeloc_contract"  # metadata key in ONNX metadata_props and TFLite metadata
 CONTRACT_VERSION = 1
@@ -94,11 +97,30 @@ def box_to_pixels(box_xyxy: Any, width: int, height: int) -> np.ndarray:
     return np.array(decode_box(box_xyxy, "xyxy", width, height)[1])
 
 
-def _floats(values: Any) -> list[float]:
+def floats(values: Any) -> list[float]:
     """A small vector as a list of Python floats (one ``tolist`` for a 1-D array)."""
+    if isinstance(values, list):
+        return values
     if isinstance(values, np.ndarray) and values.ndim == 1 and values.dtype.kind == "f":
         return values.tolist()
     return np.asarray(values, dtype=np.float64).reshape(-1).tolist()
+
+
+def all_finite(*outputs: Any) -> bool:
+    """Whether every value in ``outputs`` (arrays or float lists) is finite: no NaN, no inf.
+
+    The one rule for model outputs: the runtime makes a non-finite answer an error for that
+    image, ``benchmarks.latency`` a failed cell. A sum is NaN or infinite exactly when one
+    of its terms is (float32 outputs cannot overflow a float64 sum), and costs ~0.1 us.
+    """
+    for values in outputs:
+        if isinstance(values, list):
+            total = sum(values)
+        else:
+            total = float(np.sum(np.asarray(values), dtype=np.float64))
+        if not math.isfinite(total):
+            return False
+    return True
 
 
 def decode_box(
@@ -110,7 +132,7 @@ def decode_box(
     has pushed the interpreter out of the CPU caches, where every extra call costs ~1 us.
     """
     check_box_format(box_format)
-    x1, y1, x2, y2 = _floats(box)
+    x1, y1, x2, y2 = floats(box)
     if box_format == "xywh":
         x2, y2 = x1 + x2, y1 + y2
     x1, y1 = min(1.0, max(0.0, x1)), min(1.0, max(0.0, y1))
@@ -134,7 +156,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def decode_score(score: Any, labels: list[str]) -> tuple[str, float]:
     """Pick the best object class from one score vector: (label, probability of that label)."""
-    values = _floats(score)
+    values = floats(score)
     if len(labels) != len(values):
         raise ValueError(f"score has {len(values)} entries but the contract lists {len(labels)} labels")
     if len(values) == 1:  # a presence-only head
@@ -187,19 +209,26 @@ class Contract:
         try:
             data = json.loads(text)
         except (ValueError, UnicodeDecodeError) as err:
-            raise ValueError(f"model contract is not valid JSON: {err}") from None
+            raise UserError(f"model contract is not valid JSON: {err}") from None
         if not isinstance(data, dict):
-            raise ValueError("model contract must be a JSON object")
-        if int(data.get("version", 0)) > CONTRACT_VERSION:
-            raise ValueError(
+            raise UserError("model contract must be a JSON object")
+        try:
+            version = int(data.get("version", 0))
+        except (TypeError, ValueError):
+            raise UserError(f"model contract version {data['version']!r} is not a number") from None
+        if version > CONTRACT_VERSION:
+            raise UserError(
                 f"model contract version {data['version']} is newer than this edgeloc "
                 f"({CONTRACT_VERSION}); upgrade edgeloc"
             )
         known = set(cls.__dataclass_fields__)
         try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except TypeError as err:
-            raise ValueError(f"model contract is incomplete: {err}") from None
+            contract = cls(**{k: v for k, v in data.items() if k in known})
+        except (TypeError, ValueError, IndexError) as err:  # missing or mistyped fields
+            raise UserError(f"model contract is incomplete or malformed: {err}") from None
+        if min(contract.input_size) < 1 or not isinstance(contract.extra, dict):
+            raise UserError(f"model contract is malformed (input_size {contract.input_size})")
+        return contract
 
 
 def sidecar_path(model_path: str | Path) -> Path:

@@ -13,4 +13,8 @@ class UserError(ValueError):
     """A user mistake: the message names the file or flag and says how to fix it."""
 
 
-__all__ = ["UserError"]
+class ModelError(UserError):
+    """A model that loaded but fails at run time or answers NaN/inf: the file, not the image."""
+
+
+__all__ = ["ModelError", "UserError"]

@@ -3,8 +3,10 @@
     python -m runtime.infer --model runtime/models/cat_int8.tflite photos/ cat.jpg --out r.jsonl
 
 Each line: image, box [x1, y1, x2, y2] in pixels, label, score, present, latency_ms.
-An unreadable image becomes a line with an "error" field; the run goes on and the exit
-code is 1 when any image failed (0 when all were read).
+An image that cannot be read, or on which the model fails or answers NaN, becomes a line
+with an "error" field; the run goes on and the exit code is 1 when any image failed (0 when
+all were processed). Outputs never replace an input and are written atomically; Ctrl-C
+ends with the summary (the results so far are kept) and exit code 130.
 """
 
 from __future__ import annotations
@@ -20,49 +22,83 @@ from typing import IO, Any
 
 import cv2
 
-from data.images import IMAGE_EXTS, ImageError, read_image
-from runtime._cli import console, fail, resolve_model, setup_logging
+from data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTS, ImageError, read_image
+from runtime._cli import (
+    add_model_args,
+    console,
+    fail,
+    resolve_model,
+    setup_logging,
+    sigterm_stops,
+    stop_exit_code,
+    stop_reason,
+)
+from runtime.contract import sidecar_path
+from runtime.errors import ModelError, UserError
 from runtime.localizer import Localizer
 from runtime.overlay import draw_result
+from runtime.paths import (
+    atomic_output,
+    check_output_file,
+    check_output_folder,
+    refuse_overwrite,
+    stat_path,
+    write_bytes_atomic,
+)
 
 log = logging.getLogger(__name__)
+# Error kinds as the summary names them: the image, the model, or writing the drawing.
+KINDS = {"image": "unreadable", "model": "model failed", "output": "not written"}
 
 
 @dataclass
 class InferSummary:
-    """Counts of a file run."""
+    """Counts of a file run; ``errors`` holds (image, kind, message), kind a key of KINDS."""
 
     images: int = 0
+    total: int = 0
     found: int = 0
-    errors: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[tuple[str, str, str]] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
+    stopped_by: str = "end of input"
 
 
 def collect_images(inputs: Iterable[str | Path], recursive: bool = False) -> list[Path]:
     """Expand files and folders (image extensions only inside folders), keeping order."""
     out: list[Path] = []
+    hint = "pass image files or folders"
     for item in inputs:
         path = Path(item).expanduser()
-        if path.is_dir():
+        stat_path(path, "input", hint)  # a symlink loop is not "not found"
+        if not path.is_dir():
+            out.append(path)  # an explicit file is tried whatever its extension or type
+            continue
+        try:
             pattern = path.rglob("*") if recursive else path.iterdir()
             found = sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-            if not found:
-                log.warning("no images in folder %s", path)
-            out.extend(found)
-        elif path.exists():
-            out.append(path)  # an explicit file is tried whatever its extension
-        else:
-            raise FileNotFoundError(f"input {path} not found; pass image files or folders")
+        except OSError as err:
+            raise UserError(f"cannot list folder {path}: {err.strerror or err}; {hint}") from None
+        if not found:
+            log.warning("no images in folder %s", path)
+        out.extend(found)
     return out
 
 
 def _draw_name(path: Path, draw_dir: Path, used: set[str]) -> Path:
-    name = path.name if path.suffix.lower() in IMAGE_EXTS else path.name + ".png"
+    name = path.name
+    if path.suffix.lower() not in IMAGE_EXTS or not cv2.haveImageWriter(name):
+        name += ".png"  # e.g. a .gif: OpenCV writes no GIF
     stem, suffix, i = Path(name).stem, Path(name).suffix, 1
     while name in used:  # same file name from two folders: number the later ones
         name, i = f"{stem}_{i}{suffix}", i + 1
     used.add(name)
     return draw_dir / name
+
+
+def draw_targets(images: list[Path], draw_dir: Path) -> list[Path]:
+    """The file each image's drawing goes to in ``draw_dir``, in order."""
+    used: set[str] = set()
+    return [_draw_name(path, draw_dir, used) for path in images]
 
 
 def run(
@@ -76,64 +112,89 @@ def run(
     threads: int | None = None,
     backend: str = "auto",
     providers: Any = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    verify: bool = True,
 ) -> InferSummary:
-    """Write one JSON line per image to ``out``; unreadable images become error lines."""
+    """Write one JSON line per image to ``out``; failed images become error lines.
+
+    Ctrl-C (and SIGTERM inside ``sigterm_stops``) ends the loop: the summary says so.
+    """
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"--threshold must be in [0, 1], got {threshold}")
+        raise UserError(f"--threshold must be in [0, 1], got {threshold}")
     images = collect_images(inputs, recursive)
     if not images:
-        raise FileNotFoundError("no images to process; pass image files or folders with images")
-    draw_dir = Path(draw).expanduser() if draw else None
-    if draw_dir is not None:
-        draw_dir.mkdir(parents=True, exist_ok=True)
+        raise UserError("no images to process; pass image files or folders with images")
     loc = (
         model
         if isinstance(model, Localizer)
-        else Localizer.load(model, backend, threads, providers, threshold=threshold)
+        else Localizer.load(model, backend, threads, providers, threshold=threshold, verify=verify)
     )
     loc.threshold = threshold
-    summary, used = InferSummary(), set()
-    for path in images:
-        summary.images += 1
-        record: dict[str, Any] = {"image": str(path)}
-        try:
-            image = read_image(path, bgr=True)
-        except ImageError as err:
-            image, record["error"] = None, str(err)
-        if image is not None:
-            try:
-                result = loc.predict(image, bgr=True)
-                record.update(result.to_dict(), width=image.shape[1], height=image.shape[0])
-                summary.found += int(result.present)
-                summary.latency_ms.append(result.latency_ms)
-                if draw_dir is not None:
-                    target = _draw_name(path, draw_dir, used)
-                    if not cv2.imwrite(str(target), draw_result(image, result)):
-                        log.warning("could not write %s", target)
-            except Exception as err:  # a model error on one image must not end the run
-                record["error"] = f"{type(err).__name__}: {err}"
-        if "error" in record:
-            summary.errors.append((str(path), record["error"]))
-        out.write(json.dumps(record) + "\n")
+    targets: list[Path | None] = [None] * len(images)
+    if draw is not None:
+        draw_dir = check_output_folder(draw, "--draw")
+        targets = draw_targets(images, draw_dir)
+        refuse_overwrite(targets, [*images, loc.path], f"--draw {draw_dir}")
+    summary = InferSummary(total=len(images))
+    try:
+        for path, target in zip(images, targets):
+            record = _one(loc, path, target, max_pixels, summary)
+            out.write(json.dumps(record, allow_nan=False) + "\n")  # strict JSON, always
+            summary.images += 1
+    except KeyboardInterrupt as stop:
+        summary.stopped_by = stop_reason(stop)
     return summary
+
+
+def _one(
+    loc: Localizer, path: Path, target: Path | None, max_pixels: int | None, summary: InferSummary
+) -> dict[str, Any]:
+    """The JSON record of one image; its failure, if any, is added to ``summary``."""
+    record: dict[str, Any] = {"image": str(path)}
+    kind = "image"
+    try:
+        image = read_image(path, bgr=True, max_pixels=max_pixels)
+        kind = "model"
+        result = loc.predict(image, bgr=True)
+        record.update(result.to_dict(), width=image.shape[1], height=image.shape[0])
+        summary.found += int(result.present)
+        summary.latency_ms.append(result.latency_ms)
+        if target is not None:
+            kind = "output"
+            ok, data = cv2.imencode(target.suffix, draw_result(image, result))
+            if not ok:
+                raise UserError(f"OpenCV cannot encode {target.suffix} images")
+            write_bytes_atomic(target, data.tobytes(), "--draw")
+    except (ImageError, ModelError) as err:
+        record["error"] = str(err)
+    except (UserError, OSError) as err:  # writing the drawing: a full disk, a lost folder
+        kind, record["error"] = "output", f"could not write {target}: {err}"
+    if "error" in record:
+        summary.errors.append((str(path), kind, record["error"]))
+    return record
 
 
 def _print_summary(summary: InferSummary, out_name: str) -> None:
     import numpy as np
+    from rich.markup import escape
     from rich.table import Table
 
     lat = np.array(summary.latency_ms) if summary.latency_ms else np.array([np.nan])
     table = Table(title="edgeloc infer", show_header=False, title_justify="left")
-    table.add_row("images", str(summary.images))
+    table.add_row("images", f"{summary.images} of {summary.total}")
     table.add_row("object present", str(summary.found))
-    table.add_row("errors", str(len(summary.errors)))
+    for kind, label in KINDS.items():
+        count = sum(1 for _, k, _ in summary.errors if k == kind)
+        if count or kind == "image":
+            table.add_row(label, str(count))
     table.add_row(
         "latency p50 / p95", f"{np.percentile(lat, 50):.2f} / {np.percentile(lat, 95):.2f} ms"
     )
-    table.add_row("results", out_name)
+    table.add_row("results", escape(out_name))
+    table.add_row("stopped by", summary.stopped_by)
     console.print(table)
-    for path, err in summary.errors[:20]:
-        console.print(f"[yellow]unreadable:[/] {path}: {err}", highlight=False)
+    for path, kind, err in summary.errors[:20]:
+        console.print(f"[yellow]{KINDS[kind]}:[/] {escape(path)}: {escape(err)}", highlight=False)
     if len(summary.errors) > 20:
         console.print(f"... and {len(summary.errors) - 20} more (see the results file)")
 
@@ -143,46 +204,43 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m runtime.infer", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("inputs", nargs="+", help="image files and/or folders")
-    parser.add_argument(
-        "--model", help="a .tflite or .onnx model (default: runtime/models/cat_int8.tflite)"
-    )
     parser.add_argument("--out", default="-", help="JSON lines file ('-' = stdout, the default)")
     parser.add_argument("--draw", help="folder for copies of the images with the box drawn")
     parser.add_argument(
         "--threshold", type=float, default=0.5, help="present = score >= this (0.5)"
     )
     parser.add_argument("--recursive", action="store_true", help="also look in subfolders")
-    parser.add_argument("--threads", type=int, help="engine threads (default: cores, at most 4)")
-    parser.add_argument("--backend", default="auto", help="auto, tflite, onnx or a backend name")
-    parser.add_argument("--providers", help="ONNX Runtime providers: cuda,tensorrt,openvino,coreml")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_model_args(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
-        out_path = None if args.out == "-" else Path(args.out).expanduser()
-        if out_path is not None and not out_path.parent.is_dir():
-            raise FileNotFoundError(
-                f"folder {out_path.parent} for --out does not exist; create it first"
-            )
-        collect_images(args.inputs, args.recursive)  # fail on a bad path before writing anything
-        loc = Localizer.load(resolve_model(args.model), args.backend, args.threads, args.providers)
-        out = sys.stdout if out_path is None else out_path.open("w", encoding="utf-8")
-        try:
-            summary = run(
-                loc,
-                args.inputs,
-                out,
-                draw=args.draw,
-                threshold=args.threshold,
-                recursive=args.recursive,
-            )
-        finally:
-            if out is not sys.stdout:
-                out.close()
-    except (ValueError, FileNotFoundError) as err:
+        with sigterm_stops():
+            summary = _main(args)
+    except UserError as err:
         return fail(err)
-    _print_summary(summary, args.out if out_path else "stdout")
+    except KeyboardInterrupt as stop:  # before the first image: nothing to summarize
+        return stop_exit_code(stop_reason(stop))
+    _print_summary(summary, args.out if args.out != "-" else "stdout")
+    if summary.stopped_by != "end of input":
+        return stop_exit_code(summary.stopped_by)
     return 1 if summary.errors else 0
+
+
+def _main(args: argparse.Namespace) -> InferSummary:
+    model = resolve_model(args.model)
+    images = collect_images(args.inputs, args.recursive)  # bad paths fail before any write
+    options = {"draw": args.draw, "threshold": args.threshold, "recursive": args.recursive,
+               "max_pixels": args.max_pixels}
+    if args.out == "-":
+        loc = Localizer.load(model, args.backend, args.threads, args.providers,
+                             verify=not args.no_verify)
+        return run(loc, images, sys.stdout, **options)
+    out_path = check_output_file(args.out, "--out")
+    refuse_overwrite([out_path], [*images, model, sidecar_path(model)], "--out")
+    with atomic_output(out_path, "--out") as out:  # opened first: /proc/version fails here
+        loc = Localizer.load(model, args.backend, args.threads, args.providers,
+                             verify=not args.no_verify)
+        return run(loc, images, out, **options)
 
 
 if __name__ == "__main__":

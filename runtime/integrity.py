@@ -18,6 +18,7 @@ import re
 from runtime.errors import UserError
 
 DIGEST_KEY = "edgeloc_digest"
+INTEGRITY = "sha256"  # the contract's ``extra["integrity"]`` in a file sealed by edgeloc
 _PREFIX = b"edgeloc-sha256:"
 PLACEHOLDER = _PREFIX + b"0" * 64  # the metadata value an exporter embeds before sealing
 _PATTERN = re.compile(re.escape(_PREFIX) + rb"[0-9a-f]{64}")
@@ -42,15 +43,18 @@ def digest_of(data: bytes) -> tuple[str, str] | None:
     A marker without 64 hex digits after it (a damaged digest) gives ("", actual), which
     never matches.
     """
-    if data.count(_PREFIX) == 0:
+    start = data.find(_PREFIX)
+    if start < 0:
         return None
-    found = list(_PATTERN.finditer(data))
-    if len(found) != 1 or data.count(_PREFIX) != 1:
+    match = _PATTERN.match(data, start)
+    if match is None or data.find(_PREFIX, start + 1) >= 0:
         return "", hashlib.sha256(data).hexdigest()
-    match = found[0]
     embedded = match.group(0)[len(_PREFIX):].decode()
-    actual = hashlib.sha256(data[: match.start()] + PLACEHOLDER + data[match.end():]).hexdigest()
-    return embedded, actual
+    view = memoryview(data)  # hash around the digest without copying the file
+    hasher = hashlib.sha256(view[: match.start()])
+    hasher.update(PLACEHOLDER)
+    hasher.update(view[match.end():])
+    return embedded, hasher.hexdigest()
 
 
 def check(data: bytes, name: str) -> bool:
@@ -65,9 +69,21 @@ def check(data: bytes, name: str) -> bool:
     if embedded != actual:
         raise UserError(
             f"{name} is damaged: its content does not match the digest it was exported with "
-            f"(sha256 {actual[:12]}... vs {embedded[:12]}...); re-copy or re-export the model"
+            f"(sha256 {actual[:12]}... vs {embedded[:12]}...); re-copy or re-export the model "
+            "(--no-verify loads it unchecked)"
         )
     return True
 
 
-__all__ = ["DIGEST_KEY", "PLACEHOLDER", "check", "digest_of", "placeholder", "seal"]
+def claims_digest(data: bytes) -> bool:
+    """Whether the contract inside ``data`` says the file was sealed, read from the raw bytes.
+
+    The contract is JSON stored as is in both formats, so this needs no parser and runs
+    before the bytes reach an engine: a sealed file whose digest was destroyed is refused
+    before a damaged flatbuffer or protobuf is interpreted.
+    """
+    return f'"integrity": "{INTEGRITY}"'.encode() in data
+
+
+__all__ = ["DIGEST_KEY", "INTEGRITY", "PLACEHOLDER", "check", "claims_digest", "digest_of",
+           "placeholder", "seal"]

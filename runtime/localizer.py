@@ -19,11 +19,15 @@ from runtime.contract import (
     NO_OBJECT,
     SCORE_OUTPUT,
     Contract,
+    all_finite,
     decode_box,
     decode_score,
+    floats,
     preprocess,
     sidecar_path,
 )
+from runtime.errors import ModelError, UserError
+from runtime.integrity import INTEGRITY
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,15 @@ class Localizer:
         self.backend_name = backend.name
         self.provider = backend.provider
         self._box_i, self._score_i = _pick_outputs(backend.outputs, len(contract.labels))
+        box_width = (backend.outputs[self._box_i].shape or (-1,))[-1]
+        width = (backend.outputs[self._score_i].shape or (-1,))[-1]
+        if box_width > 0 and box_width != 4:
+            raise UserError(f"{path}: the box output has {box_width} values, not 4; re-export it")
+        if width > 0 and width != len(contract.labels):
+            raise UserError(
+                f"{path}: the score output has {width} classes but the contract lists "
+                f"{len(contract.labels)} labels {contract.labels}; re-export the model"
+            )
         self._size = contract.input_size
         self._labels = contract.labels
 
@@ -91,6 +104,7 @@ class Localizer:
         providers: Any = None,
         *,
         threshold: float = 0.5,
+        verify: bool = True,
     ) -> Localizer:
         """Open a .tflite or .onnx model with the chosen (or first installed) engine.
 
@@ -101,11 +115,21 @@ class Localizer:
             providers: ONNX Runtime providers or aliases (``cuda``, ``tensorrt``,
                 ``openvino``, ``coreml``); unavailable ones warn and fall back to CPU.
             threshold: score under which ``Result.present`` is False.
+            verify: check the digest edgeloc embeds in the file and refuse a damaged one
+                (False: load files edited by other tools unchecked).
         """
         path = Path(path)
-        engine = open_backend(path, backend, threads, providers)
+        engine = open_backend(path, backend, threads, providers, verify=verify)
         _check_layout(engine.input, path)
         contract = _read_contract(path, engine)
+        if verify and not engine.sealed and contract.extra.get("integrity") == INTEGRITY:
+            raise UserError(
+                f"{path} is damaged: its contract says it was sealed with a digest but no "
+                "valid digest is left; re-copy or re-export the model (--no-verify loads it "
+                "unchecked)"
+            )
+        if not verify:
+            log.info("%s loaded without its integrity check (verify=False)", path)
         _check_input(engine.input, contract, path)
         return cls(engine, contract, path, threshold)
 
@@ -154,8 +178,19 @@ class Localizer:
         self, box: np.ndarray, score: np.ndarray, shape: tuple, invoke_s: float, t0: float
     ) -> Result:
         h, w = shape[:2]
-        norm, px = decode_box(box, self.contract.box_format, w, h)
-        label, prob = decode_score(score, self._labels)
+        box_values, score_values = floats(box), floats(score)
+        if not all_finite(box_values, score_values):
+            raise ModelError(
+                f"model {self.path} returned non-finite outputs (box {box_values}, score "
+                f"{score_values}); the model is broken: re-export or retrain it"
+            )
+        if len(box_values) != 4 or len(score_values) != len(self._labels):  # dynamic shapes
+            raise ModelError(
+                f"model {self.path} returned {len(box_values)} box values and "
+                f"{len(score_values)} scores for {len(self._labels)} labels; re-export it"
+            )
+        norm, px = decode_box(box_values, self.contract.box_format, w, h)
+        label, prob = decode_score(score_values, self._labels)
         return Result(
             box=px,
             box_norm=norm,
@@ -183,19 +218,25 @@ class Localizer:
 
 def _read_contract(path: Path, engine: Backend) -> Contract:
     """The embedded contract, else the sidecar JSON, else one inferred from the tensors (warns)."""
-    if CONTRACT_KEY in engine.metadata:
-        return Contract.from_json(engine.metadata[CONTRACT_KEY])
     side = sidecar_path(path)
-    if side.is_file() and side != path:
-        log.info("contract for %s read from %s", path, side)
-        return Contract.from_json(side.read_bytes())
+    try:
+        if CONTRACT_KEY in engine.metadata:
+            return Contract.from_json(engine.metadata[CONTRACT_KEY])
+        if side.is_file() and side != path:
+            log.info("contract for %s read from %s", path, side)
+            return Contract.from_json(side.read_bytes())
+    except OSError as err:
+        raise UserError(f"cannot read contract {side}: {err.strerror or err}") from None
+    except ValueError as err:  # JSON or a field that is not what the contract says
+        where = path if CONTRACT_KEY in engine.metadata else side
+        raise UserError(f"{where}: {err}; re-export the model") from None
     return _infer_contract(path, engine)
 
 
 def _infer_contract(path: Path, engine: Backend) -> Contract:
     shape = engine.input.shape
     if len(shape) != 4 or not all(isinstance(s, int) and s > 0 for s in shape[1:3]):
-        raise ValueError(
+        raise UserError(
             f"{path} has no edgeloc contract and its input shape {shape} has no fixed size; "
             f"re-export it with edgeloc or write a contract to {sidecar_path(path)}"
         )
@@ -221,7 +262,7 @@ def _check_layout(info: TensorInfo, path: Path) -> None:
     shape = info.shape
     if len(shape) != 4 or shape[-1] != 3:
         layout = " (NCHW? edgeloc models are NHWC)" if len(shape) == 4 and shape[1] == 3 else ""
-        raise ValueError(
+        raise UserError(
             f"{path} input {info.name!r} has shape {shape}{layout}; "
             "expected (1, H, W, 3) RGB: re-export the model with edgeloc"
         )
@@ -230,7 +271,7 @@ def _check_layout(info: TensorInfo, path: Path) -> None:
 def _check_input(info: TensorInfo, contract: Contract, path: Path) -> None:
     h, w = info.shape[1], info.shape[2]
     if h > 0 and w > 0 and (h, w) != tuple(contract.input_size):
-        raise ValueError(
+        raise UserError(
             f"{path} input is {w}x{h} but its contract says "
             f"{contract.input_size[1]}x{contract.input_size[0]}; re-export the model"
         )
@@ -246,7 +287,7 @@ def _check_input(info: TensorInfo, contract: Contract, path: Path) -> None:
 def _pick_outputs(outputs: list[TensorInfo], k: int | None) -> tuple[int, int]:
     """Indices of the box and score outputs: by name, else by shape (4 vs K)."""
     if len(outputs) != 2:
-        raise ValueError(
+        raise UserError(
             f"model has {len(outputs)} outputs; an edgeloc localizer has 'box' and "
             "'score' (boxes and scores must stay separate for int8)"
         )
@@ -266,6 +307,6 @@ def _pick_outputs(outputs: list[TensorInfo], k: int | None) -> tuple[int, int]:
             "outputs %s are not named box/score; taking the first 4-wide one as the box", names
         )
         return fours[0], 1 - fours[0]
-    raise ValueError(
+    raise UserError(
         f"cannot tell the box output among {names} with shapes {[o.shape for o in outputs]}"
     )

@@ -10,6 +10,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from runtime.errors import UserError
 from runtime.localizer import Result
 
 GREEN, GREY, WHITE = (60, 220, 60), (160, 160, 160), (255, 255, 255)
@@ -96,7 +97,7 @@ class BoxSmoother:
 
     def __init__(self, alpha: float = 0.0):
         if not 0.0 <= alpha < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {alpha}; try --smooth 0.5")
+            raise UserError(f"smoothing must be in [0, 1), got {alpha}; try --smooth 0.5")
         self.alpha = alpha
         self._box: np.ndarray | None = None
 

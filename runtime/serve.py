@@ -2,6 +2,11 @@
 
 For a headless Raspberry Pi watched from a laptop browser. It binds to 127.0.0.1 unless
 told otherwise; binding to another address exposes the camera to that network.
+
+Bounded like a small public server: a client has ``HEADER_TIMEOUT`` seconds to send its
+request headers (slowloris), a stalled socket times out after ``IO_TIMEOUT``, at most
+``max_viewers`` streams run at once (more get 503) and at most ``max_viewers + 16``
+connections are open (more are closed unanswered): one thread each, so a bounded count.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ import errno
 import html
 import json
 import logging
+import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,9 +24,15 @@ from typing import Any
 import cv2
 import numpy as np
 
+from runtime.errors import UserError
+
 log = logging.getLogger(__name__)
 
 BOUNDARY = "edgeloc-frame"
+DEFAULT_MAX_VIEWERS = 4  # a Pi encodes one JPEG per frame for all; each viewer costs a send
+HEADER_TIMEOUT = 5.0  # seconds to send the request line and headers, in total
+IO_TIMEOUT = 10.0  # one socket read or write (a viewer that stopped reading)
+_SPARE_CONNECTIONS = 16  # page, stats and not-yet-parsed connections beside the streams
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{background:#111;color:#ddd;font:14px sans-serif;margin:1em}}
@@ -47,7 +60,7 @@ def parse_address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     if not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"--serve wants HOST:PORT such as 127.0.0.1:8080, got {text!r}")
+        raise UserError(f"--serve wants HOST:PORT such as 127.0.0.1:8080, got {text!r}")
     return host, int(port)
 
 
@@ -55,9 +68,18 @@ class MjpegServer:
     """Serves the latest published frame as an MJPEG stream at /stream.mjpg, a page at /."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 8080, title: str = "edgeloc", quality: int = 80
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        title: str = "edgeloc",
+        quality: int = 80,
+        max_viewers: int = DEFAULT_MAX_VIEWERS,
+        header_timeout: float = HEADER_TIMEOUT,
     ):
         self.host, self.port, self.title, self.quality = host, port, title, quality
+        self.max_viewers, self.header_timeout = max_viewers, header_timeout
+        self.connections = 0  # open connections, streams or not
+        self.refused = 0  # connections closed for the caps
         self._cond = threading.Condition()
         self._jpeg: bytes | None = None
         self._seq = 0
@@ -74,25 +96,29 @@ class MjpegServer:
         return f"http://{host}:{self.port}/"
 
     def start(self) -> MjpegServer:
-        """Bind and serve in a background thread; a busy port raises ValueError."""
+        """Bind and serve in a background thread; a busy port raises UserError."""
         server = self
 
         class Handler(_Handler):
             owner = server
 
+        class Server(_Server):
+            owner = server
+            address_family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
         try:
-            self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
+            self._httpd = Server((self.host, self.port), Handler)
         except OSError as err:
+            shown = f"[{self.host}]" if ":" in self.host else self.host
             if err.errno == errno.EADDRINUSE:
-                raise ValueError(
+                raise UserError(
                     f"port {self.port} on {self.host} is already in use; pick another "
-                    f"with --serve {self.host}:{self.port + 1}"
+                    f"with --serve {shown}:{self.port + 1}"
                 ) from None
-            raise ValueError(
+            raise UserError(
                 f"cannot serve on {self.host}:{self.port} ({err.strerror}); "
                 "pass --serve 127.0.0.1:8080 or a local address"
             ) from None
-        self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]  # port 0 picks a free one
         if self.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("serving on %s: anyone on that network can watch this stream", self.url)
@@ -131,9 +157,23 @@ class MjpegServer:
                 return seen, None
             return self._seq, self._jpeg if self._seq > seen else b""
 
-    def _count_viewer(self, delta: int) -> None:
+    def _count_viewer(self, delta: int) -> bool:
+        """Add (+1) or remove (-1) a stream viewer; False when +1 would pass the cap."""
         with self._cond:
+            if delta > 0 and self.viewers >= self.max_viewers:
+                self.refused += 1
+                return False
             self.viewers += delta
+            return True
+
+    def _count_connection(self, delta: int) -> bool:
+        """Add or remove an open connection; False when +1 would pass the cap."""
+        with self._cond:
+            if delta > 0 and self.connections >= self.max_viewers + _SPARE_CONNECTIONS:
+                self.refused += 1
+                return False
+            self.connections += delta
+            return True
 
     def page(self) -> bytes:
         return _PAGE.format(title=html.escape(self.title)).encode()
@@ -155,9 +195,62 @@ class MjpegServer:
             self._thread.join(timeout=2.0)
 
 
+class _Server(ThreadingHTTPServer):
+    """Closes connections over the cap before a thread is started for them."""
+
+    owner: MjpegServer
+    daemon_threads = True
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        return self.owner._count_connection(+1)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread: the handler will never uncount it
+            self.owner._count_connection(-1)
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("mjpeg client %s dropped: %s", client_address, sys.exc_info()[1])  # no traceback
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.owner._count_connection(-1)
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: MjpegServer
     protocol_version = "HTTP/1.0"
+    timeout = IO_TIMEOUT  # per socket operation, set by StreamRequestHandler.setup
+
+    def setup(self) -> None:
+        super().setup()
+        # A total deadline for the request line and headers: the per-read timeout alone
+        # lets a client trickle one byte every few seconds for hours (slowloris).
+        self._deadline = threading.Timer(self.owner.header_timeout, self._expire)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _expire(self) -> None:
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
+        except OSError:
+            pass
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()  # reads the headers
+        self._deadline.cancel()
+        return ok
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        try:
+            super().finish()
+        except OSError:  # the peer is gone or the deadline shut the socket
+            pass
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = self.path.split("?", 1)[0]
@@ -185,13 +278,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self) -> None:
         owner = self.owner
-        self.send_response(200)
-        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        owner._count_viewer(+1)
+        if not owner._count_viewer(+1):
+            body = (f"{owner.max_viewers} viewers are already watching; close one or restart "
+                    "with a larger --max-viewers\n").encode()
+            self._send(503, "text/plain", body)
+            return
         seen = 0
         try:
+            self.send_response(200)
+            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
             while True:
                 seen, jpeg = owner.next_frame(seen)
                 if jpeg is None:

@@ -9,22 +9,28 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import queue
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
 
 from data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTS, ImageError, list_images, read_image
+from runtime.errors import UserError
+from runtime.paths import stat_path
 
 log = logging.getLogger(__name__)
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 _MAX_FAILS = 25  # consecutive read failures before a source counts as gone
+_V4L2_MAJOR = 81  # Linux video4linux character devices (/dev/video0): cameras, allowed
 _HINT = ("pass a camera index (0), a video file, an image folder, a glob ('frames/*.jpg') "
          "or an rtsp:// URL")
 
@@ -45,6 +51,7 @@ class Source:
 
     live = False
     fps = 30.0
+    files: ClassVar[list[Path]] = []  # the files it reads (never to be replaced by an output)
 
     def read(self) -> Frame | None:
         raise NotImplementedError
@@ -73,44 +80,57 @@ class CaptureSource(Source):
 
     def __init__(self, target: int | str, live: bool, loop: bool = False):
         self.target, self.live, self.loop = target, live, loop
+        self.files = [] if live else [Path(str(target))]
         self._cap = _quiet_capture(target)
         if not self._cap.isOpened():
             self._cap.release()
             if isinstance(target, int):
-                raise ValueError(
+                raise UserError(
                     f"no camera at index {target}; pass --source video.mp4 or an image folder"
                 )
             if live:
-                raise ValueError(
+                raise UserError(
                     f"cannot open stream {target}; check the URL and that it is reachable"
                 )
-            raise ValueError(
+            raise UserError(
                 f"cannot decode video {target}; convert it to .mp4 (H.264) or pass an image folder"
             )
         ok, first = self._cap.read()
         if not ok or first is None:
             self._cap.release()
             what = f"camera {target}" if isinstance(target, int) else str(target)
-            raise ValueError(f"{what} opened but gave no frame; it is not a readable video source")
+            raise UserError(f"{what} opened but gave no frame; it is not a readable video source")
         self._pending: np.ndarray | None = first
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 1 <= fps <= 240 else 30.0
         self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not live else 0
         self._index = 0
-        self._fails = 0
+        self._owed = 0  # failed reads that a later frame proved were lost frames
 
     def read(self) -> Frame | None:
+        if self._owed:
+            self._owed -= 1
+            return self._lost()
         if self._pending is not None:
             image, self._pending = self._pending, None
             return self._frame(image)
-        ok, image = self._cap.read()
-        if ok and image is not None:
-            self._fails = 0
-            return self._frame(image)
-        if self._failed_midstream():
-            self._fails += 1
-            self._index += 1
-            return Frame(self._index - 1, None, str(self.target), "frame could not be read")
+        fails = 0
+        while True:
+            ok, image = self._cap.read()
+            if ok and image is not None:
+                if not fails:
+                    return self._frame(image)
+                # Only now are the failed reads known to be lost frames, not the end.
+                self._owed, self._pending = fails - 1, image
+                return self._lost()
+            if fails >= _MAX_FAILS or not self._may_retry():
+                break
+            fails += 1
+        # Failed reads never followed by a frame are the end of the source (a container
+        # whose frame count is an estimate says "more"): not counted as failed frames.
+        if fails:
+            log.info("%s ended after %d frames (%d more reads failed)", self.target,
+                     self._index, fails)
         if self.loop and not self.live and self._index > 0:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, image = self._cap.read()
@@ -122,10 +142,12 @@ class CaptureSource(Source):
         self._index += 1
         return Frame(self._index - 1, image, str(self.target))
 
-    def _failed_midstream(self) -> bool:
-        """A read failed: is it a bad frame to skip (True) or the end of the source (False)?"""
-        if self._fails >= _MAX_FAILS:
-            return False
+    def _lost(self) -> Frame:
+        self._index += 1
+        return Frame(self._index - 1, None, str(self.target), "frame could not be read")
+
+    def _may_retry(self) -> bool:
+        """A read failed: may more frames follow (retry) or is this the end of the source?"""
         if self.live:
             time.sleep(0.01)
             return True
@@ -142,6 +164,7 @@ class ImageSource(Source):
     def __init__(self, paths: list[Path], loop: bool = False,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.paths, self.loop, self.max_pixels = paths, loop, max_pixels
+        self.files = list(paths)
         self._i = 0
 
     def read(self) -> Frame | None:
@@ -158,8 +181,14 @@ class ImageSource(Source):
         return Frame(self._i - 1, image, str(path))
 
 
-def open_frames(spec: str | int, loop: bool = False) -> Source:
-    """Open ``--source``: camera index, stream URL, video file, image folder, glob or image file."""
+def open_frames(
+    spec: str | int, loop: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Source:
+    """Open ``--source``: camera index, stream URL, video file, image folder, glob or image file.
+
+    A path that is neither a regular file, a folder nor a camera device (a FIFO, a socket,
+    ``/dev/zero``) is refused from ``stat``: opening it could block forever.
+    """
     text = str(spec).strip()
     if text.isdigit():
         return CaptureSource(int(text), live=True)
@@ -168,20 +197,28 @@ def open_frames(spec: str | int, loop: bool = False) -> Source:
     if any(c in text for c in "*?["):
         paths = sorted(Path(p) for p in glob.glob(text) if Path(p).suffix.lower() in IMAGE_EXTS)
         if not paths:
-            raise FileNotFoundError(f"no images match {text!r}; {_HINT}")
-        return ImageSource(paths, loop)
+            raise UserError(f"no images match {text!r}; {_HINT}")
+        return ImageSource(paths, loop, max_pixels)
     path = Path(text).expanduser()
-    if path.is_dir():
-        paths = list_images(path)
+    info = stat_path(path, "source", _HINT)
+    if stat.S_ISDIR(info.st_mode):
+        try:
+            paths = list_images(path)
+        except OSError as err:
+            raise UserError(f"cannot list folder {path}: {err.strerror or err}") from None
         if not paths:
-            raise FileNotFoundError(
+            raise UserError(
                 f"no images ({', '.join(sorted(IMAGE_EXTS))}) in folder {path}; {_HINT}"
             )
-        return ImageSource(paths, loop)
-    if not path.exists():
-        raise FileNotFoundError(f"source {path} not found; {_HINT}")
+        return ImageSource(paths, loop, max_pixels)
+    if stat.S_ISCHR(info.st_mode) and os.major(info.st_rdev) == _V4L2_MAJOR:
+        return CaptureSource(str(path), live=True)  # /dev/video0: a camera by its device
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(
+            f"source {path} is not a regular file (a FIFO, socket or device); {_HINT}"
+        )
     if path.suffix.lower() in IMAGE_EXTS:
-        return ImageSource([path], loop)
+        return ImageSource([path], loop, max_pixels)
     return CaptureSource(str(path), live=False, loop=loop)
 
 

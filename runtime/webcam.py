@@ -6,7 +6,9 @@
 
 Capture runs in its own thread. A live source keeps only the newest frame (stale ones
 are dropped and counted); a file source is processed frame by frame. Stops on Ctrl-C,
-`q` in the window or the end of the source, then prints a summary.
+SIGTERM, `q` in the window or the end of the source, then prints a summary. `--save` keeps
+every processed frame (other sizes letterboxed) and never replaces the source or model;
+the exit code is 1 when any frame failed (unreadable, model error, not written).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import argparse
 import logging
 import os
 import queue
-import signal
 import sys
 import threading
 import time
@@ -26,16 +27,32 @@ from typing import Any
 
 import cv2
 import numpy as np
+from rich.markup import escape
 
-from runtime._cli import console, fail, resolve_model, setup_logging
+from data.images import DEFAULT_MAX_PIXELS
+from runtime._cli import (
+    add_model_args,
+    console,
+    fail,
+    int_in,
+    resolve_model,
+    setup_logging,
+    sigterm_stops,
+    stop_reason,
+)
+from runtime.contract import sidecar_path
+from runtime.errors import UserError
 from runtime.localizer import Localizer, Result
 from runtime.overlay import BoxSmoother, FpsMeter, HudValues, draw_hud, draw_result
-from runtime.serve import MjpegServer, parse_address
+from runtime.paths import check_output_file, refuse_overwrite
+from runtime.saver import VideoSaver
+from runtime.serve import DEFAULT_MAX_VIEWERS, MjpegServer, parse_address
 from runtime.sources import Capture, open_frames
 
 log = logging.getLogger(__name__)
 _WINDOW = "edgeloc (q to quit)"
 _KEEP = 1 << 16  # latency samples kept for percentiles: fixed memory on endless runs
+_WARN_FAILS = 10  # failed frames logged one by one; later ones are only counted
 
 
 @dataclass
@@ -45,6 +62,8 @@ class Summary:
     frames: int = 0
     dropped: int = 0
     failed: int = 0
+    written: int | None = None  # frames in the --save video (None: not saving)
+    failures: dict[str, int] = field(default_factory=dict)  # reason -> failed frames
     seconds: float = 0.0
     stopped_by: str = "end of source"
     backend: str = ""
@@ -56,6 +75,14 @@ class Summary:
         i = self.frames % _KEEP
         self.latency[i], self.per_frame[i] = result.latency_ms, frame_ms
         self.frames += 1
+
+    def fail(self, reason: str, detail: str) -> None:
+        """Count a failed frame under ``reason``; the first few are logged."""
+        self.failed += 1
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+        if self.failed <= _WARN_FAILS:
+            more = " (further failures are only counted)" if self.failed == _WARN_FAILS else ""
+            log.warning("%s: %s%s", reason, detail, more)
 
     def _pct(self, arr: np.ndarray, q: float) -> float:
         n = min(self.frames, _KEEP)
@@ -70,6 +97,8 @@ class Summary:
             "frames": self.frames,
             "dropped": self.dropped,
             "failed": self.failed,
+            "failures": dict(self.failures),
+            "written": self.written,
             "seconds": round(self.seconds, 3),
             "fps": round(self.fps, 2),
             "latency_p50_ms": round(self._pct(self.latency, 50), 3),
@@ -90,6 +119,8 @@ class Summary:
             ("frames processed", str(d["frames"])),
             ("dropped (stale, live sources)", str(d["dropped"])),
             ("failed (skipped)", str(d["failed"])),
+            *((f"  {reason}", str(n)) for reason, n in self.failures.items()),
+            *((("written to --save", str(d["written"])),) if self.written is not None else ()),
             ("wall time", f"{d['seconds']:.2f} s"),
             ("mean FPS", f"{d['fps']:.1f}"),
             (
@@ -103,7 +134,7 @@ class Summary:
         if self.error:
             rows.append(("source error", self.error))
         for k, v in rows:
-            table.add_row(k, v)
+            table.add_row(k, escape(v))
         console.print(table)
 
 
@@ -116,16 +147,6 @@ def gui_available() -> bool:
     if sys.platform.startswith("linux"):
         return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     return True
-
-
-def _open_writer(path: Path, fps: float, shape: tuple) -> cv2.VideoWriter:
-    fourcc = cv2.VideoWriter_fourcc(
-        *("mp4v" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG")
-    )
-    writer = cv2.VideoWriter(str(path), fourcc, fps, (shape[1], shape[0]))
-    if not writer.isOpened():
-        raise ValueError(f"cannot write video {path}; use a .mp4 or .avi name in a writable folder")
-    return writer
 
 
 def run(
@@ -143,6 +164,9 @@ def run(
     threads: int | None = None,
     backend: str = "auto",
     providers: Any = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_viewers: int = DEFAULT_MAX_VIEWERS,
+    verify: bool = True,
     on_frame: Callable[[np.ndarray, Result], None] | None = None,
     on_start: Callable[[dict[str, Any]], None] | None = None,
     stop: threading.Event | None = None,
@@ -152,33 +176,38 @@ def run(
     Args:
         pace: play file sources at their own frame rate (default: only when shown or served).
         loop: restart a file source at its end (a looping demo for --serve).
+        max_pixels: image-folder frames over this many pixels are failed frames.
+        max_viewers: concurrent MJPEG stream viewers; more are answered 503.
         on_frame: called with each drawn BGR frame and its result (tests, custom sinks).
         on_start: called once with {"url": ...} when outputs are ready.
         stop: set it from another thread to end the run.
     """
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"--threshold must be in [0, 1], got {threshold}")
+        raise UserError(f"--threshold must be in [0, 1], got {threshold}")
+    if max_frames is not None and max_frames < 1:
+        raise UserError(f"--max-frames must be >= 1, got {max_frames}")
     smoother = BoxSmoother(smooth)
-    save_path = Path(save).expanduser() if save else None
-    if save_path is not None and not save_path.parent.is_dir():
-        raise FileNotFoundError(
-            f"folder {save_path.parent} for --save does not exist; create it first"
-        )
+    save_path = check_output_file(save, "--save") if save else None
     loc = (
         model
         if isinstance(model, Localizer)
-        else Localizer.load(model, backend, threads, providers, threshold=threshold)
+        else Localizer.load(model, backend, threads, providers, threshold=threshold, verify=verify)
     )
     loc.threshold = threshold
-    src = open_frames(source, loop=loop)
+    src = open_frames(source, loop=loop, max_pixels=max_pixels)
     server = None
     try:
+        if save_path is not None:
+            inputs = [*src.files, loc.path, sidecar_path(loc.path)]
+            refuse_overwrite([save_path], inputs, "--save")
         if serve:
             server = MjpegServer(
-                *parse_address(serve), title=f"edgeloc: {Path(str(loc.path)).name}"
+                *parse_address(serve),
+                title=f"edgeloc: {Path(str(loc.path)).name}",
+                max_viewers=max_viewers,
             ).start()
-            console.print(f"serving the stream on [bold]{server.url}[/] (Ctrl-C to stop)")
-    except Exception:
+            console.print(f"serving the stream on [bold]{escape(server.url)}[/] (Ctrl-C to stop)")
+    except BaseException:
         src.close()
         raise
     window = display and gui_available()
@@ -187,10 +216,12 @@ def run(
     pace = (window or server is not None) and not src.live if pace is None else pace
     summary = Summary(backend=f"{loc.backend_name}/{loc.provider}")
     capture = Capture(src, prepare=lambda image: loc.prepare(image, bgr=True)).start()
-    writer, meter, hud, period = None, FpsMeter(), HudValues(), 1.0 / src.fps
+    saver = VideoSaver(save_path, src.fps) if save_path is not None else None
+    meter, hud, period = FpsMeter(), HudValues(), 1.0 / src.fps
     if on_start:
         on_start({"url": server.url if server else None})
     t_start = next_due = time.perf_counter()
+    finished = False
     try:
         while True:
             if stop is not None and stop.is_set():
@@ -203,22 +234,20 @@ def run(
             if frame is None:
                 break
             if frame.image is None:
-                summary.failed += 1
-                log.warning("skipped frame %d (%s): %s", frame.index, frame.name, frame.error)
+                summary.fail("unreadable frame", f"frame {frame.index} ({frame.name}): "
+                             f"{frame.error}")
                 continue
             t0 = time.perf_counter()
             try:
                 result = loc.predict(frame.image, bgr=True, pixels=frame.pixels)
-                img = draw_result(frame.image, result, smoother.update(result))
-                draw_hud(img, *hud.update(meter.tick(), result.latency_ms))
-            except Exception as err:  # one bad frame must not end a live run
-                summary.failed += 1
-                log.warning("frame %d failed: %s", frame.index, err)
+            except UserError as err:  # a model error or NaN on one frame: count it, go on
+                summary.fail("model error", f"frame {frame.index}: {err}")
                 continue
+            img = draw_result(frame.image, result, smoother.update(result))
+            draw_hud(img, *hud.update(meter.tick(), result.latency_ms))
             summary.record(result, (time.perf_counter() - t0) * 1e3)
-            if save_path is not None:
-                writer = writer or _open_writer(save_path, src.fps, img.shape)
-                writer.write(img)
+            if saver is not None and not saver.write(img):
+                summary.fail("not written", f"frame {frame.index} to {save_path}")
             if server is not None:
                 server.publish(
                     img,
@@ -244,14 +273,16 @@ def run(
             if pace:  # play files at their own rate; when late, do not rush to catch up
                 next_due = max(next_due + period, time.perf_counter())
                 time.sleep(max(0.0, next_due - time.perf_counter()))
-    except KeyboardInterrupt:
-        summary.stopped_by = "Ctrl-C"
+        finished = True
+    except KeyboardInterrupt as err:
+        summary.stopped_by = stop_reason(err)
+        finished = True  # a stop by signal keeps the video so far
     finally:
         summary.seconds = time.perf_counter() - t_start
         capture.stop()
         summary.dropped, summary.error = capture.dropped, capture.error
-        if writer is not None:
-            writer.release()
+        if saver is not None:
+            _close_saver(saver, summary, keep=finished)
         if server is not None:
             server.stop()
             if summary.stopped_by == "end of source" and not src.live:
@@ -261,16 +292,20 @@ def run(
     return summary
 
 
-def _sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # stop like Ctrl-C: summary, clean exit
+def _close_saver(saver: VideoSaver, summary: Summary, keep: bool) -> None:
+    """Commit the --save video and count frames the file does not hold as failed."""
+    summary.written = saver.close(keep=keep)
+    if keep and summary.written < saver.written:
+        lost = saver.written - summary.written
+        summary.failed += lost
+        summary.failures["not written"] = summary.failures.get("not written", 0) + lost
+        log.warning("%s holds %d of the %d frames written to it", saver.path,
+                    summary.written, saver.written)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m runtime.webcam", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument(
-        "--model", help="a .tflite or .onnx model (default: runtime/models/cat_int8.tflite)"
     )
     parser.add_argument(
         "--source",
@@ -284,7 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--serve",
         metavar="HOST:PORT",
-        help="serve a page with a live MJPEG stream (e.g. 127.0.0.1:8080)",
+        help="serve a page with a live MJPEG stream (e.g. 127.0.0.1:8080 or [::1]:8080)",
+    )
+    parser.add_argument(
+        "--max-viewers",
+        type=int_in(1, 1000),
+        default=DEFAULT_MAX_VIEWERS,
+        help=f"concurrent stream viewers for --serve (default {DEFAULT_MAX_VIEWERS})",
     )
     parser.add_argument("--no-display", action="store_true", help="never open a window")
     parser.add_argument(
@@ -296,46 +337,45 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="process files as fast as possible even when shown or served",
     )
-    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
-    parser.add_argument("--threads", type=int, help="engine threads (default: cores, at most 4)")
-    parser.add_argument("--backend", default="auto", help="auto, tflite, onnx or a backend name")
-    parser.add_argument("--providers", help="ONNX Runtime providers: cuda,tensorrt,openvino,coreml")
+    parser.add_argument("--max-frames", type=int_in(1), help="stop after this many frames")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_model_args(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     # OpenCV's own thread pool costs more than it saves on one frame's resize and colour
     # swap (92 us vs 42 us for 640x480 -> 128 px here); capture and inference already run
     # in two threads of their own.
     cv2.setNumThreads(1)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _sigterm)
     try:
-        summary = run(
-            resolve_model(args.model),
-            args.source,
-            threshold=args.threshold,
-            save=args.save,
-            serve=args.serve,
-            display=not args.no_display,
-            smooth=args.smooth,
-            pace=False if args.no_pace else None,
-            loop=args.loop,
-            max_frames=args.max_frames,
-            threads=args.threads,
-            backend=args.backend,
-            providers=args.providers,
-        )
-    except (ValueError, FileNotFoundError) as err:
+        with sigterm_stops():  # SIGTERM stops like Ctrl-C: summary, clean exit
+            summary = run(
+                resolve_model(args.model),
+                args.source,
+                threshold=args.threshold,
+                save=args.save,
+                serve=args.serve,
+                display=not args.no_display,
+                smooth=args.smooth,
+                pace=False if args.no_pace else None,
+                loop=args.loop,
+                max_frames=args.max_frames,
+                threads=args.threads,
+                backend=args.backend,
+                providers=args.providers,
+                max_pixels=args.max_pixels,
+                max_viewers=args.max_viewers,
+                verify=not args.no_verify,
+            )
+    except UserError as err:
         return fail(err)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the first frame: nothing to summarize
         return 130
     summary.print()
     if args.json:
         import json
 
         print(json.dumps(summary.to_dict()))
-    return 0
+    return 1 if summary.failed else 0
 
 
 if __name__ == "__main__":

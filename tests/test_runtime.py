@@ -17,6 +17,7 @@ import pytest
 from runtime import BACKENDS, Localizer
 from runtime._tensors import TensorInfo, dequantizer
 from runtime.backends import resolve_providers, sniff_format
+from runtime.errors import UserError
 from tests import test_runtime_helpers as helpers
 from tests._predict_summary import summary
 from tests.test_runtime_helpers import BOX_XYXY, LABELS, SCORE, SIZE
@@ -148,8 +149,11 @@ def test_backend_and_provider_choices(runtime_models):
         Localizer.load(runtime_models["u8"], backend="trt")
     with pytest.raises(ValueError, match="runs onnx models"):
         Localizer.load(runtime_models["u8"], backend="onnxruntime")
-    with pytest.raises(ValueError, match="threads must be >= 1"):
-        Localizer.load(runtime_models["u8"], threads=0)
+    for threads in (0, 100_000):  # TFLite segfaulted and ONNX Runtime hung at 100,000
+        with pytest.raises(UserError, match=f"threads must be between 1 and 64, got {threads}"):
+            Localizer.load(runtime_models["u8"], threads=threads)
+        with pytest.raises(UserError, match="threads must be between 1 and 64"):
+            Localizer.load(runtime_models["onnx"], threads=threads)
     with pytest.warns(UserWarning, match="CUDAExecutionProvider is not available"):
         loc = Localizer.load(runtime_models["onnx"], providers=["cuda"], threads=1)
     assert loc.predict(_image()).provider == "CPUExecutionProvider"
@@ -165,7 +169,7 @@ def _bad_models(
     folder: Path, good_tflite: bytes, good_onnx: bytes
 ) -> dict[str, tuple[Path, type, str]]:
     cases = {
-        "missing": (folder / "nope.tflite", FileNotFoundError, "not found.*make models"),
+        "missing": (folder / "nope.tflite", UserError, "not found.*make models"),
         "empty": (folder / "empty.tflite", ValueError, "empty or truncated"),
         "truncated_tflite": (folder / "cut.tflite", ValueError, "TFLite model"),
         "text_as_tflite": (folder / "text.tflite", ValueError, "no 'TFL3' identifier"),

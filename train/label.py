@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 
 from data.images import IMAGE_EXTS, list_images, read_image
-from runtime.atomic import staged
+from runtime.errors import UserError
+from runtime.paths import atomic_output, refuse_overwrite
 
 # Cascade name -> (file in cv2.data.haarcascades, default label).
 CASCADES: dict[str, tuple[str, str]] = {
@@ -86,6 +87,9 @@ def run(
     files = list_images(images, recursive=True)
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) under {images}")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; pass a CSV file name such as {out / 'labels.csv'}")
+    refuse_overwrite([out], files, "--out")  # `--out photos/a.jpg` must not eat a photo
     detector = load_cascade(cascade)
     label = label or CASCADES[cascade][1]
     report = LabelReport(out=out, images=images, total=len(files))
@@ -112,7 +116,7 @@ def run(
         x1, y1, x2, y2 = (int(v) for v in boxes[0])
         rows.append([rel, f"[{x1}, {y1}, {x2}, {y2}]", label])
         report.labelled += 1
-    with staged(out) as tmp, tmp.open("w", newline="") as fh:
+    with atomic_output(out, "--out", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["image", "bbox", "label"])
         writer.writerows(rows)

@@ -1,0 +1,58 @@
+"""Seal a copy of a model file the way the exporter does, to measure the runtime's check.
+
+Until the exporters embed the digest themselves, the committed default models carry none;
+``sealed_copy`` adds the ``edgeloc_digest`` placeholder and ``"integrity": "sha256"`` in the
+contract's ``extra`` (a TFLite metadata entry or ONNX ``metadata_props``), then fills the
+digest with ``runtime.integrity.seal``: the same bytes an edgeloc export will write.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from runtime.contract import CONTRACT_KEY, read_tflite_metadata
+from runtime.integrity import DIGEST_KEY, INTEGRITY, placeholder, seal
+
+
+def _sealed_contract(text: bytes | str) -> bytes:
+    contract = json.loads(text)
+    contract.setdefault("extra", {})["integrity"] = INTEGRITY
+    return json.dumps(contract, sort_keys=True).encode()
+
+
+def sealed_bytes(data: bytes, fmt: str, *, claim: bool = True) -> bytes:
+    """``data`` (a "tflite" or "onnx" model with an edgeloc contract) with a digest embedded.
+
+    ``claim=False`` leaves the contract alone (a digest without the contract's promise).
+    """
+    if fmt == "tflite":
+        from export._flatbuffer import edit_tflite
+
+        entries = {DIGEST_KEY: placeholder().encode()}
+        if claim:
+            entries[CONTRACT_KEY] = _sealed_contract(read_tflite_metadata(data)[CONTRACT_KEY])
+        return seal(edit_tflite(data, entries))
+    import onnx
+
+    proto = onnx.load_from_string(data)
+    props = {p.key: p.value for p in proto.metadata_props}
+    if claim:
+        props[CONTRACT_KEY] = _sealed_contract(props[CONTRACT_KEY]).decode()
+    props[DIGEST_KEY] = placeholder()
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        proto.metadata_props.add(key=key, value=value)
+    return seal(proto.SerializeToString())
+
+
+def sealed_copy(src: str | Path, dst: str | Path, *, claim: bool = True) -> Path:
+    """Write a sealed copy of the model ``src`` to ``dst``; returns ``dst``."""
+    src, dst = Path(src), Path(dst)
+    data = src.read_bytes()
+    fmt = "tflite" if data[4:8] == b"TFL3" else "onnx"
+    dst.write_bytes(sealed_bytes(data, fmt, claim=claim))
+    return dst
+
+
+__all__ = ["sealed_bytes", "sealed_copy"]

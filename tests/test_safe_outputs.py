@@ -1,0 +1,226 @@
+"""Issue 12: outputs never replace inputs, are atomic, and --save keeps every frame."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime import infer, webcam
+from runtime.errors import UserError
+from runtime.paths import atomic_output, refuse_overwrite
+from runtime.saver import letterbox
+from tests import test_runtime_helpers as helpers
+from tests.test_runtime_helpers import write_images
+
+runtime_models, video_file = helpers.runtime_models, helpers.video_file  # session fixtures
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_infer_never_writes_over_its_inputs(runtime_models, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    images = write_images(photos, n=3)
+    model = runtime_models["u8"]
+    (tmp_path / "link.jpg").symlink_to(images[0])
+    os.link(images[1], tmp_path / "hard.jpg")
+    before = _snapshot(photos)
+    cases = [
+        ([str(images[0]), "--out", str(images[0])], f"--out would overwrite the input {images[0]}"),
+        ([str(images[0]), "--out", str(tmp_path / "link.jpg")], "would overwrite the input"),
+        ([str(photos), "--out", str(tmp_path / "hard.jpg")], "would overwrite the input"),
+        ([str(photos), "--draw", str(photos)], f"--draw {photos} would overwrite the input"),
+        ([str(images[0]), "--out", str(model)], f"would overwrite the input {model}"),
+        ([str(images[0]), "--out", str(photos)], "is a folder; pass a file name"),
+        ([str(images[0]), "--draw", str(images[1])], "is a file, not a folder"),
+        ([str(images[0]), "--out", "/proc/version"], "cannot write --out /proc/version"),
+    ]
+    for argv, message in cases:
+        assert infer.main(["--model", str(model), *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err.replace("\n", "") and "Traceback" not in err, argv
+    assert _snapshot(photos) == before and not list(photos.glob(".*"))
+
+
+def test_infer_replaces_other_files_atomically(runtime_models, tmp_path, capsys):
+    images = write_images(tmp_path / "photos", n=2)
+    out, drawn = tmp_path / "r.jsonl", tmp_path / "drawn"
+    out.write_text("old results\n")
+    drawn.mkdir()
+    (drawn / "img_00.jpg").write_bytes(b"an old drawing")
+    argv = ["--model", str(runtime_models["u8"]), *map(str, images), "--out", str(out)]
+    assert infer.main([*argv, "--draw", str(drawn)]) == 0
+    assert [json.loads(x)["image"] for x in out.read_text().splitlines()] == list(map(str, images))
+    assert cv2.imread(str(drawn / "img_00.jpg")).shape == cv2.imread(str(images[0])).shape
+    # a run that fails (a damaged model) leaves the old results and no temporary file
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(runtime_models["u8"].read_bytes()[:4000])
+    kept = out.read_text()
+    assert infer.main([*argv[2:], "--model", str(bad)]) == 2
+    assert out.read_text() == kept and sorted(p.name for p in tmp_path.iterdir()) == [
+        "bad.tflite", "drawn", "photos", "r.jsonl"]
+    capsys.readouterr()
+
+
+def test_refuse_overwrite_and_atomic_output_helpers(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("input")
+    refuse_overwrite([b, tmp_path / "missing"], [a, tmp_path / "gone"], "--out")  # fine
+    with pytest.raises(UserError, match=f"--out would overwrite the input {a}"):
+        refuse_overwrite([tmp_path / "." / "a.txt"], [a], "--out")
+    with pytest.raises(RuntimeError), atomic_output(b, "--out") as fh:
+        fh.write("half")
+        raise RuntimeError("crash mid-write")
+    assert not b.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+    with atomic_output("/dev/null", "--out") as fh:  # a device is written, never replaced
+        fh.write("x")
+    assert Path("/dev/null").is_char_device()
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_infer_prints_the_summary_and_keeps_the_results(runtime_models, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    one = write_images(tmp_path / "one", n=1, size=(60, 80))[0].read_bytes()
+    for i in range(3000):
+        (folder / f"{i:04d}.jpg").write_bytes(one)
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.infer", "--model", str(runtime_models["u8"]),
+         str(folder), "--out", str(out), "--threads", "1"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    def written() -> int:  # bytes the run has flushed to its temporary file so far
+        return sum(p.stat().st_size for p in tmp_path.glob(".r.*.tmp.jsonl"))
+
+    while not written():  # the first ~8 KB flush: a few dozen of the 3000 images are done
+        assert proc.poll() is None, "the run ended before it was interrupted"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "edgeloc infer" in err and "Ctrl-C" in err
+    lines = out.read_text().splitlines()
+    assert 0 < len(lines) < 3000 and f"{len(lines)} of 3000" in err
+    assert all(json.loads(line)["label"] == "cat" for line in lines)
+
+
+def test_webcam_save_never_replaces_the_source_or_model(runtime_models, video_file, tmp_path,
+                                                         capsys):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(video_file.read_bytes())
+    photos = tmp_path / "photos"
+    images = write_images(photos, n=2)
+    model = runtime_models["u8"]
+    for source, save in ((clip, clip), (photos, images[1]), (images[0], images[0]),
+                         (clip, model)):
+        before = (Path(save).read_bytes(), sorted(os.listdir(tmp_path)))
+        argv = ["--model", str(model), "--source", str(source), "--save", str(save),
+                "--no-display"]
+        assert webcam.main(argv) == 2
+        assert "--save would overwrite the input" in capsys.readouterr().err.replace("\n", "")
+        assert (Path(save).read_bytes(), sorted(os.listdir(tmp_path))) == before
+
+
+def test_save_keeps_every_frame_of_mixed_sizes(runtime_models, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):  # 4 frames 320x240, then 4 at 640x480
+        h, w = (240, 320) if i < 4 else (480, 640)
+        cv2.imwrite(str(folder / f"f{i}.jpg"), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    out = tmp_path / "out.avi"
+    argv = ["--model", str(runtime_models["u8"]), "--source", str(folder), "--save", str(out),
+            "--no-display", "--json", "--threads", "1"]
+    assert webcam.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["frames"] == summary["written"] == 8 and summary["failed"] == 0
+    cap = cv2.VideoCapture(str(out))
+    frames = []
+    while (got := cap.read())[0]:
+        frames.append(got[1])
+    assert len(frames) == 8 and {f.shape for f in frames} == {(240, 320, 3)}
+    assert not list(tmp_path.glob(".*"))  # the temporary file was moved, not left
+
+
+def test_letterbox_keeps_the_aspect_ratio():
+    tall = np.full((100, 50, 3), 255, np.uint8)
+    out = letterbox(tall, (60, 120))  # (H, W): a 2:1 box for a 1:2 image
+    cols = np.nonzero(out[:, :, 0].max(axis=0))[0]
+    assert out.shape == (60, 120, 3) and (cols.min(), cols.max()) == (45, 74)
+    assert letterbox(tall, (100, 50)) is tall
+
+
+def _long_avi(path: Path, frames: int = 6, claimed: int = 15) -> Path:
+    """An MJPG AVI whose headers claim more frames than it holds (estimating containers)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (160, 120))
+    for i in range(frames):
+        writer.write(np.full((120, 160, 3), 30 * i, np.uint8))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, data.find(b"avih") + 8 + 16, claimed)  # dwTotalFrames
+    struct.pack_into("<I", data, data.find(b"strh") + 8 + 32, claimed)  # dwLength
+    path.write_bytes(data)
+    return path
+
+
+def test_end_of_file_read_retries_are_not_failed_frames(runtime_models, tmp_path):
+    clip = _long_avi(tmp_path / "long.avi")
+    assert cv2.VideoCapture(str(clip)).get(cv2.CAP_PROP_FRAME_COUNT) == 15
+    summary = webcam.run(runtime_models["u8"], str(clip), display=False, threads=1)
+    assert summary.frames == 6 and summary.failed == 0 and summary.stopped_by == "end of source"
+
+
+def test_webcam_flag_bounds_and_special_sources(runtime_models, video_file, tmp_path, capsys):
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    base = ["--model", str(runtime_models["u8"]), "--no-display"]
+    t0 = time.perf_counter()
+    assert webcam.main([*base, "--source", str(fifo)]) == 2
+    assert time.perf_counter() - t0 < 10
+    assert "is not a regular file (a FIFO" in capsys.readouterr().err.replace("\n", "")
+    for flag, value in (("--max-frames", "-3"), ("--threads", "100000"), ("--max-viewers", "0"),
+                        ("--max-pixels", "0")):
+        with pytest.raises(SystemExit) as exit_:
+            webcam.main([*base, "--source", str(video_file), flag, value])
+        assert exit_.value.code == 2
+        assert f"argument {flag}: must be" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigterm_summary_says_sigterm(runtime_models, video_file):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.webcam", "--model", str(runtime_models["u8"]),
+         "--source", str(video_file), "--loop", "--no-display", "--threads", "1", "--json"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(4)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err[-1500:]
+    assert json.loads(out.strip().splitlines()[-1])["stopped_by"] == "SIGTERM"
+
+
+def test_label_out_never_replaces_an_image(tmp_path, capsys):
+    from train import label
+
+    images = write_images(tmp_path / "imgs", n=2)
+    before = images[0].read_bytes()
+    argv = ["--images", str(tmp_path / "imgs"), "--cascade", "frontalface", "--out"]
+    assert label.main([*argv, str(images[0])]) == 2
+    assert "--out would overwrite the input" in capsys.readouterr().err.replace("\n", "")
+    assert images[0].read_bytes() == before
+    assert label.main([*argv, str(tmp_path / "imgs")]) == 2
+    assert "is a folder" in capsys.readouterr().err
