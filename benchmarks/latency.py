@@ -24,7 +24,7 @@ from benchmarks import _matrix, _plan
 from benchmarks._fingerprint import default_device_name, fingerprint
 from benchmarks._runners import HAAR_CASCADES
 from benchmarks._schema import SCHEMA, SCHEMA_VERSION
-from runtime.atomic import check_not_input, scratch_dir
+from runtime.atomic import refuse_overwrite, scratch_dir
 from runtime.errors import UserError
 from runtime.models import MODELS_DIR
 
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else None
     try:
         if out is not None:  # before measuring: never write over a model, data or video
-            check_not_input(_output.output_paths(out), input_files(args), folders=_data(args))
+            refuse_overwrite(_output.output_paths(out), input_files(args), folders=_data(args))
         with _output.progress(console) as bar:
             results = run(
                 args.model,

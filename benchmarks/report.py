@@ -16,7 +16,7 @@ from typing import Any
 
 from benchmarks import _plots, _schema
 from benchmarks._schema import ResultsError, fmt, fmt_range
-from runtime.atomic import check_not_input
+from runtime.atomic import refuse_overwrite
 from runtime.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,7 @@ def run(
     paths: list[str | Path], out_dir: str | Path = "results/report", plots: bool = True
 ) -> tuple[list, list[Path]]:
     """Load, merge and write; returns (runs, written paths)."""
-    check_not_input([Path(out_dir) / name for name in REPORT_FILES], [Path(p) for p in paths])
+    refuse_overwrite([Path(out_dir) / name for name in REPORT_FILES], [Path(p) for p in paths])
     runs = load_runs(paths)
     return runs, write_report(runs, out_dir, plots)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from export._load import LoadedModel
-from runtime.atomic import check_not_input, temp_name
+from runtime.atomic import refuse_overwrite, temp_name
 from runtime.errors import UserError
 
 
@@ -15,7 +15,7 @@ def target(loaded: LoadedModel, out: str | Path | None, fmt: str, precision: str
     not one of the run's own files."""
     path = Path(out).expanduser() if out else loaded.default_out(fmt, precision)
     check_writable(path)
-    check_not_input(path, loaded.input_files())
+    refuse_overwrite(path, loaded.input_files())
     return path
 
 
@@ -28,7 +28,7 @@ def check_data(out: Path, *sets: Any) -> None:
         for value in (info.get("data_dir"), info.get("source") if info.get("kind") else None):
             if value and Path(str(value)).expanduser().exists():
                 folders.append(Path(str(value)).expanduser())
-    check_not_input(out, [f for f in folders if f.is_file()], folders=folders)
+    refuse_overwrite(out, [f for f in folders if f.is_file()], folders=folders)
 
 
 def check_writable(out: Path) -> None:

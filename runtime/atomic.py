@@ -14,18 +14,20 @@ benchmarks all import it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import re
 import secrets
 import shutil
+import stat
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from runtime.errors import UserError
 
@@ -145,41 +147,107 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def check_not_input(
-    outputs: Path | Iterable[Path],
-    inputs: Iterable[Path],
-    *,
-    folders: Iterable[Path] = (),
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def refuse_overwrite(
+    targets: str | Path | Iterable[str | Path],
+    inputs: Iterable[str | Path],
     flag: str = "--out",
+    *,
+    folders: Iterable[str | Path] = (),
 ) -> None:
-    """Refuse to write over an input: raise ``UserError`` if an output is one of ``inputs``
-    (the same file, also through links) or an existing file inside one of ``folders`` (data
-    folders whose files the command reads)."""
-    outs = [Path(outputs)] if isinstance(outputs, (str, os.PathLike)) else list(outputs)
-    files = [Path(p) for p in inputs]
-    dirs = [Path(f).resolve() for f in folders]
-    for out in outs:
-        target = out.expanduser().resolve()
-        for src in files:
-            if _same(target, src):
-                raise UserError(
-                    f"{flag} {out} is one of this command's inputs ({src}); writing there "
-                    "would destroy it: pass another path"
-                )
-        if target.is_file():
-            for folder in dirs:
-                if folder == target or folder in target.parents:
+    """Raise ``UserError`` when a file about to be written (``targets``) is one of ``inputs``.
+
+    ``targets`` are the exact files the command will write (for a folder output such as
+    ``--draw DIR``, every file name it would create there); ``flag`` names the output in
+    the message (``"--out"``, ``"--draw photos"``). Files are compared by device
+    and inode, the ``os.path.samefile`` rule, so ``./a.jpg``, a symlink or a hard link to
+    it all count as the same file. An existing file inside one of ``folders`` (data folders
+    whose files the command reads) is refused too.
+    """
+    targets = [targets] if isinstance(targets, (str, os.PathLike)) else list(targets)
+    for target in targets:
+        real = Path(target).expanduser().resolve()
+        if real.is_file():
+            for folder in (Path(f).expanduser().resolve() for f in folders):
+                if folder == real or folder in real.parents:
                     raise UserError(
-                        f"{flag} {out} is a file of the input data {folder}; writing there "
+                        f"{flag} {target} is a file of the input data {folder}; writing there "
                         "would destroy it: pass a path outside the data"
                     )
+    seen: dict[tuple[int, int], Path] = {}
+    for item in inputs:
+        key = _identity(Path(item))
+        if key is not None:
+            seen.setdefault(key, Path(item))
+    if not seen:
+        return
+    for target in targets:
+        key = _identity(Path(target))
+        if key in seen:
+            source = seen[key]
+            via = "" if Path(target) == source else f" (it would write {target})"
+            raise UserError(
+                f"{flag} would overwrite the input {source}{via}; write the output "
+                "somewhere else"
+            )
 
 
-def _same(a: Path, b: Path) -> bool:
+def _replaceable(path: Path) -> bool:
+    """Whether ``path`` is written by replace: a regular file or a new name. A device or
+    FIFO (``/dev/null``, a pipe from ``>(...)``) is written in place instead, never replaced."""
     try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist: compare the names
-        return a == b.expanduser().resolve()
+        return stat.S_ISREG(path.stat().st_mode)
+    except FileNotFoundError:
+        return True
+
+
+def commit(temp: Path, path: Path) -> None:
+    """Move a finished temporary file (from ``temp_name``) over ``path`` (through a symlink,
+    not over it)."""
+    os.replace(temp, os.path.realpath(path))
+
+
+@contextlib.contextmanager
+def atomic_output(
+    path: str | Path, flag: str, *, binary: bool = False, newline: str | None = None
+) -> Iterator[IO]:
+    """Open ``path`` for writing through a temporary file that replaces it on success.
+
+    An exception inside the block removes the temporary file and leaves ``path`` as it
+    was; a device or FIFO target is written directly. Errors opening the file (a read-only
+    folder, ``/proc``) are ``UserError`` naming ``flag``.
+    """
+    path = Path(path)
+    real = Path(os.path.realpath(path))
+    direct = not _replaceable(real)
+    if not direct:
+        remove_leftovers(real.parent)
+    target = real if direct else temp_name(real)
+    try:
+        text = {} if binary else {"encoding": "utf-8", "newline": newline}
+        handle = open(target, "wb" if binary else "w", **text)  # noqa: SIM115 (closed below)
+    except OSError as err:
+        why = err.strerror or str(err)
+        if err.errno in (errno.ENOENT, errno.EACCES, errno.EROFS, errno.EPERM):
+            why += " (the folder is not writable)"
+        raise UserError(f"cannot write {flag} {path}: {why}; pass a path in a writable folder")
+    try:
+        with handle:
+            yield handle
+    except BaseException:
+        if not direct:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+        raise
+    if not direct:
+        commit(target, path)
 
 
 def _uid() -> str:
@@ -194,10 +262,13 @@ def _umask() -> int:
 
 __all__ = [
     "TMP_MARK",
-    "check_not_input",
+    "atomic_output",
+    "commit",
+    "refuse_overwrite",
     "remove_leftovers",
     "scratch_dir",
     "staged",
+    "temp_name",
     "write_bytes",
     "write_json",
     "write_text",

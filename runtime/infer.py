@@ -37,14 +37,8 @@ from runtime.contract import sidecar_path
 from runtime.errors import ModelError, UserError
 from runtime.localizer import Localizer
 from runtime.overlay import draw_result
-from runtime.paths import (
-    atomic_output,
-    check_output_file,
-    check_output_folder,
-    refuse_overwrite,
-    stat_path,
-    write_bytes_atomic,
-)
+from runtime.atomic import atomic_output, refuse_overwrite
+from runtime.paths import check_output_file, check_output_folder, stat_path
 
 log = logging.getLogger(__name__)
 # Error kinds as the summary names them: the image, the model, or writing the drawing.
@@ -164,7 +158,8 @@ def _one(
             ok, data = cv2.imencode(target.suffix, draw_result(image, result))
             if not ok:
                 raise UserError(f"OpenCV cannot encode {target.suffix} images")
-            write_bytes_atomic(target, data.tobytes(), "--draw")
+            with atomic_output(target, "--draw", binary=True) as handle:
+                handle.write(data.tobytes())
     except (ImageError, ModelError) as err:
         record["error"] = str(err)
     except (UserError, OSError) as err:  # writing the drawing: a full disk, a lost folder

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from runtime.errors import UserError
-from runtime.paths import commit, temp_beside
+from runtime.atomic import commit, remove_leftovers, temp_name
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,8 @@ class VideoSaver:
 
     def __init__(self, path: Path, fps: float):
         self.path, self.fps = Path(path), fps
-        self.temp = temp_beside(self.path)
+        remove_leftovers(self.path.parent)
+        self.temp = temp_name(self.path)
         self.written = 0
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None

@@ -44,7 +44,8 @@ from runtime.contract import sidecar_path
 from runtime.errors import UserError
 from runtime.localizer import Localizer, Result
 from runtime.overlay import BoxSmoother, FpsMeter, HudValues, draw_hud, draw_result
-from runtime.paths import check_output_file, refuse_overwrite
+from runtime.atomic import refuse_overwrite
+from runtime.paths import check_output_file
 from runtime.saver import VideoSaver
 from runtime.serve import DEFAULT_MAX_VIEWERS, MjpegServer, parse_address
 from runtime.sources import Capture, open_frames

@@ -12,7 +12,7 @@ import pytest
 
 from runtime.atomic import (
     TMP_MARK,
-    check_not_input,
+    refuse_overwrite,
     remove_leftovers,
     scratch_dir,
     scratch_root,
@@ -88,12 +88,12 @@ def test_an_output_that_is_an_input_is_refused(tmp_path):
     link = tmp_path / "link.keras"
     link.symlink_to(model)
     for out in (model, link, tmp_path / "run" / ".." / "run" / "model.keras"):
-        with pytest.raises(UserError, match="one of this command's inputs"):
-            check_not_input(out, [model])
+        with pytest.raises(UserError, match="would overwrite the input"):
+            refuse_overwrite(out, [model])
     with pytest.raises(UserError, match="--save .* file of the input data"):
-        check_not_input([tmp_path / "ok.json", data / "a.jpg"], [], folders=[data], flag="--save")
-    check_not_input(data / "new.tflite", [model], folders=[data])  # a new file: allowed
-    check_not_input(tmp_path / "run" / "model_int8.tflite", [model])
+        refuse_overwrite([tmp_path / "ok.json", data / "a.jpg"], [], folders=[data], flag="--save")
+    refuse_overwrite(data / "new.tflite", [model], folders=[data])  # a new file: allowed
+    refuse_overwrite(tmp_path / "run" / "model_int8.tflite", [model])
 
 
 def test_native_output_goes_to_the_debug_log(caplog):

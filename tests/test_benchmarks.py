@@ -391,7 +391,7 @@ def test_user_errors_exit_2(tmp_path, capsys):
         (["--model", str(tmp_path / "missing")], "not found"),
         (["--model", str(empty), "--threads", "two"], "--threads"),
         (["--model", str(empty / "notes.txt")], "not a .tflite"),
-        (["--model", str(empty), "--out", str(empty / "notes.txt")], "command's inputs"),
+        (["--model", str(empty), "--out", str(empty / "notes.txt")], "would overwrite the input"),
         (["--model", str(empty), "--backends", "ort,tflite_runtime"], "unknown backend 'ort'"),
     ]
     for argv, message in cases:
@@ -406,7 +406,7 @@ def test_user_errors_exit_2(tmp_path, capsys):
     results.parent.mkdir()
     _schema.write_json(_fake_run("laptop", 1.0), results)
     assert report.main([str(results), "--out", str(results.parent), "--no-plots"]) == 2
-    assert "command's inputs" in " ".join(capsys.readouterr().out.split())
+    assert "would overwrite the input" in " ".join(capsys.readouterr().out.split())
     assert json.loads(results.read_text())["device"]["name"] == "laptop"
 
 

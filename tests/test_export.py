@@ -445,8 +445,8 @@ def _bad_cases(run_dir: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
         ("output folder missing", m + ["--out", str(tmp / "no" / "m.tflite")], "does not exist"),
         ("output folder is a file", m + ["--out", str(blocker / "m.tflite")], "does not exist"),
         ("calibration size", m + q8 + ["--calib-size", "0"], "at least 1"),
-        ("out is the model", m + ["--out", str(run_dir / "model.keras")], "command's inputs"),
-        ("out is the config", m + ["--out", str(run_dir / "config.json")], "command's inputs"),
+        ("out is the model", m + ["--out", str(run_dir / "model.keras")], "would overwrite the input"),
+        ("out is the config", m + ["--out", str(run_dir / "config.json")], "would overwrite the input"),
         (
             "out is a calibration image",
             m + q8 + ["--calib", str(few), "--out", str(few / "img0.png")],

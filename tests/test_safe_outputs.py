@@ -17,7 +17,7 @@ import pytest
 
 from runtime import infer, webcam
 from runtime.errors import UserError
-from runtime.paths import atomic_output, refuse_overwrite
+from runtime.atomic import TMP_MARK, atomic_output, refuse_overwrite
 from runtime.saver import letterbox
 from tests import test_runtime_helpers as helpers
 from tests.test_runtime_helpers import write_images
@@ -103,7 +103,7 @@ def test_ctrl_c_in_infer_prints_the_summary_and_keeps_the_results(runtime_models
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     def written() -> int:  # bytes the run has flushed to its temporary file so far
-        return sum(p.stat().st_size for p in tmp_path.glob(".r.*.tmp.jsonl"))
+        return sum(p.stat().st_size for p in tmp_path.glob(f".*{TMP_MARK}.r.jsonl"))
 
     while not written():  # the first ~8 KB flush: a few dozen of the 3000 images are done
         assert proc.poll() is None, "the run ended before it was interrupted"

@@ -23,7 +23,7 @@ import numpy as np
 
 from data.images import IMAGE_EXTS, list_images, read_image
 from runtime.errors import UserError
-from runtime.paths import atomic_output, refuse_overwrite
+from runtime.atomic import atomic_output, refuse_overwrite
 
 # Cascade name -> (file in cv2.data.haarcascades, default label).
 CASCADES: dict[str, tuple[str, str]] = {
