@@ -64,10 +64,16 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
 
 def save_model_atomic(model: keras.Model, path: Path) -> None:
-    """model.save to a temporary .keras file beside ``path``, then os.replace."""
+    """model.save to a temporary .keras file beside ``path``, then os.replace.
+
+    A mixed-precision model is saved as its float32 twin (same weights), so every model
+    file and export keeps the float32 contract.
+    """
+    from train.distribute import float32_copy
+
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
-        model.save(tmp)
+        float32_copy(model).save(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
