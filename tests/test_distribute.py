@@ -21,7 +21,7 @@ from train.__main__ import main as train_main
 from train.callbacks import save_model_atomic
 from train.config import resolve_config
 from train.fit import WarmUp
-from train.model import ModelSpec, build_model
+from train.model import ModelSpec, PixelScale, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--data", "blobs", "--backbone", "small_cnn", "--image-size", "32", "--head-units", "16",
@@ -52,7 +52,8 @@ def test_mixed_precision_model_has_float32_outputs_and_saves_the_float32_twin(tm
         mixed = build_model(spec)
     finally:
         distribute.set_precision(False)
-    assert mixed.get_layer("pixel_scale").compute_dtype == "float16"  # it is mixed inside
+    scale = next(la for la in mixed.layers if isinstance(la, PixelScale))
+    assert scale.compute_dtype == "float16"  # it is mixed inside
     out = mixed(x)
     assert {k: v.dtype.name for k, v in out.items()} == {"box": "float32", "score": "float32"}
     save_model_atomic(mixed, tmp_path / "model.keras")
