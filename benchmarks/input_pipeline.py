@@ -94,6 +94,9 @@ def input_cell(spec: dict[str, Any]) -> dict[str, Any]:
 
     from data.catalog import get_source
 
+    # The thread count bounds the op pools too (tf path ops, XLA): a per-core figure.
+    tf.config.threading.set_intra_op_parallelism_threads(int(spec["threads"]))
+    tf.config.threading.set_inter_op_parallelism_threads(int(spec["threads"]))
     cached = spec["pipeline"] != "python-jpeg"
     cache_mb = 1e6 if spec["pipeline"] == "python-cached" else 0.0
     t0 = time.perf_counter()
