@@ -184,3 +184,19 @@ def test_multiworker_two_local_processes_train_and_only_the_chief_writes(tmp_pat
     assert sorted(p.name for p in run.iterdir()) == ["config.json", "history.csv", "history.json",
                                                      "metrics.json", "model.keras", "predictions.png",
                                                      "resume"]
+
+
+def test_runs_resume_across_placement_changes_and_new_fields(tmp_path):
+    from train.config import save_config
+    from train.fit import check_same_run
+
+    config = resolve_config(data="blobs", strategy="one", input_pipeline="python")
+    save_config(config, tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["optimizer"]["warmup_steps"]  # a run started before the field existed
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    moved = resolve_config(data="blobs", strategy="mirrored", input_pipeline="tf",
+                           mixed_precision=True, cache_dir=str(tmp_path))
+    check_same_run(tmp_path, moved)  # another machine may resume it
+    with pytest.raises(ValueError, match="optimizer.warmup_steps"):
+        check_same_run(tmp_path, resolve_config(data="blobs", warmup_steps=10))

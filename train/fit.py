@@ -178,8 +178,10 @@ def check_same_run(run_dir: Path, config: RunConfig) -> None:
         for section, names in PLACEMENT_FIELDS.items():  # another machine may resume it
             for name in names:
                 cfg.get(section, {}).pop(name, None)
+    # A field added after the run started is compared as its default.
+    default = RunConfig().to_dict()
     diffs = [f"{s}.{k}" for s in new if isinstance(new[s], dict)
-             for k in new[s] if old.get(s, {}).get(k) != new[s][k]]
+             for k in new[s] if old.get(s, {}).get(k, default.get(s, {}).get(k)) != new[s][k]]
     if diffs:
         raise ValueError(f"{run_dir} holds a run with a different config ({', '.join(diffs)}); "
                          "pass another --out, or --overwrite to start again")
