@@ -50,10 +50,13 @@ _META = "store.npz"  # written last: a disk store without it is incomplete
 def resolve_pipeline(name: str, on_gpu: bool, augment: Augment | None) -> str:
     """``python`` or ``tf`` for ``--input-pipeline NAME``.
 
-    ``auto`` is ``tf`` on a GPU (where the GIL-bound python path would starve it) and
-    ``python`` on CPU (the reference; per CPU core OpenCV is the faster engine, see
-    results in BENCHMARKS.md). An augmentation the tf path does not implement makes
-    ``auto`` fall back to python with a warning, and an explicit ``tf`` a ValueError.
+    ``auto`` is ``tf`` on a GPU and ``python`` (the reference) on CPU. Measured on 2 cores
+    (results_scale.md): from 1 to 2 threads the tf path went 854 -> 1656 images/s, the
+    python path from decoded images 1980 -> 2025 (its Python parts hold the GIL: it stops
+    near 2,000 whatever the core count, too few for a GPU), but per CPU-second the python
+    path is 2.2x faster (OpenCV's uint8 kernels), so a CPU run keeps it. An augmentation the
+    tf path does not implement makes ``auto`` fall back to python with a warning, and an
+    explicit ``tf`` a ValueError.
     """
     from train.tf_augment import unsupported
 
