@@ -291,11 +291,21 @@ def _onnx_factory(path: Path, data: bytes, threads: int, providers: Any, name: s
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 4  # fatal only: errors come back as exceptions, named by us
     chosen = resolve_providers(providers, ort.get_available_providers())
+    if set(chosen) & {PROVIDERS["cuda"], PROVIDERS["tensorrt"]}:
+        _preload_gpu_libraries(ort)
     try:
         session = ort.InferenceSession(data, sess_options=opts, providers=chosen)
     except Exception as err:  # onnxruntime raises its own InvalidProtobuf, Fail, ... types
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise UserError(f"{path} is not a loadable ONNX model ({first}); re-export it") from None
+    # onnxruntime-gpu lists CUDA even without a usable GPU; the session is where it falls
+    # back (onnxruntime issue 21424): say so, as for a provider that is not installed.
+    ran = session.get_providers()
+    dropped = [p for p in chosen if p not in ran]
+    if dropped:
+        warnings.warn(f"ONNX Runtime provider {', '.join(dropped)} did not start here (no usable "
+                      f"GPU, or its CUDA/TensorRT libraries are missing); running on {ran[0]}",
+                      stacklevel=4)
     return OnnxBackend(session, path, _onnx_errors())
 
 
@@ -305,6 +315,17 @@ def _onnx_errors() -> tuple[type[BaseException], ...]:
 
     names = ("Fail", "RuntimeException", "InvalidArgument", "InvalidGraph", "EPFail")
     return (RuntimeError, *(getattr(state, n) for n in names if hasattr(state, n)))
+
+
+def _preload_gpu_libraries(ort: Any) -> None:
+    """Load the CUDA/cuDNN libraries of the nvidia-* pip wheels (onnxruntime-gpu >= 1.21),
+    so the CUDA provider starts without a system-wide CUDA install."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception as err:  # missing wheels: the session then falls back, with a warning
+            log.debug("onnxruntime.preload_dlls failed: %s", err)
 
 
 # --- registry ------------------------------------------------------------------------------

@@ -30,8 +30,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     from data.augment import AUGMENTS
     from data.catalog import SOURCES
     from train.config import PRESETS
+    from train.distribute import STRATEGIES
     from train.losses import BOX_LOSSES
     from train.model import BACKBONES, VECTORIZERS
+    from train.tf_pipeline import PIPELINES
 
     p = argparse.ArgumentParser(prog="python -m train", description="Train a single-object localizer.")
     p.add_argument("--out", required=True, help="run directory (created; reused to resume)")
@@ -86,6 +88,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0 = off)")
     p.add_argument("--checkpoint", choices=("best", "last"),
                    help="model.keras holds the best epoch by validation IoU (default) or the last")
+    p.add_argument("--strategy", choices=list(STRATEGIES),
+                   help="auto (default): every GPU of this machine when it has several, else one "
+                   "device; mirrored: all local GPUs; multiworker: several machines via TF_CONFIG "
+                   "(README 'Scaling'). --batch-size is the global batch")
+    p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
+                   help="float16 compute, float32 weights and outputs (default: on with a GPU)")
+    p.add_argument("--input-pipeline", choices=list(PIPELINES),
+                   help="python: numpy/OpenCV (reference, default on CPU); tf: decoded once, "
+                   "augmented in TensorFlow ops, no GIL (default on GPU)")
+    p.add_argument("--cache-dir", metavar="PATH",
+                   help="keep the tf pipeline's decoded training images here between runs")
+    p.add_argument("--warmup-steps", type=int,
+                   help="ramp the learning rate up linearly over N first steps (large batches)")
     p.add_argument("--overwrite", action="store_true", help="discard an existing run in --out")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="show TensorFlow's start-up lines and debug logs")
@@ -116,6 +131,9 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         raise UserError(str(err)) from None
     summary = train(config, args.out, console=console, overwrite=args.overwrite,
                     progress=args.progress)
+    if summary.get("chief") is False:  # another worker of a multi-worker run
+        console.print(f"worker finished {summary['epochs_run']} epochs; the chief wrote {args.out}")
+        return summary
     console.print(summary_table(summary, config, args.out))
     return summary
 

@@ -64,9 +64,15 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
 
 def save_model_atomic(model: keras.Model, path: Path) -> None:
-    """model.save to a temporary .keras file beside ``path``, then os.replace."""
+    """model.save to a temporary .keras file beside ``path``, then os.replace.
+
+    A mixed-precision model is saved as its float32 twin (same weights), so every model
+    file and export keeps the float32 contract.
+    """
+    from train.distribute import float32_copy
+
     with atomic.staged(path) as tmp:
-        model.save(tmp)
+        float32_copy(model).save(tmp)
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):

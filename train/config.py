@@ -45,6 +45,9 @@ class DataConfig:
         paste: share of file-source training samples composed by object-bank pasting.
         paste_options: other ``data.paste.PasteOptions`` fields (scale, scenes, ...).
         seed: seed of sources, shuffling and augmentation.
+        cache_dir: where the ``tf`` input pipeline keeps the decoded training images between
+            runs (None: in memory when they fit a quarter of the free memory, else a
+            temporary folder for this run).
     """
 
     source: str | list[str] = "cat-on-scenes"
@@ -61,6 +64,7 @@ class DataConfig:
     paste: float = 0.0
     paste_options: dict[str, Any] = field(default_factory=dict)
     seed: int = SourceOptions.seed
+    cache_dir: str | None = None
 
     def describe(self) -> str:
         """The sources in one line, e.g. ``voc ../cats/train + cat-on-scenes``."""
@@ -80,6 +84,8 @@ class OptimizerConfig:
         decay_steps: steps between decays.
         staircase: decay in steps rather than continuously.
         clipnorm: clip each gradient to this norm (None = off).
+        warmup_steps: raise the rate linearly from ~0 over this many first steps (0 = off);
+            with a large global batch and a linearly scaled rate (train.distribute).
     """
 
     learning_rate: float = 3e-4
@@ -87,6 +93,7 @@ class OptimizerConfig:
     decay_steps: int = 3600
     staircase: bool = True
     clipnorm: float | None = None
+    warmup_steps: int = 0
 
 
 @dataclass
@@ -109,6 +116,14 @@ class TrainingConfig:
             count differs).
         freeze_backbone: keep the backbone's weights fixed for this many first epochs
             (with ``init``: the head adapts before the features move).
+        strategy: where to train, a key of ``train.distribute.STRATEGIES`` (``auto``: every
+            GPU of this machine when it has several, else one device); ``batch_size`` is
+            the global batch over all replicas.
+        mixed_precision: float16 compute with float32 weights and outputs (None: on where
+            the replicas are GPUs, off on CPU).
+        input_pipeline: ``python`` (numpy/OpenCV, the reference), ``tf`` (decoded once,
+            augmented in TensorFlow ops: no GIL) or ``auto`` (tf on a GPU, else python).
+        Strategy, precision and input pipeline may change when a run is resumed.
     """
 
     epochs: int = 10
@@ -121,6 +136,9 @@ class TrainingConfig:
     checkpoint: str = "best"
     init: str | None = None
     freeze_backbone: int = 0
+    strategy: str = "auto"
+    mixed_precision: bool | None = None
+    input_pipeline: str = "auto"
 
 
 @dataclass
@@ -233,6 +251,18 @@ FLAG_FIELDS: dict[str, tuple[str, str]] = {
     "checkpoint": ("training", "checkpoint"),
     "init": ("training", "init"),
     "freeze_backbone": ("training", "freeze_backbone"),
+    "strategy": ("training", "strategy"),
+    "mixed_precision": ("training", "mixed_precision"),
+    "input_pipeline": ("training", "input_pipeline"),
+    "cache_dir": ("data", "cache_dir"),
+    "warmup_steps": ("optimizer", "warmup_steps"),
+}
+
+# Fields that say where and how a run computes, not what it learns: a resumed run may
+# change them (another machine, another GPU count) without being refused as another run.
+PLACEMENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "training": ("strategy", "mixed_precision", "input_pipeline"),
+    "data": ("cache_dir",),
 }
 
 

@@ -226,9 +226,12 @@ def build_model(spec: ModelSpec) -> keras.Model:
         x = layers.Dense(spec.head_units, activation="relu")(x)  # (B, head_units)
     if spec.dropout:
         x = layers.Dropout(spec.dropout)(x)
-    box_layer = layers.Dense(4, activation="sigmoid", name=BOX_OUTPUT)
+    # float32 even under a mixed_float16 policy (train.distribute): the sigmoid and softmax
+    # run in full precision and the outputs keep the float32 contract.
+    box_layer = layers.Dense(4, activation="sigmoid", name=BOX_OUTPUT, dtype="float32")
     box = box_layer(x)  # (B, 4) in [0, 1]
-    score = layers.Dense(len(spec.labels), activation="softmax", name=SCORE_OUTPUT)(x)  # (B, K)
+    score = layers.Dense(len(spec.labels), activation="softmax", name=SCORE_OUTPUT,
+                         dtype="float32")(x)  # (B, K)
     # Start from a centred box of half the image side, not the zero-width box that
     # sigmoid(0) = 0.5 on all four numbers gives: IoU losses then have a gradient at once.
     start = from_xyxy(np.array(INITIAL_BOX), spec.box_format)

@@ -91,6 +91,7 @@ def make_dataset(
     seed: int = 0,
     drop_remainder: bool = False,
     parallel: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Any:
     """A tf.data.Dataset of (images (B, S, S, 3) uint8, {"box": (B, 5) float32, "score": (B,) int32}).
 
@@ -100,7 +101,8 @@ def make_dataset(
     (possible for sets too large to check up front) is logged and replaced by the next one. Order and augmentation are reproducible for a given ``seed``; a shuffled
     or augmented dataset draws a new order and new augmentations every epoch.
     ``parallel`` caps the loading threads (default: tf.data's autotuning). Sets OpenCV to
-    one thread per caller (process-wide), as tf.data provides the parallelism.
+    one thread per caller (process-wide), as tf.data provides the parallelism. ``shard`` =
+    (count, index) keeps every count-th sample: one worker's part of a multi-worker run.
     """
     import tensorflow as tf  # heavy: only when a dataset is built
 
@@ -140,6 +142,8 @@ def make_dataset(
                 _SHUTDOWN.running -= 1
 
     indices = tf.data.Dataset.range(n)
+    if shard:  # before the shuffle: each worker loads only its own samples
+        indices = indices.shard(*shard)
     if shuffle:
         indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     # One random draw per element, different every epoch (also without repeat), seeded.
