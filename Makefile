@@ -52,23 +52,16 @@ arm64-check: $(STAMP)
 	$(BIN)/python -m tools.pi.arm64_check --models $(MODELS)/cat_int8.tflite $(MODELS)/cat_int8.onnx \
 		--cpus pi5,pi4 --out results/arm64_check.json --markdown results/arm64_check.md
 
-<<<<<<< HEAD
-# The default models ship inside the runtime package (package data), found after any install.
-=======
 # On an NVIDIA GPU box: installs the gpu extra into .venv-gpu, trains 2 short mirrored epochs
 # with and without mixed precision, runs the latency matrix on CUDA/TensorRT/TensorFlow GPU and
 # writes results/gpu-check/gpu_check.{json,md}. Without a GPU it stops at once (exit 2).
 gpu-check:
 	$(PY) -m benchmarks.gpu_check --out results/gpu-check --venv .venv-gpu
 
->>>>>>> scale
+# The default models ship inside the runtime package (package data), found after any install.
 models: $(STAMP)
 	$(DEMO_TRAIN)
 	$(BIN)/python -m export.make_models --run runs/demo --out $(MODELS)
 
 clean:
-<<<<<<< HEAD
-	rm -rf runs build dist *.egg-info $(LEGACY)
-=======
-	rm -rf runs build *.egg-info $(LEGACY) .venv-gpu
->>>>>>> scale
+	rm -rf runs build dist *.egg-info $(LEGACY) .venv-gpu
