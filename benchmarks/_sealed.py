@@ -1,7 +1,7 @@
 """Seal a copy of a model file the way the exporter does, to measure the runtime's check.
 
-Until the exporters embed the digest themselves, the committed default models carry none;
-``sealed_copy`` adds the ``edgeloc_digest`` placeholder and ``"integrity": "sha256"`` in the
+Files exported by edgeloc are sealed already and are copied as they are; for older files
+and other tools' files ``sealed_copy`` adds the ``edgeloc_digest`` placeholder and ``"integrity": "sha256"`` in the
 contract's ``extra`` (a TFLite metadata entry or ONNX ``metadata_props``), then fills the
 digest with ``runtime.integrity.seal``: the same bytes an edgeloc export will write.
 """
@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from runtime.contract import CONTRACT_KEY, read_tflite_metadata
-from runtime.integrity import DIGEST_KEY, INTEGRITY, placeholder, seal
+from runtime.integrity import DIGEST_KEY, INTEGRITY, digest_of, placeholder, seal
 
 
 def _sealed_contract(text: bytes | str) -> bytes:
@@ -25,7 +25,11 @@ def sealed_bytes(data: bytes, fmt: str, *, claim: bool = True) -> bytes:
     """``data`` (a "tflite" or "onnx" model with an edgeloc contract) with a digest embedded.
 
     ``claim=False`` leaves the contract alone (a digest without the contract's promise).
+    A file that already carries a matching digest (an edgeloc export) is returned as is.
     """
+    found = digest_of(data)
+    if found is not None and found[0] == found[1]:
+        return data
     if fmt == "tflite":
         from export._flatbuffer import edit_tflite
 
