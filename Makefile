@@ -59,9 +59,11 @@ gpu-check:
 	$(PY) -m benchmarks.gpu_check --out results/gpu-check --venv .venv-gpu
 
 # The default models ship inside the runtime package (package data), found after any install.
+# They are not the demo's export: the `cat` preset trains the same model for real cat photos
+# (whole-cat figures and cut-outs made from the built-in cat photo; BENCHMARKS.md section 7).
 models: $(STAMP)
-	$(DEMO_TRAIN)
-	$(BIN)/python -m export.make_models --run runs/demo --out $(MODELS)
+	$(BIN)/python -m train --preset cat --out runs/cat
+	$(BIN)/python -m export.make_models --run runs/cat --out $(MODELS)
 
 clean:
 	rm -rf runs build dist *.egg-info $(LEGACY) .venv-gpu

@@ -1,6 +1,6 @@
 """Export a trained run into the runtime's default model files (``make models``).
 
-    python -m export.make_models [--run runs/demo] [--out DIR] [--name cat]
+    python -m export.make_models [--run runs/cat] [--out DIR] [--name cat]
 
 writes <name>_fp32.tflite, <name>_int8.tflite, <name>_fp32.onnx and <name>_int8.onnx into
 the runtime's models folder (``runtime/models``, shipped in the package:
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-DEFAULT_RUN = "runs/demo"
+DEFAULT_RUN = "runs/cat"  # make models: python -m train --preset cat --out runs/cat
 JOBS = [("tflite", "none"), ("tflite", "int8"), ("onnx", "none"), ("onnx", "int8")]
 
 
