@@ -28,6 +28,7 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks._realdata import add_real_data_args, bad_real_data
 from runtime.atomic import write_json
 
 TARGET_IOU, TARGET_CORLOC, TARGET_SECONDS = 0.80, 0.95, 15 * 60
@@ -216,18 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m benchmarks.demo_accuracy", description=__doc__.split("\n")[0]
     )
     p.add_argument("--out", default="runs/bench-demo", help="folder for the runs and the JSON")
-    p.add_argument(
-        "--cats-dir", help="a VOC folder of real cats (e.g. ../shared/datasets/cats/train)"
-    )
-    p.add_argument(
-        "--faces-dir", help="a CSV folder of real faces (e.g. ../shared/datasets/faces/train)"
-    )
+    add_real_data_args(p)
     args = p.parse_args(argv)
     console = Console()
-    for flag, path in (("--cats-dir", args.cats_dir), ("--faces-dir", args.faces_dir)):
-        if path and not Path(path).is_dir():
-            console.print(f"[red]error:[/red] {flag} {path} is not a folder")
-            return 2
+    if bad_real_data(args, console):
+        return 2
     result = run(Path(args.out), args.cats_dir, args.faces_dir, console)
     return 0 if result["results"][0]["meets_target"] else 1
 

@@ -36,6 +36,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks._realdata import add_real_data_args, bad_real_data
 from data.sources import Sample
 
 TARGETS = {"default_corloc": 0.50, "max_corloc_loss": 0.10, "same_iou": 0.78, "same_corloc": 0.95,
@@ -336,8 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     p = argparse.ArgumentParser(prog="python -m benchmarks.generalization",
                                 description=__doc__.split("\n")[0])
-    p.add_argument("--cats-dir", help="a VOC folder of real cats (e.g. ../shared/datasets/cats/train)")
-    p.add_argument("--faces-dir", help="a CSV folder of real faces (e.g. ../shared/datasets/faces/train)")
+    add_real_data_args(p)
     p.add_argument("--preset", default="real", help="the recipe to measure (default real)")
     p.add_argument("--baseline", help="a second recipe for the before/after table (e.g. demo)")
     p.add_argument("--default-model", help="the default cat model to score on all real cats")
@@ -352,10 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="results/generalization", help="folder for runs and results")
     args = p.parse_args(argv)
     console = Console()
-    for flag, path in (("--cats-dir", args.cats_dir), ("--faces-dir", args.faces_dir)):
-        if path and not Path(path).is_dir():
-            console.print(f"[red]error:[/red] {flag} {path} is not a folder")
-            return 2
+    if bad_real_data(args, console):
+        return 2
     t0 = time.perf_counter()
     run(args, console)
     console.print(f"done in {time.perf_counter() - t0:.0f} s; wrote {Path(args.out) / 'generalization.md'}")

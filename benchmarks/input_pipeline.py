@@ -195,21 +195,22 @@ def markdown(results: dict[str, Any]) -> str:
              f"{results['augment']}", "",
              "| input pipeline | threads | images/s | images per CPU-second | one-off cache (s) "
              "| peak RSS (MB) |", "|---|---:|---:|---:|---:|---:|"]
-    for c in results["input"]:
-        if "error" in c:
-            lines.append(f"| {c['pipeline']} | {c['threads']} | error: {c['error']} | | | |")
-            continue
-        lines.append(f"| {c['pipeline']} | {c['threads']} | {c['img_per_s']:.0f} | "
-                     f"{c['img_per_cpu_s']:.0f} | {c['cache_s']:.1f} | {c['peak_rss_mb']:.0f} |")
+    rate = (("img_per_s", ".0f"), ("img_per_cpu_s", ".0f"))
+    lines += [_row(c, ("pipeline", "threads"), (*rate, ("cache_s", ".1f"), ("peak_rss_mb", ".0f")))
+              for c in results["input"]]
     lines += ["", "| training (demo model) | replicas | images/s | images per CPU-second |",
               "|---|---:|---:|---:|"]
-    for c in results["train"]:
-        if "error" in c:
-            lines.append(f"| {c['strategy']} | | error: {c['error']} | |")
-            continue
-        lines.append(f"| {c['strategy']} | {c['replicas']} | {c['img_per_s']:.0f} | "
-                     f"{c['img_per_cpu_s']:.0f} |")
+    lines += [_row(c, ("strategy", "replicas"), rate) for c in results["train"]]
     return "\n".join(lines) + "\n"
+
+
+def _row(cell: dict[str, Any], keys: tuple[str, ...], figures: tuple[tuple[str, str], ...]) -> str:
+    """A table row: the cell's ``keys``, then its ``figures`` formatted, or its error in their
+    place (a failed cell has no figures, and no replica count)."""
+    values = ([f"error: {cell['error']}"] + [""] * (len(figures) - 1) if "error" in cell
+              else [format(cell[k], spec) for k, spec in figures])
+    cells = [*(str(cell.get(k, "")) for k in keys), *values]
+    return "|" + "".join(f" {v} |" if v else " |" for v in cells)  # an empty cell is "| |"
 
 
 def _machine() -> dict[str, Any]:

@@ -22,18 +22,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from benchmarks._fingerprint import fingerprint
+from benchmarks._standins import build_standins
 from runtime.models import MODELS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,18 +192,21 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "first_predict_s": t3 
 """
 
 
+def _fresh(script: str, *args: Any) -> dict[str, Any]:
+    """Run ``script`` in a fresh interpreter (nothing imported yet); its last line as JSON."""
+    out = subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def load_time(model: Path, threads: int, repeats: int = 5) -> dict[str, float]:
     """`import runtime` + Localizer.load in fresh interpreters (median of ``repeats``)."""
-    runs = []
-    for _ in range(repeats):
-        out = subprocess.run(
-            [sys.executable, "-c", _LOAD, str(model), str(threads)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        runs.append(json.loads(out.strip().splitlines()[-1]))
+    runs = [_fresh(_LOAD, model, threads) for _ in range(repeats)]
     keys = ("import_s", "load_s", "first_predict_s")
     med = {k: float(np.median([r[k] for r in runs])) for k in keys}
     med["import_plus_load_s"] = float(np.median([r["import_s"] + r["load_s"] for r in runs]))
@@ -217,8 +221,6 @@ def digest_check(model: Path, folder: Path, repeats: int = 30) -> dict[str, floa
     ``load_verify_ms`` / ``load_no_verify_ms``: Localizer.load medians with and without it
     (alternating, in this process: the engine import is already paid).
     """
-    import time
-
     from benchmarks._sealed import sealed_copy
     from runtime import Localizer
     from runtime.modelfile import verify_digest
@@ -245,17 +247,14 @@ def digest_check(model: Path, folder: Path, repeats: int = 30) -> dict[str, floa
 
 
 _RSS = """
-import json, os, sys, time
+import json, sys, time
+from benchmarks._timing import current_rss_mb
 from runtime import webcam
-page = os.sysconf("SC_PAGE_SIZE")
 samples = []
-def rss_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * page / 2**20
 def on_frame(img, result, n=[0]):
     n[0] += 1
     if n[0] % 250 == 0 or n[0] == 1:
-        samples.append((n[0], time.perf_counter(), rss_mb()))
+        samples.append((n[0], time.perf_counter(), current_rss_mb()))
 s = webcam.run(sys.argv[1], sys.argv[2], display=False, loop=True, pace=False,
                max_frames=int(sys.argv[3]), threads=int(sys.argv[4]), on_frame=on_frame)
 print(json.dumps({"samples": samples, "summary": s.to_dict()}))
@@ -264,14 +263,7 @@ print(json.dumps({"samples": samples, "summary": s.to_dict()}))
 
 def rss_run(model: Path, video: Path, frames: int, threads: int) -> dict[str, Any]:
     """Resident memory of the real webcam loop over ``frames`` frames (fresh process)."""
-    out = subprocess.run(
-        [sys.executable, "-c", _RSS, str(model), str(video), str(frames), str(threads)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    data = json.loads(out.strip().splitlines()[-1])
+    data = _fresh(_RSS, model, video, frames, threads)
     n, _, mb = (np.array(c, float) for c in zip(*data["samples"]))
     warm = n >= min(1000, n.max())  # after the first 1000 frames: allocators have settled
     slope = float(np.polyfit(n[warm], mb[warm], 1)[0] * 1000) if warm.sum() > 2 else float("nan")
@@ -288,80 +280,8 @@ def rss_run(model: Path, video: Path, frames: int, threads: int) -> dict[str, An
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line
-        )
-    except (OSError, StopIteration):
-        pass
-    versions = {}
-    for mod in ("numpy", "cv2", "ai_edge_litert", "onnxruntime"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # not installed / no __version__
-            versions[mod] = "-"
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "load_avg": os.getloadavg(),
-        **versions,
-    }
-
-
-def build_standins(folder: Path) -> list[Path]:
-    """Untrained int8 stand-ins (latency does not depend on the weights): small_cnn alpha 1
-    at 128 px (half the default model's width), MobileNetV2 0.35 at 160 px and 1.0 at 224."""
-    from dataclasses import asdict
-
-    from export.options import CalibrationOptions
-    from export.tflite import export_tflite
-    from train.model import ModelSpec, build_model
-
-    calib = folder / "calib"
-    calib.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(16):
-        cv2.imwrite(str(calib / f"{i}.png"), rng.integers(0, 256, (200, 200, 3), dtype=np.uint8))
-    specs = {
-        "small_cnn_a1_128": ModelSpec(  # the demo preset before alpha 2
-            backbone="small_cnn",
-            image_size=128,
-            vectorizer="attention",
-            head_units=256,
-            labels=("none", "cat"),
-        ),
-        "mobilenet_v2_035_160": ModelSpec(
-            backbone="mobilenet_v2",
-            image_size=160,
-            alpha=0.35,
-            head_units=128,
-            labels=("none", "cat"),
-        ),
-        "mobilenet_v2_100_224": ModelSpec(  # the published Pi 4 reference model's size
-            backbone="mobilenet_v2",
-            image_size=224,
-            alpha=1.0,
-            head_units=256,
-            labels=("none", "cat"),
-        ),
-    }
-    out = []
-    for name, spec in specs.items():
-        target = folder / f"{name}_int8.tflite"
-        if not target.exists():
-            run = folder / name
-            run.mkdir(exist_ok=True)
-            build_model(spec).save(run / "model.keras")
-            (run / "config.json").write_text(
-                json.dumps({"model": {**asdict(spec), "labels": list(spec.labels)}, "data": {}})
-            )
-            calib_options = CalibrationOptions(str(calib), size=16)
-            export_tflite(run, target, quantize="int8", calib=calib_options, verify=None)
-        out.append(target)
-    return out
+    """The device fingerprint, plus the load average: this runs on a shared machine."""
+    return {**fingerprint(), "load_avg": os.getloadavg()}
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -419,12 +339,13 @@ def main(argv: list[str] | None = None) -> int:
         report["load"][str(model)].update(digest_check(model, work))
     if args.rss_frames:
         report["rss"][str(models[0])] = rss_run(models[0], video, args.rss_frames, args.threads)
-    m = report["machine"]
+    m, lib = report["machine"], report["machine"]["libraries"]
+    opencv = lib.get("opencv-python-headless") or lib.get("opencv-python", "-")
     print(
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}, Python {m['python']}, "
-        f"load average {m['load_avg'][0]:.1f}; numpy {m['numpy']}, OpenCV {m['cv2']}, "
-        f"ai-edge-litert {m['ai_edge_litert']}, onnxruntime {m['onnxruntime']}; "
-        f"threads {args.threads}\n"
+        f"Machine: {m['cpu']}, {m['cores_logical']} cores, {m['os']}, {m['arch']}, Python "
+        f"{m['python']}, load average {m['load_avg'][0]:.1f}; numpy {lib.get('numpy', '-')}, "
+        f"OpenCV {opencv}, ai-edge-litert {lib.get('ai-edge-litert', '-')}, onnxruntime "
+        f"{lib.get('onnxruntime') or lib.get('onnxruntime-gpu', '-')}; threads {args.threads}\n"
     )
     print(f"Per-frame medians in microseconds, 640x480 frames (target ratio <= {TARGET_RATIO}):\n")
     print(_table(report["per_frame_us"]))

@@ -3,7 +3,8 @@
 Each backend takes preprocessed uint8 RGB pixels (N, H, W, 3), converts them to the
 input tensor's dtype through its quantization parameters, runs the model and returns
 every output as float32 (dequantized). Engines are imported lazily, inside the
-factories: importing this module costs nothing and never pulls in TensorFlow.
+factories: importing this module costs nothing and never pulls in TensorFlow. Which ONNX
+Runtime providers a session gets (aliases, CPU fallback, GPU preload) is ``runtime._providers``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime._providers import PROVIDERS, preload_gpu_libraries, resolve_providers, warn_dropped
 from runtime._tensors import InputConverter, TensorInfo, dequantizer
 from runtime.contract import CONTRACT_KEY, read_tflite_metadata
 from runtime.errors import ModelError, UserError
@@ -188,13 +190,6 @@ def _tf_lite_interpreter() -> Any:
 
 # --- ONNX Runtime ---------------------------------------------------------------------------
 
-PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-    "coreml": "CoreMLExecutionProvider",
-}
 _ONNX_DTYPES = {
     "tensor(uint8)": np.uint8,
     "tensor(int8)": np.int8,
@@ -202,30 +197,6 @@ _ONNX_DTYPES = {
     "tensor(float16)": np.float16,
     "tensor(double)": np.float64,
 }
-
-
-def resolve_providers(requested: Any, available: list[str]) -> list[str]:
-    """Map provider names or aliases to the ones installed; warn about and drop the rest."""
-    if not requested:
-        return ["CPUExecutionProvider"]
-    if isinstance(requested, str):
-        requested = [p.strip() for p in requested.split(",") if p.strip()]
-    out = []
-    for p in requested:
-        full = PROVIDERS.get(str(p).lower(), p)
-        if full not in PROVIDERS.values():
-            raise UserError(f"unknown ONNX Runtime provider {p!r}; valid: {', '.join(PROVIDERS)}")
-        if full in available:
-            out.append(full)
-        else:
-            warnings.warn(
-                f"ONNX Runtime provider {full} is not available here (installed: "
-                f"{', '.join(available)}); falling back to CPU",
-                stacklevel=5,
-            )
-    if "CPUExecutionProvider" not in out:
-        out.append("CPUExecutionProvider")
-    return out
 
 
 class OnnxBackend(Backend):
@@ -291,21 +262,13 @@ def _onnx_factory(path: Path, data: bytes, threads: int, providers: Any, name: s
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 4  # fatal only: errors come back as exceptions, named by us
     chosen = resolve_providers(providers, ort.get_available_providers())
-    if set(chosen) & {PROVIDERS["cuda"], PROVIDERS["tensorrt"]}:
-        _preload_gpu_libraries(ort)
+    preload_gpu_libraries(ort, chosen)
     try:
         session = ort.InferenceSession(data, sess_options=opts, providers=chosen)
     except Exception as err:  # onnxruntime raises its own InvalidProtobuf, Fail, ... types
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise UserError(f"{path} is not a loadable ONNX model ({first}); re-export it") from None
-    # onnxruntime-gpu lists CUDA even without a usable GPU; the session is where it falls
-    # back (onnxruntime issue 21424): say so, as for a provider that is not installed.
-    ran = session.get_providers()
-    dropped = [p for p in chosen if p not in ran]
-    if dropped:
-        warnings.warn(f"ONNX Runtime provider {', '.join(dropped)} did not start here (no usable "
-                      f"GPU, or its CUDA/TensorRT libraries are missing); running on {ran[0]}",
-                      stacklevel=4)
+    warn_dropped(chosen, session.get_providers())
     return OnnxBackend(session, path, _onnx_errors())
 
 
@@ -315,17 +278,6 @@ def _onnx_errors() -> tuple[type[BaseException], ...]:
 
     names = ("Fail", "RuntimeException", "InvalidArgument", "InvalidGraph", "EPFail")
     return (RuntimeError, *(getattr(state, n) for n in names if hasattr(state, n)))
-
-
-def _preload_gpu_libraries(ort: Any) -> None:
-    """Load the CUDA/cuDNN libraries of the nvidia-* pip wheels (onnxruntime-gpu >= 1.21),
-    so the CUDA provider starts without a system-wide CUDA install."""
-    preload = getattr(ort, "preload_dlls", None)
-    if preload is not None:
-        try:
-            preload()
-        except Exception as err:  # missing wheels: the session then falls back, with a warning
-            log.debug("onnxruntime.preload_dlls failed: %s", err)
 
 
 # --- registry ------------------------------------------------------------------------------
@@ -417,5 +369,6 @@ def open_backend(
     raise UserError(f"no engine for {fmt} models is installed; pip install {packages}")
 
 
-__all__ = ["BACKENDS", "CONTRACT_KEY", "MAX_MODEL_BYTES", "MAX_THREADS", "Backend", "TensorInfo",
-           "check_threads", "default_threads", "open_backend", "read_model", "sniff_format"]
+__all__ = ["BACKENDS", "CONTRACT_KEY", "MAX_MODEL_BYTES", "MAX_THREADS", "PROVIDERS", "Backend",
+           "TensorInfo", "check_threads", "default_threads", "open_backend", "read_model",
+           "resolve_providers", "sniff_format"]
