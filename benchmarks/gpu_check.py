@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runtime.models import MODELS_DIR
+
 REPO = Path(__file__).resolve().parents[1]
 BUDGET_S = 8 * 60
 # Training check: the demo architecture, a GPU-sized global batch, short epochs.
@@ -160,7 +162,7 @@ def run_checks(out: Path, *, quick: bool = False, python: str = sys.executable,
         report["training"].append(training(out / f"train-{'mixed' if mixed else 'fp32'}", mixed,
                                            quick, left() / (4 if mixed else 2), python))
     keras_model = out / "train-fp32" / "model.keras"
-    report["latency"] = latency(REPO / "models", keras_model, out / "latency.json", left() - 10, python,
+    report["latency"] = latency(MODELS_DIR, keras_model, out / "latency.json", left() - 10, python,
                                 quick)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report

@@ -56,9 +56,14 @@ def run_source(
     else:
         split_options = {}
     desc: dict[str, Any] = {"source": spec, "split": split}
-    names = [n.split(":")[0] for n in str(spec).split(",")]
+    items = [spec] if isinstance(spec, (str, Path)) else list(spec)  # a run may mix sources
+    names = [n.split(":")[0] for item in items for n in str(item).split(",")]
     if not all(n in SOURCES for n in names):
-        folder = Path(spec).expanduser()
+        if len(items) > 1:
+            unknown = sorted(n for n in names if n not in SOURCES)
+            raise UserError(f"unknown data source(s) {', '.join(unknown)} in {spec!r}; "
+                            f"known: {', '.join(sorted(SOURCES))}")
+        folder = Path(items[0]).expanduser()
         if not folder.exists():
             raise UserError(
                 f"calibration/verification source {spec!r} is neither a data source "

@@ -122,7 +122,8 @@ class Localizer:
         engine = open_backend(path, backend, threads, providers, verify=verify)
         _check_layout(engine.input, path)
         contract = _read_contract(path, engine)
-        if verify and not engine.sealed and contract.extra.get("integrity") == INTEGRITY:
+        embedded = CONTRACT_KEY in engine.metadata  # a sidecar's claim speaks for another file
+        if verify and embedded and not engine.sealed and contract.extra.get("integrity") == INTEGRITY:
             raise UserError(
                 f"{path} is damaged: its contract says it was sealed with a digest but no "
                 "valid digest is left; re-copy or re-export the model (--no-verify loads it "

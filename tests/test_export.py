@@ -372,6 +372,19 @@ def test_one_calibration_generator_feeds_both_formats(run_dir):
     assert tflite_batches[0].min() == 0 and tflite_batches[0].max() == 255  # pinned input range
 
 
+def test_a_run_that_mixed_sources_calibrates_on_its_mix():
+    from export.calib import calibration_set
+    from runtime.errors import UserError
+
+    config = {"data": {"source": ["blobs:3", "cat-on-scenes:1"]}}  # as train writes --data a b
+    calib = calibration_set(None, config=config, image_size=SIZE, size=12, seed=0)
+    assert calib.images.shape == (12, SIZE, SIZE, 3)
+    assert calib.info["source"] == ["blobs:3", "cat-on-scenes:1"]
+    with pytest.raises(UserError, match="unknown data source.*nope"):
+        calibration_set(None, config={"data": {"source": ["blobs", "nope:1"]}}, image_size=SIZE,
+                        size=4)
+
+
 def _image_folder(folder: Path, n: int, junk: int = 0) -> Path:
     """``n`` blob images as PNG files (plus ``junk`` files that only look like images)."""
     import cv2

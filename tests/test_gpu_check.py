@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import gpu_check
+from runtime.models import MODELS_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +70,7 @@ def test_cuda_listed_but_unusable_falls_back_with_a_warning(monkeypatch):
     listed = ort.get_available_providers()
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *listed])
     with pytest.warns(UserWarning, match="CUDAExecutionProvider did not start.*running on CPUExecutionProvider"):
-        loc = Localizer.load(REPO / "models" / "cat_int8.onnx", providers="cuda", threads=1)
+        loc = Localizer.load(MODELS_DIR / "cat_int8.onnx", providers="cuda", threads=1)
     assert loc.provider == "CPUExecutionProvider"
 
 

@@ -63,8 +63,10 @@ def test_a_sealed_file_whose_digest_is_gone_is_damaged(runtime_models, tmp_path,
     assert Localizer.load(unclaimed, threads=1)._backend.sealed
 
 
-def test_unsealed_models_load_without_a_new_warning(runtime_models, recwarn):
-    loc = Localizer.load(runtime_models["u8"], threads=1)
+def test_exports_are_sealed_and_unsealed_models_load_without_a_new_warning(runtime_models, recwarn):
+    assert Localizer.load(runtime_models["u8"], threads=1)._backend.sealed  # as exported
+    assert Localizer.load(runtime_models["onnx_i8"], threads=1)._backend.sealed
+    loc = Localizer.load(runtime_models["unsealed"], threads=1)  # an older export
     assert not loc._backend.sealed
     assert not [w for w in recwarn if DIGEST_KEY in str(w.message) or "digest" in str(w.message)]
 

@@ -2,7 +2,7 @@
 
 ``cat_int8.tflite`` is what ``runtime.infer`` and ``runtime.webcam`` load without
 ``--model``; ``cat_fp32.tflite``, ``cat_int8.onnx`` and ``cat_fp32.onnx`` are its twins.
-All four are exports of the demo run, reproduced by ``make models``
+All four are exports of the ``cat`` preset run, reproduced by ``make models``
 (``python -m export.make_models``).
 """
 
