@@ -194,9 +194,12 @@ def test_runs_resume_across_placement_changes_and_new_fields(tmp_path):
     save_config(config, tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     del saved["optimizer"]["warmup_steps"]  # a run started before the field existed
+    saved["data"]["augment"] = True  # ... and before the augment profiles (True was "basic")
     (tmp_path / "config.json").write_text(json.dumps(saved))
     moved = resolve_config(data="blobs", strategy="mirrored", input_pipeline="tf",
                            mixed_precision=True, cache_dir=str(tmp_path))
     check_same_run(tmp_path, moved)  # another machine may resume it
     with pytest.raises(ValueError, match="optimizer.warmup_steps"):
         check_same_run(tmp_path, resolve_config(data="blobs", warmup_steps=10))
+    with pytest.raises(ValueError, match="data.augment"):
+        check_same_run(tmp_path, resolve_config(data="blobs", augment="camera"))

@@ -156,6 +156,9 @@ def check_same_run(run_dir: Path, config: RunConfig) -> None:
     for cfg in (old, new):
         cfg.get("training", {}).pop("epochs", None)  # more epochs may extend a run
         cfg.pop("preset", None)
+        augment = cfg.get("data", {}).get("augment")
+        if isinstance(augment, bool):  # a run from before the profiles: True was "basic"
+            cfg["data"]["augment"] = "basic" if augment else "none"
         for section, names in PLACEMENT_FIELDS.items():  # another machine may resume it
             for name in names:
                 cfg.get(section, {}).pop(name, None)
