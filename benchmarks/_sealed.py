@@ -37,6 +37,25 @@ def _sealed_contract(text: bytes | str) -> bytes:
     return json.dumps(contract, sort_keys=True).encode()
 
 
+def unsealed_bytes(data: bytes) -> bytes:
+    """A sealed edgeloc export as a file without its seal: no digest, no ``integrity`` claim.
+
+    Same-length byte edits (the metadata entry renamed, the digest overwritten, the
+    contract's claim renamed), so the flatbuffer or protobuf stays valid: the file as an
+    older edgeloc or another tool would have written it.
+    """
+    found = digest_of(data)
+    if not found or found[0] != found[1]:
+        raise ValueError("the model bytes are not an intact sealed edgeloc export")
+    digest = b"edgeloc-sha256:" + found[0].encode()
+    for old in (DIGEST_KEY.encode(), digest, _CLAIM):
+        if data.count(old) != 1:
+            raise ValueError(f"the model bytes hold {old[:20]!r} {data.count(old)} times, need 1")
+    data = data.replace(DIGEST_KEY.encode(), b"x" * len(DIGEST_KEY))
+    data = data.replace(digest, b"x" * len(digest))
+    return data.replace(_CLAIM, f'"integrit_": "{INTEGRITY}"'.encode())
+
+
 def sealed_bytes(data: bytes, fmt: str, *, claim: bool = True) -> bytes:
     """``data`` (a "tflite" or "onnx" model with an edgeloc contract) with a digest embedded.
 
@@ -75,4 +94,4 @@ def sealed_copy(src: str | Path, dst: str | Path, *, claim: bool = True) -> Path
     return dst
 
 
-__all__ = ["reseal", "sealed_bytes", "sealed_copy", "unclaimed"]
+__all__ = ["reseal", "sealed_bytes", "sealed_copy", "unclaimed", "unsealed_bytes"]

@@ -1,10 +1,10 @@
 """Abuse edgeloc as a hostile but fair user would; count what happens (issue 12).
 
-    python -m benchmarks.abuse --mutants 300 --markdown results_abuse.md
+    python -m benchmarks.abuse --mutants 300 --markdown results/abuse.md
 
-Part 1, damaged models: for each default model (int8 and fp32, TFLite and ONNX), a sealed
-copy (the digest embedded as an edgeloc export does; made here, since the committed models
-predate it) and the file as committed (no digest) each get ``--mutants`` damaged copies
+Part 1, damaged models: each default model (int8 and fp32, TFLite and ONNX) as exported
+(sealed: the digest embedded) and a copy without its digest (what every model was before
+the digest, and what other tools' files are) each get ``--mutants`` damaged copies
 (byte flips, zeroed ranges, truncations), loaded and run in worker processes. Outcomes per
 model: clear error / correct / silently different / traceback / crash / hang. The target
 for sealed files: 0 silently different, 0 crashes, 0 hangs, 0 tracebacks.
@@ -27,7 +27,7 @@ from typing import Any
 
 from benchmarks import _findings
 from benchmarks._mutants import OUTCOMES, fuzz
-from benchmarks._sealed import sealed_copy
+from benchmarks._sealed import sealed_copy, unsealed_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,11 +41,13 @@ def default_models() -> list[Path]:
 
 
 def run_fuzz(models: list[Path], count: int, seed: int, folder: Path) -> list[dict[str, Any]]:
-    """Part 1: sealed copies (digest checked) and the files as committed (no digest)."""
+    """Part 1: the models sealed (digest checked) and copies without a digest."""
     rows = []
     for model in models:
-        sealed = sealed_copy(model, folder / f"sealed_{model.name}")
-        for label, path in (("sealed", sealed), ("as committed", model)):
+        sealed = sealed_copy(model, folder / f"sealed_{model.name}")  # an export: as it is
+        bare = folder / f"nodigest_{model.name}"
+        bare.write_bytes(unsealed_bytes(sealed.read_bytes()))
+        for label, path in (("sealed", sealed), ("no digest", bare)):
             t0 = time.perf_counter()
             row = fuzz(path, count, verify=True, seed=seed)
             row.update(model=model.name, file=label, seconds=round(time.perf_counter() - t0, 1))
@@ -101,9 +103,9 @@ def markdown(report: dict[str, Any]) -> str:
         (f"### Damaged models ({report['mutants']} mutants per file: byte flips, zeroed "
          "ranges of 1 B-4 KiB, truncations)"),
         "",
-        ("*sealed*: a copy with the edgeloc digest embedded, made by this script exactly as "
-         "an export embeds it (the committed default models predate the digest); *as "
-         "committed*: the file without a digest, which is what every model was before."),
+        ("*sealed*: the default model as exported (its digest embedded); *no digest*: a "
+         "copy with the digest and the contract's claim renamed away (same-length edits), "
+         "which is what every model was before the digest and what other tools' files are."),
         "",
         "| model | file | " + " | ".join(OUTCOMES) + " |",
         "|---|---|" + "---:|" * len(OUTCOMES),

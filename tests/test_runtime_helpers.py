@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks._sealed import unsealed_bytes
+
 SIZE = 32
 LABELS = ("none", "cat")
 BOX_XYXY = (0.1, 0.2, 0.6, 0.9)  # what every fixture model answers, normalized
@@ -64,26 +66,6 @@ def _run_dir(folder: Path, box_format: str) -> Path:
     return folder
 
 
-def unsealed(data: bytes) -> bytes:
-    """An edgeloc export as a file without its seal: no digest, no ``integrity`` claim.
-
-    Same-length byte edits (a renamed metadata entry, a digest overwritten, the contract's
-    claim renamed), so the flatbuffer or protobuf stays valid: a file as an older edgeloc or
-    another tool would have written it.
-    """
-    from runtime.integrity import DIGEST_KEY, INTEGRITY, digest_of
-
-    found = digest_of(data)
-    assert found is not None and found[0] == found[1], "not a sealed edgeloc export"
-    digest = b"edgeloc-sha256:" + found[0].encode()
-    claim = f'"integrity": "{INTEGRITY}"'.encode()
-    for old in (DIGEST_KEY.encode(), digest, claim):
-        assert data.count(old) == 1, old
-    data = data.replace(DIGEST_KEY.encode(), b"x" * len(DIGEST_KEY))
-    data = data.replace(digest, b"x" * len(digest))
-    return data.replace(claim, f'"integrit_": "{INTEGRITY}"'.encode())
-
-
 def _strip_contract(src: Path, dst: Path) -> None:
     """Copy a model without its embedded contract and seal (and without a sidecar)."""
     from runtime.contract import CONTRACT_KEY
@@ -95,7 +77,7 @@ def _strip_contract(src: Path, dst: Path) -> None:
         del proto.metadata_props[:]
         onnx.save(proto, str(dst))
     else:  # rename the TFLite metadata entry in place: same length, still a valid flatbuffer
-        data = unsealed(src.read_bytes())
+        data = unsealed_bytes(src.read_bytes())
         assert data.count(CONTRACT_KEY.encode()) == 1
         dst.write_bytes(data.replace(CONTRACT_KEY.encode(), b"x" * len(CONTRACT_KEY)))
 
@@ -132,7 +114,7 @@ def build_models(folder: Path) -> dict[str, Path]:
     export_onnx(run, paths["onnx"], quantize="none", verify=None)
     export_onnx(run, paths["onnx_i8"], quantize="int8", **common)
     export_onnx(_run_dir(folder / "run_xywh", "xywh"), paths["xywh"], quantize="none", verify=None)
-    paths["unsealed"].write_bytes(unsealed(paths["u8"].read_bytes()))
+    paths["unsealed"].write_bytes(unsealed_bytes(paths["u8"].read_bytes()))
     _strip_contract(paths["u8"], paths["bare"])
     _strip_contract(paths["onnx"], paths["onnx_bare"])
     (folder / "done").write_text(json.dumps({k: str(v) for k, v in paths.items()}))

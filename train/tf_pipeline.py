@@ -51,7 +51,7 @@ def resolve_pipeline(name: str, on_gpu: bool, augment: Augment | None) -> str:
     """``python`` or ``tf`` for ``--input-pipeline NAME``.
 
     ``auto`` is ``tf`` on a GPU and ``python`` (the reference) on CPU. Measured on 2 cores
-    (results_scale.md): from 1 to 2 threads the tf path went 854 -> 1656 images/s, the
+    (BENCHMARKS.md section 9): from 1 to 2 threads the tf path went 854 -> 1656 images/s, the
     python path from decoded images 1980 -> 2025 (its Python parts hold the GIL: it stops
     near 2,000 whatever the core count, too few for a GPU), but per CPU-second the python
     path is 2.2x faster (OpenCV's uint8 kernels), so a CPU run keeps it. An augmentation the
