@@ -175,6 +175,16 @@ def _build(cls: type, values: dict[str, Any]) -> Any:
     return cls(**{k: v for k, v in values.items() if k in known})
 
 
+# The edge-sized model of the demo, cat and real presets. alpha 2 (0.6 M parameters, ~0.35
+# ms int8 on one x86 core): more accurate than alpha 1, and big enough that a 640x480
+# frame's resize and drawing stay a small share.
+_EDGE_MODEL = {"backbone": "small_cnn", "image_size": 128, "alpha": 2.0, "weights": "none",
+               "vectorizer": "attention", "head_units": 256}
+# A fixed budget (4200 steps, about 11 min on 2 cores): no early stopping, as the small val
+# split is noisy; model.keras is still the best epoch by val mean IoU.
+_DEMO_BUDGET = {"epochs": 14, "steps_per_epoch": 300, "batch_size": 32, "loss": "giou_l1",
+                "patience": 0}
+
 # Presets: section -> field -> value, applied over the defaults.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "default": {},
@@ -183,15 +193,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # 10% background-only samples teach the "none" class, so the score means something.
         "data": {"source": "cat-on-scenes", "train_size": 20000, "val_size": 200, "test_size": 500,
                  "negatives": 0.1},
-        # alpha 2 (0.6 M parameters, ~0.35 ms int8 on one x86 core): more accurate than alpha
-        # 1, and big enough that a 640x480 frame's resize and drawing stay a small share.
-        "model": {"backbone": "small_cnn", "image_size": 128, "alpha": 2.0, "weights": "none",
-                  "vectorizer": "attention", "head_units": 256},
+        "model": _EDGE_MODEL,
         "optimizer": {"learning_rate": 1e-3, "decay_rate": 0.5, "decay_steps": 1400},
-        # A fixed budget (4200 steps, about 12 min on 2 cores): no early stopping, as the
-        # small val split is noisy; model.keras is still the best epoch by val mean IoU.
-        "training": {"epochs": 14, "steps_per_epoch": 300, "batch_size": 32, "loss": "giou_l1",
-                     "patience": 0},
+        "training": _DEMO_BUDGET,
     },
     # The default models (`make models`): the demo's model and budget, trained for real cat
     # photos from built-in data alone. The one cat photo is a close-up of a head, so whole
@@ -202,26 +206,23 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "cat": {
         "data": {"source": ["cat-figures:2", "cat-cutouts:2", "cat-on-scenes:1"], "train_size": 20000,
                  "val_size": 200, "test_size": 500, "negatives": 0.1, "augment": "camera"},
-        "model": {"backbone": "small_cnn", "image_size": 128, "alpha": 2.0, "weights": "none",
-                  "vectorizer": "attention", "head_units": 256},
+        "model": _EDGE_MODEL,
         "optimizer": {"learning_rate": 1e-3, "decay_rate": 0.5, "decay_steps": 1400},
-        "training": {"epochs": 14, "steps_per_epoch": 300, "batch_size": 32, "loss": "giou_l1",
-                     "patience": 0},
+        "training": _DEMO_BUDGET,
     },
     # 100-300 labelled photos on 2 CPU cores, from scratch, in under 10 minutes: the demo's
     # edge-sized model, trained on the user's objects pasted onto new backgrounds (70% of
     # samples, the object's larger side 10-100% of the frame) and with camera randomization,
     # so it travels to other cameras and collections. On the cats, paste 0.7 at 0.1-1.0 beat
     # paste 0.5 at 0.15-1.0 both on the own test half (CorLoc 0.93 vs 0.89) and on
-    # cat-on-scenes (0.73 vs 0.64); BENCHMARKS.md section 7.
+    # cat-on-scenes (0.73 vs 0.64); on the faces it cost 1-2 test images (BENCHMARKS.md
+    # section 7). 3600 steps: 470-550 s here.
     "real": {
         "data": {"train_size": 4000, "paste": 0.7, "paste_options": {"scale": [0.1, 1.0]},
                  "augment": "camera"},
-        "model": {"backbone": "small_cnn", "image_size": 128, "alpha": 2.0, "weights": "none",
-                  "vectorizer": "attention", "head_units": 256},
+        "model": _EDGE_MODEL,
         "optimizer": {"learning_rate": 1e-3, "decay_rate": 0.5, "decay_steps": 1200},
-        "training": {"epochs": 12, "steps_per_epoch": 300, "batch_size": 32, "loss": "giou_l1",
-                     "patience": 0},
+        "training": {**_DEMO_BUDGET, "epochs": 12},
     },
     # Reference design 1: VGG16 transfer learning, (x, y, w, h) boxes, binary cross-entropy.
     "reference-vgg": {
