@@ -93,9 +93,10 @@ def test_refuse_overwrite_and_atomic_output_helpers(tmp_path):
 def test_ctrl_c_in_infer_prints_the_summary_and_keeps_the_results(runtime_models, tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()
-    one = write_images(tmp_path / "one", n=1, size=(60, 80))[0].read_bytes()
+    # 640x480: a few ms each, so the run outlasts the wait for its first flush on a busy machine
+    one = write_images(tmp_path / "one", n=1, size=(480, 640))[0]
     for i in range(3000):
-        (folder / f"{i:04d}.jpg").write_bytes(one)
+        os.link(one, folder / f"{i:04d}.jpg")  # one file on disk
     out = tmp_path / "r.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "runtime.infer", "--model", str(runtime_models["u8"]),
