@@ -51,6 +51,14 @@ class Run:
         return self.rc == 2 and self.err.count("error:") == 1 and self.outcome == "ok"
 
 
+def let_ctrl_c_through() -> None:
+    """Undo an inherited "ignore SIGINT" (what a non-interactive shell's ``cmd &`` sets,
+    as POSIX asks) in this process, so the CLIs it starts see Ctrl-C again: a Python
+    handler is reset to the default in a child, an ignored signal stays ignored."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def cli(argv: list[str], timeout: float = 60, stop_after: float | None = None,
         sig: int = signal.SIGINT, peak: bool = False) -> Run:
     """``python -m argv...`` from the repository root; ``stop_after`` sends ``sig`` then."""

@@ -1,8 +1,8 @@
 """Seal a copy of a model file the way the exporter does, to measure the runtime's check.
 
 Files exported by edgeloc are sealed already and are copied as they are; for older files
-and other tools' files ``sealed_copy`` adds the ``edgeloc_digest`` placeholder and ``"integrity": "sha256"`` in the
-contract's ``extra`` (a TFLite metadata entry or ONNX ``metadata_props``), then fills the
+and other tools' files ``sealed_copy`` adds the ``edgeloc_digest`` placeholder and
+``"integrity": "sha256"`` in the contract's ``extra`` (a TFLite metadata entry or ONNX ``metadata_props``), then fills the
 digest with ``runtime.integrity.seal``: the same bytes an edgeloc export will write.
 """
 
@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 
 from runtime.contract import CONTRACT_KEY, read_tflite_metadata
-from runtime.integrity import DIGEST_KEY, INTEGRITY, PLACEHOLDER, digest_of, placeholder, seal
+from runtime.integrity import (CLAIM, DIGEST_KEY, INTEGRITY, PLACEHOLDER, PREFIX, digest_of,
+                               placeholder, seal)
 
-_CLAIM = f'"integrity": "{INTEGRITY}"'.encode()
+_NO_CLAIM = CLAIM.replace(b'"integrity"', b'"integrit_"')  # same length: no offset moves
 
 
 def reseal(data: bytes) -> bytes:
@@ -22,13 +23,13 @@ def reseal(data: bytes) -> bytes:
     found = digest_of(data)
     if not found or not found[0]:
         raise ValueError("the model bytes carry no intact digest to recompute")
-    return seal(data.replace(b"edgeloc-sha256:" + found[0].encode(), PLACEHOLDER))
+    return seal(data.replace(PREFIX + found[0].encode(), PLACEHOLDER))
 
 
 def unclaimed(data: bytes) -> bytes:
     """A sealed file whose contract no longer says so (a same-length rename, resealed)."""
-    assert data.count(_CLAIM) == 1
-    return reseal(data.replace(_CLAIM, f'"integrit_": "{INTEGRITY}"'.encode()))
+    assert data.count(CLAIM) == 1
+    return reseal(data.replace(CLAIM, _NO_CLAIM))
 
 
 def _sealed_contract(text: bytes | str) -> bytes:
@@ -47,13 +48,13 @@ def unsealed_bytes(data: bytes) -> bytes:
     found = digest_of(data)
     if not found or found[0] != found[1]:
         raise ValueError("the model bytes are not an intact sealed edgeloc export")
-    digest = b"edgeloc-sha256:" + found[0].encode()
-    for old in (DIGEST_KEY.encode(), digest, _CLAIM):
+    digest = PREFIX + found[0].encode()
+    for old in (DIGEST_KEY.encode(), digest, CLAIM):
         if data.count(old) != 1:
             raise ValueError(f"the model bytes hold {old[:20]!r} {data.count(old)} times, need 1")
     data = data.replace(DIGEST_KEY.encode(), b"x" * len(DIGEST_KEY))
     data = data.replace(digest, b"x" * len(digest))
-    return data.replace(_CLAIM, f'"integrit_": "{INTEGRITY}"'.encode())
+    return data.replace(CLAIM, _NO_CLAIM)
 
 
 def sealed_bytes(data: bytes, fmt: str, *, claim: bool = True) -> bytes:
@@ -64,7 +65,7 @@ def sealed_bytes(data: bytes, fmt: str, *, claim: bool = True) -> bytes:
     """
     found = digest_of(data)
     if found is not None and found[0] == found[1]:
-        return data if claim or _CLAIM not in data else unclaimed(data)
+        return data if claim or CLAIM not in data else unclaimed(data)
     if fmt == "tflite":
         from export._flatbuffer import edit_tflite
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import signal
 import sys
 import tempfile
 import time
@@ -144,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the MJPEG server's header deadline in the server checks (5)")
     parser.add_argument("--markdown", type=Path, help="also write the markdown here")
     parser.add_argument("--json", type=Path, help="also write the raw report here")
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started with `&`: the CLIs it
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # runs must see Ctrl-C
+    _findings.let_ctrl_c_through()  # the Ctrl-C findings need it when started with `&`
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     report: dict[str, Any] = {

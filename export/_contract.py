@@ -6,11 +6,11 @@ from typing import Any
 
 from export._load import LoadedModel
 from runtime.contract import Contract
+# How the file's own digest is computed: the runtime checks a file whose contract names it,
+# so a file whose digest was stripped is refused too.
+from runtime.integrity import INTEGRITY
 
 SCORE_MEANING = "softmax probabilities over labels; labels[0] = 'none' (no object)"
-# How the file's own digest is computed (runtime.integrity): the runtime checks a file whose
-# contract names it, so a file whose digest was stripped is refused too.
-INTEGRITY = "sha256"
 
 
 def make_contract(

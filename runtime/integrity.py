@@ -19,9 +19,10 @@ from runtime.errors import UserError
 
 DIGEST_KEY = "edgeloc_digest"
 INTEGRITY = "sha256"  # the contract's ``extra["integrity"]`` in a file sealed by edgeloc
-_PREFIX = b"edgeloc-sha256:"
-PLACEHOLDER = _PREFIX + b"0" * 64  # the metadata value an exporter embeds before sealing
-_PATTERN = re.compile(re.escape(_PREFIX) + rb"[0-9a-f]{64}")
+PREFIX = b"edgeloc-sha256:"  # the marker before the 64 hex digits of the digest
+PLACEHOLDER = PREFIX + b"0" * 64  # the metadata value an exporter embeds before sealing
+CLAIM = f'"integrity": "{INTEGRITY}"'.encode()  # the contract's promise, as the JSON holds it
+_PATTERN = re.compile(re.escape(PREFIX) + rb"[0-9a-f]{64}")
 
 
 def placeholder() -> str:
@@ -34,7 +35,7 @@ def seal(data: bytes) -> bytes:
     if data.count(PLACEHOLDER) != 1:
         raise ValueError(f"the model bytes hold {data.count(PLACEHOLDER)} digest placeholders, need 1")
     digest = hashlib.sha256(data).hexdigest().encode()
-    return data.replace(PLACEHOLDER, _PREFIX + digest)
+    return data.replace(PLACEHOLDER, PREFIX + digest)
 
 
 def digest_of(data: bytes) -> tuple[str, str] | None:
@@ -43,13 +44,13 @@ def digest_of(data: bytes) -> tuple[str, str] | None:
     A marker without 64 hex digits after it (a damaged digest) gives ("", actual), which
     never matches.
     """
-    start = data.find(_PREFIX)
+    start = data.find(PREFIX)
     if start < 0:
         return None
     match = _PATTERN.match(data, start)
-    if match is None or data.find(_PREFIX, start + 1) >= 0:
+    if match is None or data.find(PREFIX, start + 1) >= 0:
         return "", hashlib.sha256(data).hexdigest()
-    embedded = match.group(0)[len(_PREFIX):].decode()
+    embedded = match.group(0)[len(PREFIX):].decode()
     view = memoryview(data)  # hash around the digest without copying the file
     hasher = hashlib.sha256(view[: match.start()])
     hasher.update(PLACEHOLDER)
@@ -82,8 +83,8 @@ def claims_digest(data: bytes) -> bool:
     before the bytes reach an engine: a sealed file whose digest was destroyed is refused
     before a damaged flatbuffer or protobuf is interpreted.
     """
-    return f'"integrity": "{INTEGRITY}"'.encode() in data
+    return CLAIM in data
 
 
-__all__ = ["DIGEST_KEY", "INTEGRITY", "PLACEHOLDER", "check", "claims_digest", "digest_of",
-           "placeholder", "seal"]
+__all__ = ["CLAIM", "DIGEST_KEY", "INTEGRITY", "PLACEHOLDER", "PREFIX", "check",
+           "claims_digest", "digest_of", "placeholder", "seal"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Callable
 
@@ -12,11 +11,11 @@ import pytest
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """A suite started in the background by a non-interactive shell (``cmd &``) inherits
-    SIGINT ignored, as POSIX asks, and so would every CLI it starts: the Ctrl-C tests
-    need Ctrl-C to reach them. A Python handler here is reset to the default in children."""
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    """A suite started in the background (``cmd &``) inherits SIGINT ignored, and so would
+    every CLI it starts: the Ctrl-C tests need Ctrl-C to reach them."""
+    from benchmarks._findings import let_ctrl_c_through
+
+    let_ctrl_c_through()
 
 
 # ------------------------------------------------------------------ data fixtures
