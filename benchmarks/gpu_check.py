@@ -32,8 +32,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtime.models import MODELS_DIR
-
 REPO = Path(__file__).resolve().parents[1]
 BUDGET_S = 8 * 60
 # Training check: the demo architecture, a GPU-sized global batch, short epochs.
@@ -152,6 +150,8 @@ def latency(models: Path, keras_model: Path, out: Path, timeout: float, python: 
 def run_checks(out: Path, *, quick: bool = False, python: str = sys.executable,
                budget: float = BUDGET_S) -> dict[str, Any]:
     """Steps 3-4 (inside the GPU venv): environment, training, latency; returns the report."""
+    from runtime.models import MODELS_DIR  # not at the top: steps 1-2 run before numpy exists
+
     t0 = time.perf_counter()
     left = lambda: budget - (time.perf_counter() - t0)  # noqa: E731
     out.mkdir(parents=True, exist_ok=True)
@@ -200,13 +200,11 @@ def markdown(report: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     """``out/gpu_check.json`` and ``out/gpu_check.md``, each written atomically."""
-    from benchmarks._schema import write_atomic
+    from runtime import atomic
 
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "gpu_check.json", out / "gpu_check.md"]
-    write_atomic(paths[0], json.dumps(report, indent=2, default=str) + "\n")
-    write_atomic(paths[1], markdown(report))
-    return paths
+    return [atomic.write_json(out / "gpu_check.json", report),
+            atomic.write_text(out / "gpu_check.md", markdown(report))]
 
 
 def main(argv: list[str] | None = None) -> int:
