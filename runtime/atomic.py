@@ -4,8 +4,8 @@
 the final ``os.replace`` is atomic) and renames it into place only when the block finishes;
 an exception or Ctrl-C removes it. A process killed outright (SIGKILL, power loss) cannot
 clean up, so every temporary name carries the writer's process id
-(``.<pid>-<random>.edgeloc-tmp.<name>``) and the next write into that folder removes
-the leftovers of processes that are gone. Scratch folders (a SavedModel on its way to TFLite,
+(``.<pid>-<random>.edgeloc-tmp.<name>``) and a process's first write into that folder
+removes the leftovers of processes that are gone. Scratch folders (a SavedModel on its way to TFLite,
 a benchmark's eval set) follow the same rule under one folder of the system temp dir
 (``scratch_dir``). Stdlib only: the runtime, the data layer, training, export and the
 benchmarks all import it.
@@ -78,6 +78,19 @@ def remove_leftovers(folder: str | Path) -> int:
     return removed
 
 
+_CLEANED: set[str] = set()  # folders this process has already cleaned before a write
+
+
+def _clean_once(folder: Path) -> None:
+    """``remove_leftovers`` the first time this process writes into ``folder``: a run that
+    writes thousands of files into one folder (``infer --draw``) lists it once, not once
+    per file."""
+    key = os.path.realpath(folder)
+    if key not in _CLEANED:
+        remove_leftovers(folder)
+        _CLEANED.add(key)
+
+
 def temp_name(path: Path) -> Path:
     """A fresh temporary path beside ``path``, ending in its whole name (``.weights.h5``,
     ``.keras``, ``.png``: writers that check the suffix accept it)."""
@@ -93,7 +106,7 @@ def staged(path: str | Path, *, mode: int = 0o666) -> Iterator[Path]:
     ``fig.savefig(tmp)``); it may also check it there before it replaces ``path``.
     """
     path = Path(path)
-    remove_leftovers(path.parent)
+    _clean_once(path.parent)
     tmp = temp_name(path)
     try:
         yield tmp
@@ -228,7 +241,7 @@ def atomic_output(
     real = Path(os.path.realpath(path))
     direct = not _replaceable(real)
     if not direct:
-        remove_leftovers(real.parent)
+        _clean_once(real.parent)
     target = real if direct else temp_name(real)
     try:
         text = {} if binary else {"encoding": "utf-8", "newline": newline}
