@@ -2,8 +2,9 @@
 
 Files exported by edgeloc are sealed already and are copied as they are; for older files
 and other tools' files ``sealed_copy`` adds the ``edgeloc_digest`` placeholder and
-``"integrity": "sha256"`` in the contract's ``extra`` (a TFLite metadata entry or ONNX ``metadata_props``), then fills the
-digest with ``runtime.integrity.seal``: the same bytes an edgeloc export will write.
+``"integrity": "sha256"`` in the contract's ``extra`` (a TFLite metadata entry or ONNX
+``metadata_props``), then fills the digest with ``runtime.integrity.seal``: the same bytes
+an edgeloc export will write.
 """
 
 from __future__ import annotations

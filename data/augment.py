@@ -218,8 +218,9 @@ def flip_horizontal(image: np.ndarray, box: np.ndarray, present: bool) -> tuple[
 
 # ----------------------------------------------------------------------------- photometric
 @functools.lru_cache(maxsize=2)
-def _noise_table(side: int) -> np.ndarray:
-    """Fixed Gaussian noise; random windows of it are much cheaper than fresh draws."""
+def noise_table(side: int) -> np.ndarray:
+    """Fixed Gaussian noise; random windows of it are much cheaper than fresh draws (the
+    tf pipeline takes its windows from the same table)."""
     return np.random.default_rng(1234).standard_normal((side, side, 3)).astype(np.float32)
 
 
@@ -255,7 +256,7 @@ def _blur(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
 
 def _noise(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
-    table = _noise_table(max(512, h, w))
+    table = noise_table(max(512, h, w))
     oy, ox = rng.integers(0, table.shape[0] - h + 1), rng.integers(0, table.shape[1] - w + 1)
     noisy = image + rng.uniform(2, 10) * table[oy : oy + h, ox : ox + w]
     return np.clip(noisy, 0, 255).astype(np.uint8)
@@ -316,4 +317,4 @@ def augment_example(
 
 
 __all__ = ["AUGMENTS", "Augment", "augment_example", "flip_horizontal", "get_augment",
-           "photometric", "random_window", "rotate"]
+           "noise_table", "photometric", "random_window", "rotate"]

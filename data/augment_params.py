@@ -36,6 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from data.augment import flip_horizontal, noise_table
 from data.images import jpeg_roundtrip
 from runtime.contract import preprocess
 
@@ -75,11 +76,6 @@ def identity_params(height: int, width: int) -> dict[str, np.ndarray]:
     return {k: np.asarray(values[k], dtype).reshape(shape) for k, (shape, dtype) in PARAMS.items()}
 
 
-def noise_table(side: int) -> np.ndarray:
-    """The fixed Gaussian noise both engines take windows of (as ``data.augment`` does)."""
-    return np.random.default_rng(1234).standard_normal((side, side, 3)).astype(np.float32)
-
-
 def apply_params(image: np.ndarray, box: np.ndarray, present: bool, params: dict[str, Any],
                  size: int) -> tuple[np.ndarray, np.ndarray]:
     """Apply ``params`` to an RGB image and its normalized x1, y1, x2, y2 box (numpy/OpenCV).
@@ -110,9 +106,7 @@ def apply_params(image: np.ndarray, box: np.ndarray, present: bool, params: dict
             box = window_box(box, p["window"], height, width)
     image = preprocess(image, size)  # (S, S, 3) uint8, the contract's resize
     if p["flip"]:
-        image = cv2.flip(image, 1)
-        if present:
-            box = np.array([1.0 - box[2], box[1], 1.0 - box[0], box[3]], np.float32)
+        image, box = flip_horizontal(image, box, present)
     return _photometric(image, p), box
 
 
@@ -167,5 +161,5 @@ def _photometric(image: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-__all__ = ["KERNEL", "PARAMS", "apply_params", "identity_params", "noise_table", "rotate_box",
+__all__ = ["KERNEL", "PARAMS", "apply_params", "identity_params", "rotate_box",
            "window_box"]

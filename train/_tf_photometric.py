@@ -11,7 +11,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from data.augment_params import KERNEL, noise_table
+from data.augment import noise_table
+from data.augment_params import KERNEL
 
 _LUMA = (0.299, 0.587, 0.114)  # cv2.COLOR_RGB2GRAY
 
