@@ -82,9 +82,9 @@ def _silhouette(rng: np.random.Generator, size: int, pose: str) -> tuple[np.ndar
     return mask, (cx, cy, r)
 
 
-def cat_figure(rng: np.random.Generator, size: int = 192) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
-    """A cat figure: (image (h, w, 3) uint8 RGB, alpha (h, w) float32, box (x1, y1, x2, y2))
-    cropped to the silhouette's bounds, so the box is the whole patch."""
+def cat_figure(rng: np.random.Generator, size: int = 192) -> tuple[np.ndarray, np.ndarray]:
+    """A cat figure: (image (h, w, 3) uint8 RGB, alpha (h, w) float32), cropped to the
+    silhouette's bounds, so the object's box is the whole patch."""
     pose = POSES[int(rng.integers(len(POSES)))]
     mask, (cx, cy, r) = _silhouette(rng, size, pose)
     if rng.random() < 0.5:  # facing the other way
@@ -114,8 +114,7 @@ def cat_figure(rng: np.random.Generator, size: int = 192) -> tuple[np.ndarray, n
     alpha = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), max(0.8, size * 0.006))
     rows, cols = np.flatnonzero(mask.max(axis=1)), np.flatnonzero(mask.max(axis=0))
     bx1, by1, bx2, by2 = int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-    return (np.ascontiguousarray(image[by1:by2, bx1:bx2]), np.ascontiguousarray(alpha[by1:by2, bx1:bx2]),
-            (0, 0, bx2 - bx1, by2 - by1))
+    return np.ascontiguousarray(image[by1:by2, bx1:bx2]), np.ascontiguousarray(alpha[by1:by2, bx1:bx2])
 
 
 __all__ = ["POSES", "cat_figure"]

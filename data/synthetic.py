@@ -9,6 +9,7 @@ regenerate the background of any sample (``source.background(i)``) and compare.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 import cv2
@@ -269,16 +270,12 @@ def cat_cutouts(options: SourceOptions) -> Any:
                        size=int(options.size), scenes=assets.backgrounds(split), canvases=CANVASES)
 
 
-class CatFigures(SyntheticSource):
-    """Procedural whole-cat figures (``data.figures``) textured with the cat photo, on scenes,
-    from a quarter of the frame to larger than the frame: boxes around whole animals."""
+class CatFigures(CatOnScenes):
+    """Procedural whole-cat figures (``data.figures``) textured with the cat photo, on the
+    same scenes, from a quarter of the frame to larger than the frame: boxes around whole
+    animals."""
 
     kind = "cat-figures"
-    labels = ["none", "cat"]
-    canvases = CANVASES
-
-    def _background(self, rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, str]:
-        return assets.random_background(rng, assets.backgrounds(self.split), height, width)
 
     def _paste(self, rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, str]:
         height, width = image.shape[:2]
@@ -304,16 +301,25 @@ class CatFigures(SyntheticSource):
 FIGURES_PER_SPLIT = 300  # drawing a figure takes ~10 ms: draw a pool once, vary it per sample
 
 
+_POOL_LOCK = threading.Lock()  # tf.data's parallel map asks from several threads at once
+
+
 @functools.lru_cache(maxsize=None)
-def _figure_pool(split: str) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """The split's cat figures, drawn once per process from a seed of the split."""
+def _draw_pool(split: str) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     from data.figures import cat_figure
 
     rng = np.random.default_rng([_SPLIT_IDS[split], 97_531])
     figures = []
     for _ in range(FIGURES_PER_SPLIT):
-        image, alpha, _ = cat_figure(rng)
+        image, alpha = cat_figure(rng)
         image.setflags(write=False)
         alpha.setflags(write=False)
         figures.append((image, alpha))
     return tuple(figures)
+
+
+def _figure_pool(split: str) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """The split's cat figures, drawn once per process from a seed of the split (the lock:
+    lru_cache alone lets every thread that misses draw its own 300 figures)."""
+    with _POOL_LOCK:
+        return _draw_pool(split)
