@@ -75,9 +75,9 @@ def keras_predict(model: Any, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def holdout_set(loaded: LoadedModel, options: VerifyOptions | Holdout | None) -> Holdout | None:
     """The test split of ``options.source`` (default: the run's training source), with the
-    Keras model's predictions; a prebuilt ``Holdout`` is returned as is; None (or False):
-    no verification."""
-    if options is None or options is False:
+    Keras model's predictions; a prebuilt ``Holdout`` is returned as is; None: no
+    verification."""
+    if options is None:
         return None
     if isinstance(options, Holdout):
         return options
@@ -152,10 +152,9 @@ def run_exported(path: Path, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.concatenate(boxes), np.concatenate(scores)
 
 
-def verify_model(
-    path: Path, holdout: Holdout, *, fmt: str, precision: str, max_iou_drop: float = 0.02
-) -> Verification:
-    """Run ``path`` on the held-out set and compare it with the Keras model."""
+def verify_model(path: Path, holdout: Holdout, *, fmt: str, precision: str) -> Verification:
+    """Run ``path`` on the held-out set and compare it with the Keras model (failing above
+    ``holdout.max_iou_drop``)."""
     box, score = run_exported(Path(path), holdout.pixels)
     keras_iou = float(holdout.iou(holdout.keras_box).mean())
     iou = holdout.iou(box)
@@ -171,7 +170,7 @@ def verify_model(
         max_box_diff=float(np.abs(box - holdout.keras_box).max()),
         score_agreement=float(agree.mean()),
         max_score_diff=float(np.abs(score - holdout.keras_score).max()),
-        max_iou_drop=float(max_iou_drop),
+        max_iou_drop=float(holdout.max_iou_drop),
         n=len(holdout.pixels),
     )
     log.info(
@@ -231,8 +230,7 @@ def write_verified(
         tmp.write_bytes(data)
         if holdout is not None:
             result.verification = verify_model(
-                tmp, holdout, fmt=result.format, precision=result.precision,
-                max_iou_drop=holdout.max_iou_drop,
+                tmp, holdout, fmt=result.format, precision=result.precision
             )
         result.seconds = time.perf_counter() - t0
         if not result.ok:
