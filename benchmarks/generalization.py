@@ -36,6 +36,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks._fingerprint import cpu_model
 from benchmarks._realdata import add_real_data_args, bad_real_data
 from data.sources import Sample
 
@@ -233,7 +234,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     """Everything above; returns the results document."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    doc: dict[str, Any] = {"command": " ".join(sys.argv), "cpu": _cpu(), "load": os.getloadavg(),
+    doc: dict[str, Any] = {"command": " ".join(sys.argv), "cpu": f"{cpu_model()} x{os.cpu_count()}", "load": os.getloadavg(),
                            "targets": TARGETS, "runs": [], "default_models": [], "haar": {}}
     datasets = [("cats", "voc", args.cats_dir), ("faces", "csv", args.faces_dir)]
     for kind, fmt, data_dir in datasets:
@@ -293,16 +294,6 @@ def _save(out: Path, doc: dict[str, Any]) -> None:
 
     atomic.write_json(out / "generalization.json", doc)
     atomic.write_text(out / "generalization.md", markdown(doc))
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores"
 
 
 def markdown(doc: dict[str, Any]) -> str:

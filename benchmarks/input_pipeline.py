@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from runtime import atomic
+
 REPO = Path(__file__).resolve().parents[1]
 PIPELINES = ("python-jpeg", "python-cached", "tf")
 
@@ -69,10 +71,7 @@ def generate(folder: Path, count: int, width: int = 320, height: int = 240, seed
 
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         rows = list(pool.map(one, range(count)))
-    tmp = labels.with_suffix(".tmp")
-    tmp.write_text("".join(rows))
-    os.replace(tmp, labels)
-    return labels
+    return atomic.write_text(labels, "".join(rows))
 
 
 # ------------------------------------------------------------------------------------ cells
@@ -216,10 +215,10 @@ def _row(cell: dict[str, Any], keys: tuple[str, ...], figures: tuple[tuple[str, 
 def _machine() -> dict[str, Any]:
     from benchmarks._fingerprint import cpu_model, library_versions
 
+    versions = library_versions(["tensorflow", "tensorflow-cpu"])
     return {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)),
             "python": platform.python_version(),
-            "tensorflow": library_versions(["tensorflow", "tensorflow-cpu"]).popitem()[1]
-            if library_versions(["tensorflow", "tensorflow-cpu"]) else "not installed"}
+            "tensorflow": next(reversed(versions.values()), "not installed")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,10 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         results["train"].append(cell)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    atomic.write_json(out, results)
     text = markdown(results)
     if args.markdown:
-        Path(args.markdown).write_text(text)
+        atomic.write_text(args.markdown, text)
     print(text)
     return 0
 
