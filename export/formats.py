@@ -23,6 +23,7 @@ from export.options import (
     CalibrationOptions,
     OnnxOptions,
     VerifyOptions,
+    check_choice,
 )
 from export.quant import TFLITE_QUANTIZE
 from export.tflite import export_tflite
@@ -57,9 +58,7 @@ FORMATS: dict[str, Format] = {
 
 def get_format(name: str) -> Format:
     """The registry entry of a format; UserError listing the valid names."""
-    if name not in FORMATS:
-        raise UserError(f"unknown format {name!r}; valid: {', '.join(FORMATS)}")
-    return FORMATS[name]
+    return FORMATS[check_choice(name, FORMATS, "format")]
 
 
 def all_quantize() -> list[str]:
@@ -80,8 +79,7 @@ def jobs_for(formats: str | Sequence[str], quantize: str | Sequence[str]) -> lis
     precisions = _items(quantize)
     valid = all_quantize()
     for q in precisions:
-        if q not in valid:
-            raise UserError(f"unknown --quantize {q!r}; valid: {', '.join(valid)}")
+        check_choice(q, valid, "--quantize")
     jobs = [(f, q) for f in fmts for q in precisions if q in FORMATS[f].quantize]
     if not jobs:
         takes = "; ".join(f"{FORMATS[f].label} takes {', '.join(FORMATS[f].quantize)}"
@@ -125,10 +123,7 @@ def export_all(
     or next to the model."""
     for fmt, quantize in jobs:  # names first: before the slow model load
         entry = get_format(fmt)
-        if quantize not in entry.quantize:
-            raise UserError(
-                f"unknown {entry.label} --quantize {quantize!r}; valid: {', '.join(entry.quantize)}"
-            )
+        check_choice(quantize, entry.quantize, f"{entry.label} --quantize")
     if out and len(jobs) > 1:
         raise UserError("--out names one file; with several exports pass --out-dir FOLDER")
     folder = Path(out_dir).expanduser() if out_dir is not None else None
