@@ -26,17 +26,19 @@ from runtime.errors import UserError
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _kill_mid_write(folder: Path) -> list[Path]:
-    """Start a writer that is SIGKILLed inside ``staged`` and ``scratch_dir``; its leftovers."""
+def kill_mid_write(folder: Path, scratch: str = "work", name: str = "out.bin") -> list[Path]:
+    """Start a writer that is SIGKILLed inside ``scratch_dir(scratch)`` and
+    ``staged(folder / name)`` (a real process, so the names carry a process id that is
+    gone); its leftovers."""
     before = set(scratch_root().iterdir())
     code = (
         "import os, signal, sys; from pathlib import Path\n"
         "from runtime.atomic import scratch_dir, staged\n"
-        "with scratch_dir('work') as d, staged(Path(sys.argv[1]) / 'out.bin') as t:\n"
+        "with scratch_dir(sys.argv[2]) as d, staged(Path(sys.argv[1]) / sys.argv[3]) as t:\n"
         "    (d / 'part').write_bytes(b'x'); t.write_bytes(b'half')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(folder)], cwd=REPO)
+    proc = subprocess.run([sys.executable, "-c", code, str(folder), scratch, name], cwd=REPO)
     assert proc.returncode == -9
     return sorted(folder.iterdir()) + sorted(set(scratch_root().iterdir()) - before)
 
@@ -57,7 +59,7 @@ def test_staged_replaces_only_on_success(tmp_path):
 
 
 def test_a_killed_writer_leaves_files_that_the_next_write_removes(tmp_path):
-    left = _kill_mid_write(tmp_path)
+    left = kill_mid_write(tmp_path)
     assert len(left) == 2 and all(TMP_MARK in p.name for p in left), left
     assert not (tmp_path / "out.bin").exists()  # never a truncated output
     live = tmp_path / f".{os.getpid()}-0a1b2c3d{TMP_MARK}.other.bin"  # a write in progress

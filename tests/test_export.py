@@ -290,36 +290,15 @@ def test_combined_cli_writes_the_set_and_one_table(run_dir, tmp_path, capsys):
     assert out.count(" ok ") >= 4
 
 
-def _killed_leftovers(folder: Path) -> list[Path]:
-    """A temporary model file and a scratch SavedModel folder left by an export killed with
-    SIGKILL (a real process, so the names carry a process id that is gone)."""
-    import subprocess
-    import sys
-
-    from runtime.atomic import scratch_root
-
-    before = set(scratch_root().iterdir())
-    code = (
-        "import os, signal, sys; from pathlib import Path\n"
-        "from runtime.atomic import scratch_dir, staged\n"
-        "with scratch_dir('savedmodel') as d, staged(Path(sys.argv[1]) / 'm.tflite') as t:\n"
-        "    (d / 'saved_model.pb').write_bytes(b'x'); t.write_bytes(b'half a model')\n"
-        "    os.kill(os.getpid(), signal.SIGKILL)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code, str(folder)], cwd=Path(__file__).parents[1])
-    assert proc.returncode == -9
-    left = [p for p in folder.iterdir()] + sorted(set(scratch_root().iterdir()) - before)
-    assert len(left) == 2 and all(".edgeloc-tmp." in p.name for p in left), left
-    return left
-
-
 def test_a_failed_verification_leaves_no_file(run_dir, tmp_path, capsys):
     from export import VerificationFailed
     from export._cli import main_tflite
     from export.tflite import export_tflite
+    from tests.test_atomic import kill_mid_write
 
     out = tmp_path / "m.tflite"
-    leftovers = _killed_leftovers(tmp_path)
+    leftovers = kill_mid_write(tmp_path, "savedmodel", "m.tflite")  # a killed export's files
+    assert len(leftovers) == 2 and all(".edgeloc-tmp." in p.name for p in leftovers), leftovers
     with pytest.raises(VerificationFailed) as info:  # any drop exceeds a negative limit
         export_tflite(
             run_dir, out, quantize="int8", calib=CalibrationOptions(size=CALIB),
