@@ -145,9 +145,7 @@ def evaluate_exported(model_path: Path, source: Any) -> dict[str, Any]:
         result = loc.predict(sample.image)
         ious.append(float(box_iou(np.asarray(result.box_norm), sample.box)))
         found += int(result.present)
-    iou = np.asarray(ious)
-    return {"images": len(iou), "mean_iou": float(iou.mean()), "corloc@0.5": float((iou >= 0.5).mean()),
-            "present": found / max(1, len(iou))}
+    return {**_scores(ious), "present": found / max(1, len(ious))}
 
 
 def haar_faces(source: Any) -> dict[str, Any]:
@@ -168,6 +166,11 @@ def haar_faces(source: Any) -> dict[str, Any]:
             continue
         box = np.asarray(boxes[0], np.float64) / (w, h, w, h)
         ious.append(float(box_iou(box, sample.box)))
+    return _scores(ious)
+
+
+def _scores(ious: list[float]) -> dict[str, Any]:
+    """Images, mean IoU and CorLoc@0.5 of per-image IoUs (images with an object)."""
     iou = np.asarray(ious)
     return {"images": len(iou), "mean_iou": float(iou.mean()), "corloc@0.5": float((iou >= 0.5).mean())}
 
