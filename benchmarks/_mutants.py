@@ -98,14 +98,23 @@ def _same(a: list[float], b: list[float]) -> bool:
     return len(a) == len(b) and all(abs(x - y) <= 1e-6 for x, y in zip(a, b))
 
 
-def difference(values: list[float], reference: list[float], width: int = 320) -> str:
-    """How far a silently different answer is off: the largest box move in pixels of the
-    320-pixel-wide test images, and the largest score change."""
+def _offsets(values: list[float], reference: list[float], width: int = 320) -> tuple[float, float]:
+    """(largest box move in pixels of the 320-pixel-wide test images, largest score change)."""
     per_image = len(reference) // 2  # two images: 4 box values then the scores, each
     box = max(abs(values[i + k] - reference[i + k]) for i in (0, per_image) for k in range(4))
     score = max(abs(v - r) for j, (v, r) in enumerate(zip(values, reference))
                 if j % per_image >= 4)
-    return f"box off by up to {box * width:.1f} px, a score by up to {score:.3f}"
+    return box * width, score
+
+
+def _describe(box_px: float, score: float) -> str:
+    return f"box off by up to {box_px:.1f} px, a score by up to {score:.3f}"
+
+
+def difference(values: list[float], reference: list[float], width: int = 320) -> str:
+    """How far a silently different answer is off: the largest box move in pixels of the
+    320-pixel-wide test images, and the largest score change."""
+    return _describe(*_offsets(values, reference, width))
 
 
 def classify(answer: dict[str, Any], reference: list[float]) -> str:
@@ -126,7 +135,7 @@ def fuzz(
     worker = Worker(verify)
     counts: Counter[str] = Counter()
     seen: dict[str, list[str]] = {}
-    worst = ""  # the silently different answer whose box moved most
+    worst: tuple[float, float] | None = None  # the silently different answer whose box moved most
     with tempfile.TemporaryDirectory(prefix="edgeloc-abuse-") as tmp:
         reference = worker.ask(model, timeout)
         if "values" not in reference:
@@ -139,8 +148,9 @@ def fuzz(
             outcome = classify(answer, reference["values"])
             counts[outcome] += 1
             if outcome == "silently different":
-                answer["error"] = difference(answer["values"], reference["values"])
-                worst = max(worst, answer["error"], key=_pixels)
+                moved = _offsets(answer["values"], reference["values"])
+                answer["error"] = _describe(*moved)
+                worst = moved if worst is None or moved[0] > worst[0] else worst
             if outcome not in ("correct",) and len(seen.setdefault(outcome, [])) < examples:
                 seen[outcome].append(f"{description}: {answer.get('error', '')}"[:300])
             if outcome in ("crash", "hang"):
@@ -148,11 +158,7 @@ def fuzz(
     worker.close()
     return {"model": str(model), "verify": verify, "mutants": count,
             "counts": {o: counts.get(o, 0) for o in OUTCOMES}, "examples": seen,
-            "worst": worst}
-
-
-def _pixels(text: str) -> float:
-    return float(text.split("up to ")[1].split(" px")[0]) if text else -1.0
+            "worst": _describe(*worst) if worst else ""}
 
 
 def _serve(verify: bool, threads: int) -> None:
