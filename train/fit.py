@@ -14,11 +14,10 @@ Run directory layout (written by ``train``):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -216,12 +215,9 @@ def train(config: RunConfig, run_dir: str | Path, *, console: Console | None = N
         console.print(f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), "
                       f"{prep.pipeline} input pipeline, mixed precision "
                       f"{'on' if state['mixed_precision'] else 'off'}")
-    out = run_dir if chief else Path(tempfile.mkdtemp(prefix="edgeloc-worker-"))
-    try:
+    # A worker writes its copy of the run into a scratch folder (a killed worker's goes later).
+    with contextlib.nullcontext(run_dir) if chief else atomic.scratch_dir("worker") as out:
         return _fit(config, prep, model, state, run_dir, out, console, callbacks, progress)
-    finally:
-        if not chief:
-            shutil.rmtree(out, ignore_errors=True)
 
 
 def _build(config: RunConfig, strategy: Any, mixed: bool) -> keras.Model:
