@@ -2,6 +2,7 @@
 
     python -m benchmarks.generalization --cats-dir ../shared/datasets/cats/train \\
         --faces-dir ../shared/datasets/faces/train [--preset real] [--baseline demo] \\
+        [--train-flags "--epochs 6 --paste 0.5"] [--label NAME] [--seeds 0,1,2] \\
         [--default-model runtime/models/cat_int8.tflite] [--default-before OLD.tflite] [--out DIR]
 
 1. trains ``--preset`` (and, for the before/after table, ``--baseline``) on the real cats
@@ -17,6 +18,10 @@
    the photos are grouped by the regex's first group on their file names (cat breeds;
    the webcam selfies vs the face-mask collection), the recipe trains on the largest group
    and is scored on every photo of the others (``other real group``).
+5. ``--train-flags`` makes the measured recipe the preset plus more ``python -m train``
+   flags (the ablations of BENCHMARKS.md section 7), ``--seeds`` trains every recipe once
+   per seed (another split of the dataset, other samples and initial weights) and adds a
+   table of the spread: on test halves of 23-27 photos one seed is not a measurement.
 Targets (issue 11): default cat model CorLoc@0.5 >= 0.50 on the real cats; a real-data
 model loses at most 0.10 CorLoc from its own test half to another source; same-source
 mean IoU >= 0.78 and CorLoc@0.5 >= 0.95; at most 10 minutes of training per dataset.
@@ -27,8 +32,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,6 +47,7 @@ from rich.table import Table
 from benchmarks._fingerprint import cpu_model
 from benchmarks._realdata import add_real_data_args, bad_real_data
 from data.sources import Sample
+from runtime.errors import UserError
 
 TARGETS = {"default_corloc": 0.50, "max_corloc_loss": 0.10, "same_iou": 0.78, "same_corloc": 0.95,
            "train_seconds": 600}
@@ -222,15 +231,44 @@ def groups(fmt: str, data_dir: str, pattern: str) -> dict[str, list[str]]:
     return found
 
 
-def train_run(preset: str, fmt: str, data_dir: str, run_dir: Path, console: Console,
+@dataclass(frozen=True)
+class Recipe:
+    """What one row trains: a preset, extra ``python -m train`` flags, a seed, a name."""
+
+    preset: str
+    flags: tuple[str, ...] = ()
+    seed: int = 0
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or " ".join([self.preset, *self.flags])
+
+    def folder(self, kind: str, suffix: str = "") -> str:
+        """``{kind}-{name}[-{suffix}][-s{seed}]``: seed 0 keeps the plain name."""
+        slug = re.sub(r"[^A-Za-z0-9.]+", "-", self.name).strip("-")
+        return "-".join([kind, slug, *([suffix] if suffix else []),
+                         *([f"s{self.seed}"] if self.seed else [])])
+
+
+def train_run(recipe: Recipe, fmt: str, data_dir: str, run_dir: Path, console: Console,
               retrain: bool) -> dict[str, Any]:
-    """Train ``preset`` on a real dataset (or reuse a finished run); returns its summary."""
-    from train.config import resolve_config
+    """Train a recipe on a real dataset (or reuse a finished run); returns its summary."""
+    from train.__main__ import config_from_args, parse_args
     from train.fit import train
 
-    config = resolve_config(preset, data=fmt, data_dir=data_dir)
-    console.rule(f"{preset} on {fmt} {data_dir}")
+    args = parse_args(["--preset", recipe.preset, *recipe.flags, "--data", fmt, "--data-dir",
+                       data_dir, "--seed", str(recipe.seed), "--out", str(run_dir)])
+    config = config_from_args(args)
+    console.rule(f"{recipe.name} (seed {recipe.seed}) on {fmt} {data_dir}")
     return train(config, run_dir, console=console, overwrite=retrain, progress=False)
+
+
+def recipes(args: argparse.Namespace) -> list[Recipe]:
+    """The baseline (plain preset) and the measured recipe, once per seed."""
+    flags = tuple(shlex.split(args.train_flags or ""))
+    out = [Recipe(args.baseline, seed=s) for s in args.seeds if args.baseline]
+    return out + [Recipe(args.preset, flags, s, args.label or "") for s in args.seeds]
 
 
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
@@ -244,13 +282,13 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         if not data_dir:
             continue
         sets = cross_sets(kind)
-        for preset in [p for p in (args.baseline, args.preset) if p]:
-            run_dir = out / f"{kind}-{preset}"
-            summary = train_run(preset, fmt, data_dir, run_dir, console, args.retrain)
+        for recipe in recipes(args):
+            run_dir = out / recipe.folder(kind)
+            summary = train_run(recipe, fmt, data_dir, run_dir, console, args.retrain)
             figures = evaluate_keras(run_dir, sets)
             own = figures["own test half"]["corloc@0.5"]
             worst = min(v["corloc@0.5"] for k, v in figures.items() if k != "own test half")
-            doc["runs"].append({"dataset": kind, "preset": preset, "run_dir": str(run_dir),
+            doc["runs"].append({"dataset": kind, **_describe(recipe), "run_dir": str(run_dir),
                                 "train_seconds": summary["train_seconds"], "sets": figures,
                                 "corloc_loss": own - worst})
             _save(out, doc)
@@ -264,11 +302,11 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             from data.catalog import open_source
 
             others = open_source(fmt, data_dir=test_dir, split="all")
-            for preset in [p for p in (args.baseline, args.preset) if p]:
-                run_dir = out / f"{kind}-{preset}-{big}"
-                summary = train_run(preset, fmt, str(train_dir), run_dir, console, args.retrain)
-                figures = evaluate_keras(run_dir, {"other real group": others})
-                doc["runs"].append({"dataset": f"{kind} ({big} only)", "preset": preset,
+            for recipe in recipes(args):
+                run_dir = out / recipe.folder(kind, big)
+                summary = train_run(recipe, fmt, str(train_dir), run_dir, console, args.retrain)
+                figures = evaluate_keras(run_dir, {"other real group": others, **sets})
+                doc["runs"].append({"dataset": f"{kind} ({big} only)", **_describe(recipe),
                                     "run_dir": str(run_dir), "train_seconds": summary["train_seconds"],
                                     "sets": figures, "groups": {k: len(v) for k, v in named.items()},
                                     "corloc_loss": figures["own test half"]["corloc@0.5"]
@@ -277,7 +315,8 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         if kind == "faces":
             from train.config import RunConfig, load_config
 
-            own = own_test_half(RunConfig.from_dict(load_config(out / f"faces-{args.preset}")))
+            first = out / recipes(args)[-len(args.seeds)].folder(kind)  # the recipe's first seed
+            own = own_test_half(RunConfig.from_dict(load_config(first)))
             doc["haar"] = {name: haar_faces(src) for name, src in {"own test half": own, **sets}.items()}
     if args.cats_dir:
         from data.catalog import open_source
@@ -292,6 +331,11 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     return doc
 
 
+def _describe(recipe: Recipe) -> dict[str, Any]:
+    return {"preset": recipe.preset, "recipe": recipe.name, "flags": list(recipe.flags),
+            "seed": recipe.seed}
+
+
 def _save(out: Path, doc: dict[str, Any]) -> None:
     from runtime import atomic
 
@@ -303,9 +347,11 @@ def markdown(doc: dict[str, Any]) -> str:
     """The results as Markdown tables."""
     lines = ["| dataset | recipe | train s | set | images | mean IoU | CorLoc@0.5 |",
              "|---|---|---:|---|---:|---:|---:|"]
+    seeded = len({r.get("seed", 0) for r in doc["runs"]}) > 1
     for r in doc["runs"]:
+        recipe = r.get("recipe", r["preset"]) + (f" (seed {r['seed']})" if seeded else "")
         for name, f in r["sets"].items():
-            lines.append(f"| {r['dataset']} | {r['preset']} | {r['train_seconds']:.0f} | {name} | "
+            lines.append(f"| {r['dataset']} | {recipe} | {r['train_seconds']:.0f} | {name} | "
                          f"{f['images']} | {f['mean_iou']:.3f} | {f['corloc@0.5']:.3f} |")
     for name, f in doc.get("haar", {}).items():
         lines.append(f"| faces | Haar cascade | - | {name} | {f['images']} | {f['mean_iou']:.3f} | "
@@ -314,17 +360,70 @@ def markdown(doc: dict[str, Any]) -> str:
         f = d["real cats (all)"]
         lines.append(f"| cats | default model ({d['when']}: {Path(d['model']).name}) | - | real cats (all) | "
                      f"{f['images']} | {f['mean_iou']:.3f} | {f['corloc@0.5']:.3f} |")
+    if seeded:
+        lines += ["", spread(doc)]
     return "\n".join(lines) + "\n"
+
+
+def spread(doc: dict[str, Any]) -> str:
+    """Per recipe and set, over its seeds: mean CorLoc@0.5 and its range, mean IoU."""
+    found: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    for r in doc["runs"]:
+        for name, f in r["sets"].items():
+            key = (r["dataset"], r.get("recipe", r["preset"]), name)
+            found.setdefault(key, []).append((f["corloc@0.5"], f["mean_iou"]))
+    lines = ["| dataset | recipe | set | seeds | CorLoc@0.5 mean | CorLoc@0.5 range | mean IoU mean |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for (dataset, recipe, name), values in found.items():
+        corloc, iou = np.array([v[0] for v in values]), np.array([v[1] for v in values])
+        lines.append(f"| {dataset} | {recipe} | {name} | {len(values)} | {corloc.mean():.3f} | "
+                     f"{corloc.min():.3f}-{corloc.max():.3f} | {iou.mean():.3f} |")
+    return "\n".join(lines)
 
 
 def tables(doc: dict[str, Any]) -> Table:
     table = Table(title="generalization: same source and other sources")
     for col in ("dataset", "recipe", "set", "images", "mean IoU", "CorLoc@0.5"):
         table.add_column(col, justify="right" if col in ("images", "mean IoU", "CorLoc@0.5") else "left")
-    for line in markdown(doc).splitlines()[2:]:
+    for line in markdown(doc).split("\n\n")[0].splitlines()[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
         table.add_row(cells[0], cells[1], cells[3], cells[4], cells[5], cells[6])
     return table
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give distinct seeds >= 0, e.g. 0,1,2")
+    return seeds
+
+
+def bad_train_flags(args: argparse.Namespace, console: Console) -> bool:
+    """Check --train-flags with the training CLI's own parser before anything trains."""
+    from train.__main__ import config_from_args, parse_args
+
+    try:
+        flags = shlex.split(args.train_flags or "")
+    except ValueError as err:
+        console.print(f"[red]error:[/red] --train-flags: {err}")
+        return True
+    reserved = {"--preset", "--data", "--data-dir", "--seed", "--out"} & {f.split("=")[0] for f in flags}
+    if reserved:
+        console.print(f"[red]error:[/red] --train-flags may not set {', '.join(sorted(reserved))}: "
+                      "the benchmark sets them (use --preset, --seeds)")
+        return True
+    try:
+        config_from_args(parse_args(["--preset", args.preset, *flags, "--out", "-"]))
+    except SystemExit:  # argparse printed which flag is wrong
+        console.print("[red]error:[/red] --train-flags is not valid for `python -m train` (above)")
+        return True
+    except UserError as err:
+        console.print(f"[red]error:[/red] --train-flags: {err}")
+        return True
+    return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -342,11 +441,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--faces-groups", metavar="REGEX",
                    help="the same for the faces (e.g. '(maks)' splits the mask collection from "
                    "the webcam selfies)")
+    p.add_argument("--train-flags", metavar="FLAGS",
+                   help="more `python -m train` flags for the --preset recipe, in one string "
+                   "(e.g. \"--epochs 6 --paste 0.5\")")
+    p.add_argument("--label", help="the recipe's name in tables and run folders (default: the "
+                   "preset and its flags)")
+    p.add_argument("--seeds", type=_seeds, default=[0], metavar="S,S,...",
+                   help="train each recipe once per seed (data split, sampling, initial "
+                   "weights) and add a table of the spread (default 0)")
     p.add_argument("--retrain", action="store_true", help="train again even if the run finished")
     p.add_argument("--out", default="results/generalization", help="folder for runs and results")
     args = p.parse_args(argv)
     console = Console()
-    if bad_real_data(args, console):
+    if bad_real_data(args, console) or bad_train_flags(args, console):
         return 2
     t0 = time.perf_counter()
     run(args, console)

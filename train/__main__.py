@@ -108,10 +108,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    """Resolve the config from the flags and train; returns the run summary."""
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The run's ``RunConfig`` from parsed flags (a UserError names a bad value)."""
     from train.config import FLAG_FIELDS, resolve_config
-    from train.fit import train
 
     flags = {k: getattr(args, k) for k in FLAG_FIELDS if hasattr(args, k)}
     try:
@@ -128,6 +127,14 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         parse_specs(config.data.source, config.data.data_dir)
     except ValueError as err:
         raise UserError(str(err)) from None
+    return config
+
+
+def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """Resolve the config from the flags and train; returns the run summary."""
+    from train.fit import train
+
+    config = config_from_args(args)
     summary = train(config, args.out, console=console, overwrite=args.overwrite,
                     progress=args.progress)
     if summary.get("chief") is False:  # another worker of a multi-worker run
