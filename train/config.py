@@ -215,8 +215,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # samples, the object's larger side 10-100% of the frame) and with camera randomization,
     # so it travels to other cameras and collections. On the cats, paste 0.7 at 0.1-1.0 beat
     # paste 0.5 at 0.15-1.0 both on the own test half (CorLoc 0.93 vs 0.89) and on
-    # cat-on-scenes (0.73 vs 0.64); on the faces it cost 1-2 test images (BENCHMARKS.md
-    # section 7). 3600 steps: 470-550 s here.
+    # cat-on-scenes (0.73 vs 0.64); on the faces it cost 1-2 test images (one seed each;
+    # distractors, weight EMA and other scene shares did not travel better: BENCHMARKS.md
+    # section 7). 3600 steps: 460-590 s here.
     "real": {
         "data": {"train_size": 4000, "paste": 0.7, "paste_options": {"scale": [0.1, 1.0]},
                  "augment": "camera"},
