@@ -257,7 +257,8 @@ def train_run(recipe: Recipe, fmt: str, data_dir: str, run_dir: Path, console: C
     from train.__main__ import config_from_args, parse_args
     from train.fit import train
 
-    args = parse_args(["--preset", recipe.preset, *recipe.flags, "--data", fmt, "--data-dir",
+    # The benchmark's own flags last: they win over anything in the recipe's flags.
+    args = parse_args([*recipe.flags, "--preset", recipe.preset, "--data", fmt, "--data-dir",
                        data_dir, "--seed", str(recipe.seed), "--out", str(run_dir)])
     config = config_from_args(args)
     console.rule(f"{recipe.name} (seed {recipe.seed}) on {fmt} {data_dir}")
@@ -278,11 +279,13 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     doc: dict[str, Any] = {"command": " ".join(sys.argv), "cpu": f"{cpu_model()} x{os.cpu_count()}", "load": os.getloadavg(),
                            "targets": TARGETS, "runs": [], "default_models": [], "haar": {}}
     datasets = [("cats", "voc", args.cats_dir), ("faces", "csv", args.faces_dir)]
+    todo = recipes(args)
+    measured = todo[len(todo) - len(args.seeds)]  # the --preset recipe's first seed
     for kind, fmt, data_dir in datasets:
         if not data_dir:
             continue
         sets = cross_sets(kind)
-        for recipe in recipes(args):
+        for recipe in todo:
             run_dir = out / recipe.folder(kind)
             summary = train_run(recipe, fmt, data_dir, run_dir, console, args.retrain)
             figures = evaluate_keras(run_dir, sets)
@@ -302,7 +305,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             from data.catalog import open_source
 
             others = open_source(fmt, data_dir=test_dir, split="all")
-            for recipe in recipes(args):
+            for recipe in todo:
                 run_dir = out / recipe.folder(kind, big)
                 summary = train_run(recipe, fmt, str(train_dir), run_dir, console, args.retrain)
                 figures = evaluate_keras(run_dir, {"other real group": others, **sets})
@@ -315,8 +318,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         if kind == "faces":
             from train.config import RunConfig, load_config
 
-            first = out / recipes(args)[-len(args.seeds)].folder(kind)  # the recipe's first seed
-            own = own_test_half(RunConfig.from_dict(load_config(first)))
+            own = own_test_half(RunConfig.from_dict(load_config(out / measured.folder(kind))))
             doc["haar"] = {name: haar_faces(src) for name, src in {"own test half": own, **sets}.items()}
     if args.cats_dir:
         from data.catalog import open_source
@@ -347,9 +349,9 @@ def markdown(doc: dict[str, Any]) -> str:
     """The results as Markdown tables."""
     lines = ["| dataset | recipe | train s | set | images | mean IoU | CorLoc@0.5 |",
              "|---|---|---:|---|---:|---:|---:|"]
-    seeded = len({r.get("seed", 0) for r in doc["runs"]}) > 1
+    seeded = len({r["seed"] for r in doc["runs"]}) > 1
     for r in doc["runs"]:
-        recipe = r.get("recipe", r["preset"]) + (f" (seed {r['seed']})" if seeded else "")
+        recipe = r["recipe"] + (f" (seed {r['seed']})" if seeded else "")
         for name, f in r["sets"].items():
             lines.append(f"| {r['dataset']} | {recipe} | {r['train_seconds']:.0f} | {name} | "
                          f"{f['images']} | {f['mean_iou']:.3f} | {f['corloc@0.5']:.3f} |")
@@ -370,7 +372,7 @@ def spread(doc: dict[str, Any]) -> str:
     found: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
     for r in doc["runs"]:
         for name, f in r["sets"].items():
-            key = (r["dataset"], r.get("recipe", r["preset"]), name)
+            key = (r["dataset"], r["recipe"], name)
             found.setdefault(key, []).append((f["corloc@0.5"], f["mean_iou"]))
     lines = ["| dataset | recipe | set | seeds | CorLoc@0.5 mean | CorLoc@0.5 range | mean IoU mean |",
              "|---|---|---|---:|---:|---:|---:|"]
@@ -416,7 +418,7 @@ def bad_train_flags(args: argparse.Namespace, console: Console) -> bool:
                       "the benchmark sets them (use --preset, --seeds)")
         return True
     try:
-        config_from_args(parse_args(["--preset", args.preset, *flags, "--out", "-"]))
+        config_from_args(parse_args([*flags, "--preset", args.preset, "--out", "-"]))
     except SystemExit:  # argparse printed which flag is wrong
         console.print("[red]error:[/red] --train-flags is not valid for `python -m train` (above)")
         return True
