@@ -428,6 +428,20 @@ def bad_train_flags(args: argparse.Namespace, console: Console) -> bool:
     return False
 
 
+def bad_out(args: argparse.Namespace, console: Console) -> bool:
+    """--out may not overlap a data folder: runs and group subsets are rebuilt under it."""
+    out = Path(args.out).expanduser().resolve()
+    for flag, given in (("--cats-dir", args.cats_dir), ("--faces-dir", args.faces_dir)):
+        if not given:
+            continue
+        data = Path(given).expanduser().resolve()  # a folder (bad_real_data checked)
+        if out == data or data in out.parents or out in data.parents:
+            console.print(f"[red]error:[/red] --out {args.out} overlaps {flag} {given}; the "
+                          "benchmark rebuilds folders under --out: pass a folder outside the data")
+            return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     p = argparse.ArgumentParser(prog="python -m benchmarks.generalization",
@@ -455,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="results/generalization", help="folder for runs and results")
     args = p.parse_args(argv)
     console = Console()
-    if bad_real_data(args, console) or bad_train_flags(args, console):
+    if bad_real_data(args, console) or bad_out(args, console) or bad_train_flags(args, console):
         return 2
     t0 = time.perf_counter()
     run(args, console)

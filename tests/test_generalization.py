@@ -90,6 +90,18 @@ def test_bad_recipe_flags_exit_2_before_training(tmp_path: Path, write_image: Ca
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("where", ["faces", "faces/out", "."])
+def test_an_out_folder_overlapping_the_data_is_refused(tmp_path: Path, write_image: Callable[..., Path],
+                                                       capsys: pytest.CaptureFixture, where: str) -> None:
+    faces = faces_folder(tmp_path / "faces", write_image, n=6)
+    before = sorted(p.name for p in faces.rglob("*"))
+    assert main(["--faces-dir", str(faces), "--out", str(tmp_path / where)]) == 2
+    out = capsys.readouterr()
+    assert "--out" in out.out and "overlaps --faces-dir" in " ".join(out.out.split())
+    assert "Traceback" not in out.out + out.err
+    assert sorted(p.name for p in faces.rglob("*")) == before  # nothing written or removed
+
+
 def test_seeds_must_be_distinct_integers(capsys: pytest.CaptureFixture) -> None:
     for bad in ("1,1", "a,b", "-1"):
         with pytest.raises(SystemExit) as exit_:
