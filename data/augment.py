@@ -90,12 +90,29 @@ class Augment:
         """Only augmentations that leave the box where it is."""
         return cls(**{"crop": 0.0, "flip": 0.0, "rotate": 0.0, **changes})
 
+    def __post_init__(self) -> None:
+        """Refuse values that would silently do something else (a one-number range, p > 1)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SHARES and not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"augmentation {f.name} must be a probability in [0, 1], got {value}")
+        if len(self.scale) != 2 or not 0.0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"augmentation scale must be LOW:HIGH with 0 < LOW <= HIGH, got {self.scale}")
+        if self.aspect < 0 or self.color_strength < 0 or not 0 <= self.wb_strength < 1:
+            raise ValueError("augmentation aspect and color_strength must be >= 0 and "
+                             f"wb_strength in [0, 1), got {self.aspect}, {self.color_strength}, "
+                             f"{self.wb_strength}")
+        if not 0.0 <= self.rotate_deg <= 45.0:
+            raise ValueError(f"augmentation rotate_deg must be in [0, 45], got {self.rotate_deg}")
+        if self.fill is not None and not 0 <= self.fill <= 255:
+            raise ValueError(f"augmentation fill must be a grey level 0-255 or none, got {self.fill}")
+
     def with_overrides(self, overrides: dict[str, Any] | str | None) -> Augment:
-        """A copy with fields changed from a dict or ``"key=value,key=value"`` text."""
+        """A copy with fields changed from a dict or ``"key=value,key=value"`` text (--aug)."""
         if not overrides:
             return self
         if isinstance(overrides, str):
-            overrides = dict(item.split("=", 1) for item in overrides.split(",") if item.strip())
+            overrides = parse_key_values(overrides, "--aug", words=("fill",))
         known = {f.name: f for f in fields(self)}
         changes: dict[str, Any] = {}
         for key, value in overrides.items():
@@ -103,14 +120,43 @@ class Augment:
             if key not in known:
                 raise ValueError(f"unknown augmentation {key!r}; valid: {', '.join(known)}")
             current = getattr(self, key)
-            if isinstance(current, tuple):
-                parts = value if isinstance(value, (list, tuple)) else str(value).split(":")
-                changes[key] = tuple(float(v) for v in parts)
-            elif key == "fill":
-                changes[key] = None if str(value).lower() == "none" else int(value)
-            else:
-                changes[key] = float(value)
+            try:
+                if isinstance(current, tuple):
+                    parts = value if isinstance(value, (list, tuple)) else [value]
+                    changes[key] = tuple(float(v) for v in parts)
+                elif key == "fill":
+                    changes[key] = None if str(value).lower() == "none" else int(float(value))
+                else:
+                    changes[key] = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"augmentation {key}: {value!r} is not a number") from None
         return replace(self, **changes)
+
+
+_SHARES = ("crop", "outside", "flip", "rotate", "color", "gamma", "white_balance", "grayscale",
+           "blur", "noise", "jpeg")  # probabilities (and outside, a share of the side)
+
+
+def parse_key_values(text: str, flag: str, words: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``"scale=0.1:1.0,p=0.7"`` -> ``{"scale": [0.1, 1.0], "p": 0.7}``: the one parser of
+    KEY=VALUE option lists (``--aug``, ``--paste-opt``). A value is a number or LOW:HIGH;
+    keys in ``words`` may also be a word (``fill=none``). Errors name ``flag`` and the item.
+    """
+    out: dict[str, Any] = {}
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"{flag} {item!r} is not KEY=VALUE")
+        if key in words and not value.replace(".", "", 1).isdigit():
+            out[key] = value.strip()
+            continue
+        try:
+            parts = [float(v) for v in value.split(":")]
+        except ValueError:
+            raise ValueError(f"{flag} {item!r}: the value must be a number (or LOW:HIGH)") from None
+        out[key] = parts if len(parts) > 1 else parts[0]
+    return out
 
 
 # Named profiles for --augment. "camera" adds the camera randomization measured to help
@@ -317,4 +363,4 @@ def augment_example(
 
 
 __all__ = ["AUGMENTS", "Augment", "augment_example", "flip_horizontal", "get_augment",
-           "noise_table", "photometric", "random_window", "rotate"]
+           "noise_table", "parse_key_values", "photometric", "random_window", "rotate"]

@@ -24,7 +24,7 @@ validation and test images never leak into training. Sample ``i`` depends only o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import cv2
@@ -299,8 +299,14 @@ def _without_object(rng: np.random.Generator, sample: Sample, scenes: tuple[str,
 def paste_options(values: dict[str, Any] | None) -> PasteOptions:
     """``PasteOptions`` from a config dict (tuples may arrive as lists from JSON)."""
     values = dict(values or {})
+    known = [f.name for f in fields(PasteOptions)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown paste option(s) {', '.join(unknown)}; valid: {', '.join(known)}")
     for key in ("scale", "margin", "blends"):
         if key in values:
+            if not isinstance(values[key], (list, tuple)):
+                raise ValueError(f"paste {key} takes several numbers (LOW:HIGH), got {values[key]!r}")
             values[key] = tuple(values[key])
     return PasteOptions(**values)
 

@@ -122,6 +122,19 @@ def test_cli_and_evaluate_on_a_tiny_run(tmp_path, capsys):
     (["--data", "voc"], "--data-dir"),
     (["--data", "voc", "--data-dir", "/nonexistent/dir"], "does not exist"),
     (["--data", "blobs", "--backbone", "small_cnn", "--weights", "/nonexistent.h5"], "not found"),
+    # --aug and --paste-opt: one KEY=VALUE parser, values checked before any work starts
+    (["--data", "blobs", "--aug", "rotate"], "--aug 'rotate' is not KEY=VALUE"),
+    (["--data", "blobs", "--aug", "rotate=x"], "--aug 'rotate=x': the value must be a number"),
+    (["--data", "blobs", "--aug", "scale=0.5"], "augmentation scale must be LOW:HIGH"),
+    (["--data", "blobs", "--aug", "rotate=5"], "augmentation rotate must be a probability in [0, 1]"),
+    (["--data", "blobs", "--aug", "fill=300"], "fill must be a grey level 0-255 or none"),
+    (["--data", "blobs", "--aug", "nope=1"], "unknown augmentation 'nope'; valid: crop, scale"),
+    (["--data", "blobs", "--augment", "none", "--aug", "jpeg=0.5"], "need a profile other than 'none'"),
+    (["--preset", "real", "--data", "blobs", "--paste-opt", "scale=0.5"],
+     "--paste-opt: paste scale takes several numbers (LOW:HIGH)"),
+    (["--preset", "real", "--data", "blobs", "--paste-opt", "bogus=1"],
+     "--paste-opt: unknown paste option(s) bogus; valid: p, scale"),
+    (["--preset", "real", "--data", "blobs", "--paste-opt", "p=2"], "paste p must be a share in [0, 1]"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, flags, message):
     assert train_main([*flags, "--out", str(tmp_path / "run")]) == 2

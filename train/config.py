@@ -307,21 +307,13 @@ def resolve_config(preset: str | None = None, **flags: Any) -> RunConfig:
 
 def _key_values(text: str) -> dict[str, Any]:
     """``"scale=0.1:1.0,scenes=0.7"`` -> {"scale": [0.1, 1.0], "scenes": 0.7}, checked by PasteOptions."""
+    from data.augment import parse_key_values
     from data.paste import paste_options
 
-    out: dict[str, Any] = {}
-    for item in (i.strip() for i in text.split(",") if i.strip()):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--paste-opt {item!r} is not KEY=VALUE")
-        try:
-            parts = [float(v) for v in value.split(":")]
-        except ValueError:
-            raise ValueError(f"--paste-opt {item!r}: the value must be a number (or LOW:HIGH)") from None
-        out[key.strip()] = parts if len(parts) > 1 else parts[0]
+    out = parse_key_values(text, "--paste-opt")
     try:
         paste_options(out)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ValueError(f"--paste-opt: {err}") from None
     return out
 
