@@ -135,6 +135,12 @@ def test_cli_and_evaluate_on_a_tiny_run(tmp_path, capsys):
     (["--preset", "real", "--data", "blobs", "--paste-opt", "bogus=1"],
      "--paste-opt: unknown paste option(s) bogus; valid: p, scale"),
     (["--preset", "real", "--data", "blobs", "--paste-opt", "p=2"], "paste p must be a share in [0, 1]"),
+    # numbers that used to train silently wrong (or end in a traceback)
+    (["--data", "blobs", "--epochs", "0"], "--epochs must be at least 1, got 0"),
+    (["--data", "blobs", "--lr", "-1"], "--lr must be above 0, got -1"),
+    (["--data", "blobs", "--decay-rate", "0"], "--decay-rate must be above 0"),
+    (["--data", "blobs", "--steps-per-epoch", "0"], "--steps-per-epoch must be at least 1"),
+    (["--data", "blobs", "--alpha", "0"], "--alpha must be above 0"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, flags, message):
     assert train_main([*flags, "--out", str(tmp_path / "run")]) == 2

@@ -302,7 +302,41 @@ def resolve_config(preset: str | None = None, **flags: Any) -> RunConfig:
             if name == "paste_options" and isinstance(value, str):
                 value = {**config.data.paste_options, **_key_values(value)}
             _set(config, section, {name: value})
+    check_numbers(config)
     return config
+
+
+# (section, field) -> (lowest allowed, whether the lowest itself is allowed): numbers that
+# would otherwise train silently wrong (--lr -1 climbs the loss, --decay-rate 0 stops
+# learning after the first decay, --steps-per-epoch 0 meant "one pass") or fail deep inside.
+_LOWEST: dict[tuple[str, str], tuple[float, bool]] = {
+    ("training", "epochs"): (1, True),
+    ("training", "steps_per_epoch"): (1, True),
+    ("training", "batch_size"): (1, True),
+    ("training", "patience"): (0, True),
+    ("training", "freeze_backbone"): (0, True),
+    ("optimizer", "learning_rate"): (0, False),
+    ("optimizer", "decay_rate"): (0, False),
+    ("optimizer", "decay_steps"): (1, True),
+    ("optimizer", "warmup_steps"): (0, True),
+    ("model", "alpha"): (0, False),
+    ("model", "head_units"): (0, True),
+    ("model", "reduce_filters"): (0, True),
+    ("data", "train_size"): (1, True),
+}
+
+
+def check_numbers(config: RunConfig) -> None:
+    """Raise ValueError naming the flag of the first number outside its range."""
+    flags = {where: flag for flag, where in FLAG_FIELDS.items()}
+    for (section, name), (lowest, inclusive) in _LOWEST.items():
+        value = getattr(getattr(config, section), name)
+        if value is None:
+            continue
+        if value < lowest or (value == lowest and not inclusive):
+            flag = "--" + flags.get((section, name), name).replace("_", "-")
+            bound = f"at least {lowest:g}" if inclusive else f"above {lowest:g}"
+            raise ValueError(f"{flag} must be {bound}, got {value:g}")
 
 
 def _key_values(text: str) -> dict[str, Any]:
