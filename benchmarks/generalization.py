@@ -345,24 +345,31 @@ def _save(out: Path, doc: dict[str, Any]) -> None:
     atomic.write_text(out / "generalization.md", markdown(doc))
 
 
-def markdown(doc: dict[str, Any]) -> str:
-    """The results as Markdown tables."""
-    lines = ["| dataset | recipe | train s | set | images | mean IoU | CorLoc@0.5 |",
-             "|---|---|---:|---|---:|---:|---:|"]
+def rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The main table's rows: dataset, recipe, train s, set, images, mean IoU, CorLoc@0.5."""
+    def figures(f: dict[str, Any]) -> tuple[str, str, str]:
+        return str(f["images"]), f"{f['mean_iou']:.3f}", f"{f['corloc@0.5']:.3f}"
+
+    out = []
     seeded = len({r["seed"] for r in doc["runs"]}) > 1
     for r in doc["runs"]:
         recipe = r["recipe"] + (f" (seed {r['seed']})" if seeded else "")
         for name, f in r["sets"].items():
-            lines.append(f"| {r['dataset']} | {recipe} | {r['train_seconds']:.0f} | {name} | "
-                         f"{f['images']} | {f['mean_iou']:.3f} | {f['corloc@0.5']:.3f} |")
+            out.append((r["dataset"], recipe, f"{r['train_seconds']:.0f}", name, *figures(f)))
     for name, f in doc.get("haar", {}).items():
-        lines.append(f"| faces | Haar cascade | - | {name} | {f['images']} | {f['mean_iou']:.3f} | "
-                     f"{f['corloc@0.5']:.3f} |")
+        out.append(("faces", "Haar cascade", "-", name, *figures(f)))
     for d in doc["default_models"]:
-        f = d["real cats (all)"]
-        lines.append(f"| cats | default model ({d['when']}: {Path(d['model']).name}) | - | real cats (all) | "
-                     f"{f['images']} | {f['mean_iou']:.3f} | {f['corloc@0.5']:.3f} |")
-    if seeded:
+        out.append(("cats", f"default model ({d['when']}: {Path(d['model']).name})", "-",
+                    "real cats (all)", *figures(d["real cats (all)"])))
+    return out
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The results as Markdown tables."""
+    lines = ["| dataset | recipe | train s | set | images | mean IoU | CorLoc@0.5 |",
+             "|---|---|---:|---|---:|---:|---:|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(doc)]
+    if len({r["seed"] for r in doc["runs"]}) > 1:
         lines += ["", spread(doc)]
     return "\n".join(lines) + "\n"
 
@@ -384,12 +391,12 @@ def spread(doc: dict[str, Any]) -> str:
 
 
 def tables(doc: dict[str, Any]) -> Table:
+    """The main table for the terminal (the same rows as the Markdown, without train s)."""
     table = Table(title="generalization: same source and other sources")
     for col in ("dataset", "recipe", "set", "images", "mean IoU", "CorLoc@0.5"):
         table.add_column(col, justify="right" if col in ("images", "mean IoU", "CorLoc@0.5") else "left")
-    for line in markdown(doc).split("\n\n")[0].splitlines()[2:]:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        table.add_row(cells[0], cells[1], cells[3], cells[4], cells[5], cells[6])
+    for dataset, recipe, _, name, *figures in rows(doc):
+        table.add_row(dataset, recipe, name, *figures)
     return table
 
 
