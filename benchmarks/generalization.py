@@ -345,13 +345,18 @@ def _save(out: Path, doc: dict[str, Any]) -> None:
     atomic.write_text(out / "generalization.md", markdown(doc))
 
 
+def _seeded(doc: dict[str, Any]) -> bool:
+    """Whether the runs span several seeds (rows then name theirs; a spread table follows)."""
+    return len({r["seed"] for r in doc["runs"]}) > 1
+
+
 def rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
     """The main table's rows: dataset, recipe, train s, set, images, mean IoU, CorLoc@0.5."""
     def figures(f: dict[str, Any]) -> tuple[str, str, str]:
         return str(f["images"]), f"{f['mean_iou']:.3f}", f"{f['corloc@0.5']:.3f}"
 
     out = []
-    seeded = len({r["seed"] for r in doc["runs"]}) > 1
+    seeded = _seeded(doc)
     for r in doc["runs"]:
         recipe = r["recipe"] + (f" (seed {r['seed']})" if seeded else "")
         for name, f in r["sets"].items():
@@ -369,7 +374,7 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = ["| dataset | recipe | train s | set | images | mean IoU | CorLoc@0.5 |",
              "|---|---|---:|---|---:|---:|---:|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows(doc)]
-    if len({r["seed"] for r in doc["runs"]}) > 1:
+    if _seeded(doc):
         lines += ["", spread(doc)]
     return "\n".join(lines) + "\n"
 

@@ -92,10 +92,10 @@ class Augment:
 
     def __post_init__(self) -> None:
         """Refuse values that would silently do something else (a one-number range, p > 1)."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in _SHARES and not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"augmentation {f.name} must be a probability in [0, 1], got {value}")
+        for name in _SHARES:
+            value = getattr(self, name)
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"augmentation {name} must be a probability in [0, 1], got {value}")
         if len(self.scale) != 2 or not 0.0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"augmentation scale must be LOW:HIGH with 0 < LOW <= HIGH, got {self.scale}")
         if self.aspect < 0 or self.color_strength < 0 or not 0 <= self.wb_strength < 1:

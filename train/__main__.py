@@ -122,11 +122,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if isinstance(value, list) and len(value) == 1:
             setattr(config.data, "source" if flag == "data" else flag, value[0])
     try:
-        from data.augment import get_augment
         from data.mix import parse_specs
 
         parse_specs(config.data.source, config.data.data_dir)
-        get_augment(config.data.augment, config.data.augment_overrides)  # --aug, before any work
     except ValueError as err:
         raise UserError(str(err)) from None
     return config

@@ -303,6 +303,9 @@ def resolve_config(preset: str | None = None, **flags: Any) -> RunConfig:
                 value = {**config.data.paste_options, **_key_values(value)}
             _set(config, section, {name: value})
     check_numbers(config)
+    from data.augment import get_augment
+
+    get_augment(config.data.augment, config.data.augment_overrides)  # --aug, before any work
     return config
 
 
