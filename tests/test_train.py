@@ -114,6 +114,25 @@ def test_cli_and_evaluate_on_a_tiny_run(tmp_path, capsys):
     assert list(report["per_class_accuracy"])[0] == "none" and 0 <= report["corloc@0.5"] <= 1
 
 
+@pytest.mark.parametrize("damage", ["state", "weights"])
+def test_damaged_resume_files_are_one_line_errors(tmp_path, capsys, damage):
+    run = tmp_path / "run"
+    args = ["--data", "blobs", "--backbone", "small_cnn", "--image-size", "32", "--steps-per-epoch", "2",
+            "--batch-size", "8", "--train-size", "16", "--no-progress", "--out", str(run)]
+    assert train_main([*args, "--epochs", "1"]) == 0
+    resume = run / RESUME_DIR
+    state = json.loads((resume / STATE_FILE).read_text())
+    path = resume / STATE_FILE if damage == "state" else resume / state["weights"]
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # cut in half
+    capsys.readouterr()
+    assert train_main([*args, "--epochs", "2"]) == 2
+    out = capsys.readouterr()
+    printed = " ".join((out.out + out.err).split())
+    assert str(path) in "".join(printed.split())  # rich may wrap the long path
+    assert "--overwrite" in printed and "Traceback" not in out.out + out.err
+    assert train_main([*args, "--epochs", "2", "--overwrite"]) == 0  # the fix the message names
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--data", "nope"], "unknown data source 'nope'"),
     (["--data", "blobs", "--backbone", "nope"], "--backbone: invalid choice: 'nope' (choose from 'mobilenet_v2'"),
@@ -141,6 +160,12 @@ def test_cli_and_evaluate_on_a_tiny_run(tmp_path, capsys):
     (["--data", "blobs", "--decay-rate", "0"], "--decay-rate must be above 0"),
     (["--data", "blobs", "--steps-per-epoch", "0"], "--steps-per-epoch must be at least 1"),
     (["--data", "blobs", "--alpha", "0"], "--alpha must be above 0"),
+    # NaN trained to a NaN model and exited 0; out-of-range shares trained silently wrong
+    (["--data", "blobs", "--lr", "nan"], "--lr must be a finite number, got nan"),
+    (["--data", "blobs", "--lr", "inf"], "--lr must be a finite number, got inf"),
+    (["--data", "blobs", "--decay-rate", "5"], "--decay-rate must be above 0 and at most 1, got 5"),
+    (["--data", "blobs", "--negatives", "5"], "--negatives must be at least 0 and at most 1"),
+    (["--preset", "real", "--data", "blobs", "--paste", "3"], "--paste must be at least 0 and at most 1"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, flags, message):
     assert train_main([*flags, "--out", str(tmp_path / "run")]) == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -312,33 +313,48 @@ def resolve_config(preset: str | None = None, **flags: Any) -> RunConfig:
 # (section, field) -> (lowest allowed, whether the lowest itself is allowed): numbers that
 # would otherwise train silently wrong (--lr -1 climbs the loss, --decay-rate 0 stops
 # learning after the first decay, --steps-per-epoch 0 meant "one pass") or fail deep inside.
-_LOWEST: dict[tuple[str, str], tuple[float, bool]] = {
-    ("training", "epochs"): (1, True),
-    ("training", "steps_per_epoch"): (1, True),
-    ("training", "batch_size"): (1, True),
-    ("training", "patience"): (0, True),
-    ("training", "freeze_backbone"): (0, True),
-    ("optimizer", "learning_rate"): (0, False),
-    ("optimizer", "decay_rate"): (0, False),
-    ("optimizer", "decay_steps"): (1, True),
-    ("optimizer", "warmup_steps"): (0, True),
-    ("model", "alpha"): (0, False),
-    ("model", "head_units"): (0, True),
-    ("model", "reduce_filters"): (0, True),
-    ("data", "train_size"): (1, True),
+# (section, field) -> (lowest, lowest allowed?, highest or None, highest allowed?)
+_RANGES: dict[tuple[str, str], tuple[float, bool, float | None, bool]] = {
+    ("training", "epochs"): (1, True, None, True),
+    ("training", "steps_per_epoch"): (1, True, None, True),
+    ("training", "batch_size"): (1, True, None, True),
+    ("training", "patience"): (0, True, None, True),
+    ("training", "freeze_backbone"): (0, True, None, True),
+    ("training", "score_weight"): (0, True, None, True),
+    ("optimizer", "learning_rate"): (0, False, None, True),
+    ("optimizer", "decay_rate"): (0, False, 1, True),  # above 1 the rate would grow
+    ("optimizer", "decay_steps"): (1, True, None, True),
+    ("optimizer", "warmup_steps"): (0, True, None, True),
+    ("optimizer", "clipnorm"): (0, False, None, True),
+    ("model", "alpha"): (0, False, None, True),
+    ("model", "head_units"): (0, True, None, True),
+    ("model", "reduce_filters"): (0, True, None, True),
+    ("model", "dropout"): (0, True, 1, False),
+    ("data", "train_size"): (1, True, None, True),
+    ("data", "negatives"): (0, True, 1, True),
+    ("data", "paste"): (0, True, 1, True),
+    ("data", "val_fraction"): (0, False, 1, False),
 }
 
 
 def check_numbers(config: RunConfig) -> None:
-    """Raise ValueError naming the flag of the first number outside its range."""
+    """Raise ValueError naming the flag of the first number outside its range (NaN and
+    infinity included: a NaN learning rate would train to a NaN model and exit 0)."""
     flags = {where: flag for flag, where in FLAG_FIELDS.items()}
-    for (section, name), (lowest, inclusive) in _LOWEST.items():
+    for (section, name), (lowest, low_ok, highest, high_ok) in _RANGES.items():
         value = getattr(getattr(config, section), name)
         if value is None:
             continue
-        if value < lowest or (value == lowest and not inclusive):
-            flag = "--" + flags.get((section, name), name).replace("_", "-")
-            bound = f"at least {lowest:g}" if inclusive else f"above {lowest:g}"
+        where = flags.get((section, name))
+        flag = "--" + where.replace("_", "-") if where else f"{section}.{name}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{flag} must be a finite number, got {value!r}")
+        low = value < lowest or (value == lowest and not low_ok)
+        high = highest is not None and (value > highest or (value == highest and not high_ok))
+        if low or high:
+            bound = f"at least {lowest:g}" if low_ok else f"above {lowest:g}"
+            if highest is not None:
+                bound += f" and {'at most' if high_ok else 'below'} {highest:g}"
             raise ValueError(f"{flag} must be {bound}, got {value:g}")
 
 
