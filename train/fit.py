@@ -144,8 +144,23 @@ class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def read_state(run_dir: Path) -> dict | None:
+    """The resume state of a run directory (None: nothing to resume); a damaged one is a
+    UserError naming the file (it is written atomically, so only something else breaks it)."""
     path = Path(run_dir) / RESUME_DIR / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        state = err
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+        raise UserError(f"the resume state {path} is damaged ({_what(state)}); pass --overwrite "
+                        "to start the run again, or another --out")
+    return state
+
+
+def _what(state: Any) -> str:
+    return type(state).__name__ if isinstance(state, Exception) else "no epoch number in it"
 
 
 def check_same_run(run_dir: Path, config: RunConfig) -> None:
@@ -255,7 +270,13 @@ def _fit(config: RunConfig, prep: Prepared, model: keras.Model, state: dict, run
     checkpoint.set_model(model)
     checkpoint.best_epoch = ckpt_state.get("best_epoch")
     if state["epoch"]:
-        model.load_weights(run_dir / RESUME_DIR / state["weights"])
+        weights = run_dir / RESUME_DIR / str(state.get("weights"))
+        try:
+            model.load_weights(weights)
+        except (OSError, ValueError) as err:  # truncated, or not this model's weights
+            raise UserError(f"cannot resume from {weights} ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:120]}); pass --overwrite to start the run "
+                            "again, or another --out") from None
         console.print(f"resuming {run_dir} after epoch {state['epoch']}")
         # Killed after the state but before the model file: write the model file now.
         checkpoint.pending = checkpoint.best_epoch == state["epoch"]
