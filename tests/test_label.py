@@ -72,3 +72,18 @@ def test_label_cli_user_mistakes_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     with pytest.raises(SystemExit) as exc:
         main(["--images", str(tmp_path), "--cascade", "dogface", "--out", out])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--scale-factor", "nan"], "--scale-factor must be above 1"),  # was a cv2.error traceback
+    (["--scale-factor", "1"], "--scale-factor must be above 1"),
+    (["--label", "none"], "'none' is the no-object class"),  # wrote rows training refuses
+    (["--label", " "], "cannot name an object"),
+])
+def test_label_cli_bad_flags_exit_2_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   face_folder: Path, flags: list[str], message: str) -> None:
+    out = tmp_path / "l.csv"
+    assert main(["--images", str(face_folder), "--cascade", "frontalface", "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()

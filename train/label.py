@@ -179,8 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-factor", type=float, default=1.1, help="cascade scale step (default 1.1)")
     parser.add_argument("--min-neighbors", type=int, default=5, help="cascade minNeighbors (default 5)")
     args = parser.parse_args(argv)
-    if args.scale_factor <= 1.0 or args.min_size < 1 or args.min_neighbors < 0:
-        print("error: --scale-factor must be > 1, --min-size >= 1, --min-neighbors >= 0", file=sys.stderr)
+    if not 1.0 < args.scale_factor < 100 or args.min_size < 1 or args.min_neighbors < 0:  # NaN too
+        print("error: --scale-factor must be above 1 (and finite), --min-size >= 1, --min-neighbors >= 0",
+              file=sys.stderr)
+        return 2
+    if args.label is not None and args.label.strip().lower() in ("", "none"):
+        print(f"error: --label {args.label!r} cannot name an object ('none' is the no-object class); "
+              "pass the object's name, e.g. --label face", file=sys.stderr)
         return 2
     try:
         report = run(
