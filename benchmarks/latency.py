@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -107,11 +108,14 @@ def run(
         runs is not None
         and runs < 1
         or seconds is not None
-        and seconds <= 0
+        and not 0 < seconds < math.inf  # NaN too: it timed every cell to the run cap
         or warmup < 0
         or repeat < 1
     ):
-        raise UserError("--runs, --seconds and --repeat must be positive and --warmup >= 0")
+        raise UserError("--runs, --seconds and --repeat must be positive (and finite) and --warmup >= 0")
+    if not 0 < cell_timeout < math.inf or not 0 <= max_iou_drop <= 1:
+        raise UserError("--cell-timeout must be a positive number of seconds and --max-iou-drop "
+                        f"within 0-1, got {cell_timeout:g} and {max_iou_drop:g}")
     if video and not Path(video).is_file():
         raise UserError(f"--video {video} not found; pass a video file (e.g. an .mp4)")
     fmt_set = _parse_list(formats, _plan.FORMATS, "format")

@@ -393,6 +393,8 @@ def test_user_errors_exit_2(tmp_path, capsys):
         (["--model", str(empty / "notes.txt")], "not a .tflite"),
         (["--model", str(empty), "--out", str(empty / "notes.txt")], "would overwrite the input"),
         (["--model", str(empty), "--backends", "ort,tflite_runtime"], "unknown backend 'ort'"),
+        (["--model", str(empty), "--seconds", "nan"], "--seconds"),  # timed cells to the run cap
+        (["--model", str(empty), "--cell-timeout", "nan"], "--cell-timeout"),  # was a traceback
     ]
     for argv, message in cases:
         capsys.readouterr()
