@@ -265,11 +265,12 @@ def train_run(recipe: Recipe, fmt: str, data_dir: str, run_dir: Path, console: C
     return train(config, run_dir, console=console, overwrite=retrain, progress=False)
 
 
-def recipes(args: argparse.Namespace) -> list[Recipe]:
-    """The baseline (plain preset) and the measured recipe, once per seed."""
+def recipes(args: argparse.Namespace) -> tuple[list[Recipe], list[Recipe]]:
+    """(the baseline's runs, the measured recipe's runs): the plain baseline preset and the
+    measured preset with its flags, once per seed each (no baseline: an empty list)."""
     flags = tuple(shlex.split(args.train_flags or ""))
-    out = [Recipe(args.baseline, seed=s) for s in args.seeds if args.baseline]
-    return out + [Recipe(args.preset, flags, s, args.label or "") for s in args.seeds]
+    baseline = [Recipe(args.baseline, seed=s) for s in args.seeds if args.baseline]
+    return baseline, [Recipe(args.preset, flags, s, args.label or "") for s in args.seeds]
 
 
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
@@ -279,8 +280,9 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     doc: dict[str, Any] = {"command": " ".join(sys.argv), "cpu": f"{cpu_model()} x{os.cpu_count()}", "load": os.getloadavg(),
                            "targets": TARGETS, "runs": [], "default_models": [], "haar": {}}
     datasets = [("cats", "voc", args.cats_dir), ("faces", "csv", args.faces_dir)]
-    todo = recipes(args)
-    measured = todo[len(todo) - len(args.seeds)]  # the --preset recipe's first seed
+    baseline, measured_runs = recipes(args)
+    todo = baseline + measured_runs
+    measured = measured_runs[0]  # the Haar cascade is scored on its first seed's test half
     for kind, fmt, data_dir in datasets:
         if not data_dir:
             continue
