@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -23,6 +25,7 @@ from runtime.models import DEFAULT_MODEL  # package data: found after any instal
 
 EXIT_USAGE = 2
 EXIT_CTRL_C, EXIT_SIGTERM = 130, 143  # 128 + the signal number, as shells report them
+EXIT_SIGPIPE = 141  # the reader of stdout went away (`| head -1`)
 
 console = Console(stderr=True)
 
@@ -82,8 +85,29 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
+def refuse_empty(args: argparse.Namespace, names: dict[str, str] | None = None) -> None:
+    """Refuse a flag given as '' or spaces: it would silently mean the current folder or
+    the default. ``names`` names positionals in the message (``{"inputs": "an input"}``)."""
+    for dest, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and not v.strip() for v in values):
+            what = (names or {}).get(dest, f"--{dest.replace('_', '-')}")
+            raise UserError(f"{what} is empty ({values[0]!r}); give it a value or leave it out")
+
+
+def drop_stdout() -> None:
+    """Point stdout at /dev/null after it failed (a closed pipe, a full disk), so Python's
+    final flush does not fail again with a traceback (the idiom of the Python docs)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def resolve_model(model: str | None) -> Path:
     """``--model`` or the default int8 model; a missing default says how to build it."""
+    if model is not None and not model.strip():
+        raise UserError("--model is empty; pass --model PATH or leave it out for the default model")
     if model:
         return Path(model).expanduser()
     if not DEFAULT_MODEL.is_file():

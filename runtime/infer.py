@@ -24,9 +24,12 @@ import cv2
 
 from data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTS, ImageError, read_image
 from runtime._cli import (
+    EXIT_SIGPIPE,
     add_model_args,
     console,
+    drop_stdout,
     fail,
+    refuse_empty,
     resolve_model,
     setup_logging,
     sigterm_stops,
@@ -43,6 +46,41 @@ from runtime.paths import check_output_file, check_output_folder, stat_path
 log = logging.getLogger(__name__)
 # Error kinds as the summary names them: the image, the model, or writing the drawing.
 KINDS = {"image": "unreadable", "model": "model failed", "output": "not written"}
+# OpenCV writes these from one grey channel only; a drawing is colour, so it goes to .png.
+_GREY_ONLY = (".pgm", ".pbm")
+
+
+class OutputError(UserError):
+    """The results could not be written (a full disk, a lost folder): the run stops."""
+
+
+class _Results:
+    """The JSON lines stream: a failed write is one ``OutputError`` naming the output.
+
+    A closed pipe (``| head -1``) stays a ``BrokenPipeError``: ``main`` ends quietly on it.
+    """
+
+    def __init__(self, handle: IO[str], name: str):
+        self.handle, self.name = handle, name
+        self.error: OutputError | None = None
+
+    def write(self, text: str) -> None:
+        self._do(self.handle.write, text)
+
+    def flush(self) -> None:
+        self._do(self.handle.flush)
+
+    def _do(self, call: Any, *args: Any) -> None:
+        try:
+            call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            self.error = OutputError(
+                f"cannot write the results to {self.name}: {err.strerror or err}; free some "
+                "space or pass --out PATH on another disk"
+            )
+            raise self.error from None
 
 
 @dataclass
@@ -62,6 +100,8 @@ def collect_images(inputs: Iterable[str | Path], recursive: bool = False) -> lis
     out: list[Path] = []
     hint = "pass image files or folders"
     for item in inputs:
+        if not str(item).strip():  # Path("") is the current folder: never what was meant
+            raise UserError(f"an input is an empty name ({str(item)!r}); {hint}")
         path = Path(item).expanduser()
         stat_path(path, "input", hint)  # a symlink loop is not "not found"
         if not path.is_dir():
@@ -78,27 +118,40 @@ def collect_images(inputs: Iterable[str | Path], recursive: bool = False) -> lis
     return out
 
 
-def _draw_name(path: Path, draw_dir: Path, used: set[str]) -> Path:
-    name = path.name
-    if path.suffix.lower() not in IMAGE_EXTS or not cv2.haveImageWriter(name):
-        name += ".png"  # e.g. a .gif: OpenCV writes no GIF
+def _draw_name(path: Path) -> str:
+    """The image's own name, or that name + ".png" where OpenCV cannot write a colour
+    drawing in its format (a .gif on older OpenCV, a grey-only .pgm, an odd name)."""
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_EXTS or suffix in _GREY_ONLY or not cv2.haveImageWriter(path.name):
+        return path.name + ".png"
+    return path.name
+
+
+def _unique(name: str, used: set[str]) -> str:
     stem, suffix, i = Path(name).stem, Path(name).suffix, 1
     while name in used:  # same file name from two folders: number the later ones
         name, i = f"{stem}_{i}{suffix}", i + 1
     used.add(name)
-    return draw_dir / name
+    return name
 
 
 def draw_targets(images: list[Path], draw_dir: Path) -> list[Path]:
-    """The file each image's drawing goes to in ``draw_dir``, in order."""
+    """The file each image's drawing goes to in ``draw_dir``, in order, one file per image."""
+    wanted = [_draw_name(path) for path in images]
     used: set[str] = set()
-    return [_draw_name(path, draw_dir, used) for path in images]
+    names = [""] * len(images)
+    # Kept names first, so g.pgm drawn as g.pgm.png never takes an input g.pgm.png's name.
+    for keep in (True, False):
+        for i, (path, name) in enumerate(zip(images, wanted)):
+            if (name == path.name) == keep:
+                names[i] = _unique(name, used)
+    return [draw_dir / name for name in names]
 
 
 def run(
     model: str | Path | Localizer,
     inputs: Iterable[str | Path],
-    out: IO[str],
+    out: IO[str] | _Results,
     *,
     draw: str | Path | None = None,
     threshold: float = 0.5,
@@ -211,7 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_stops():
             summary = _main(args)
+    except BrokenPipeError:  # the reader went away (`| head -1`): stop quietly, as `yes` does
+        drop_stdout()
+        return EXIT_SIGPIPE
     except UserError as err:
+        if isinstance(err, OutputError) and args.out == "-":
+            drop_stdout()  # Python's last flush of stdout would fail again, with a traceback
         return fail(err)
     except KeyboardInterrupt as stop:  # before the first image: nothing to summarize
         return stop_exit_code(stop_reason(stop))
@@ -222,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> InferSummary:
+    refuse_empty(args, {"inputs": "an input"})
     model = resolve_model(args.model)
     images = collect_images(args.inputs, args.recursive)  # bad paths fail before any write
     options = {"draw": args.draw, "threshold": args.threshold, "recursive": args.recursive,
@@ -229,13 +288,25 @@ def _main(args: argparse.Namespace) -> InferSummary:
     if args.out == "-":
         loc = Localizer.load(model, args.backend, args.threads, args.providers,
                              verify=not args.no_verify)
-        return run(loc, images, sys.stdout, **options)
+        results = _Results(sys.stdout, "stdout")
+        summary = run(loc, images, results, **options)
+        results.flush()  # here, where a failure is reported, not at interpreter exit
+        return summary
     out_path = check_output_file(args.out, "--out")
     refuse_overwrite([out_path], [*images, model, sidecar_path(model)], "--out")
-    with atomic_output(out_path, "--out") as out:  # opened first: /proc/version fails here
-        loc = Localizer.load(model, args.backend, args.threads, args.providers,
-                             verify=not args.no_verify)
-        return run(loc, images, out, **options)
+    results = None
+    try:
+        with atomic_output(out_path, "--out") as out:  # opened first: /proc/version fails here
+            results = _Results(out, f"--out {out_path}")
+            loc = Localizer.load(model, args.backend, args.threads, args.providers,
+                                 verify=not args.no_verify)
+            summary = run(loc, images, results, **options)
+            results.flush()
+            return summary
+    except OSError:  # closing a file whose last write failed fails again: the same cause
+        if results is None or results.error is None:
+            raise
+        raise results.error from None
 
 
 if __name__ == "__main__":

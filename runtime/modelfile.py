@@ -24,6 +24,15 @@ MAX_MODEL_BYTES = 1 << 30
 # useful count for a model this size (the gain stops at the core count).
 MAX_THREADS = 64
 _HINT = "pass --model PATH to a .tflite or .onnx file (`make models` builds the defaults)"
+# An ONNX ModelProto opens with ir_version (field 1, a varint: 0x08, value) and then one of
+# its other fields: producer_name/version, domain, model_version, doc_string, graph,
+# opset_import, metadata_props, training_info or functions (protobuf tags).
+_ONNX_NEXT_TAGS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0xA2, 0xCA})
+
+
+def looks_like_onnx(data: bytes) -> bool:
+    """Whether ``data`` starts like an ONNX model (a protobuf ModelProto)."""
+    return len(data) > 3 and data[0] == 0x08 and 0 < data[1] < 0x80 and data[2] in _ONNX_NEXT_TAGS
 
 
 def read_model(path: str | Path) -> bytes:
@@ -58,6 +67,12 @@ def sniff_format(path: str | Path) -> tuple[str, bytes]:
         raise UserError(
             f"model file {path} is empty or truncated ({len(data)} bytes); re-export it"
         )
+    if data[4:8] == b"TFL3" and suffix == ".onnx":
+        raise UserError(f"{path} is a TFLite model, not ONNX; rename it "
+                        f"{path.with_suffix('.tflite').name}")
+    if suffix == ".tflite" and looks_like_onnx(data):
+        raise UserError(f"{path} is an ONNX model, not TFLite; rename it "
+                        f"{path.with_suffix('.onnx').name}")
     if data[4:8] == b"TFL3":
         try:
             read_tflite_metadata(data)  # walks the header tables: catches most truncations

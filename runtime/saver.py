@@ -21,6 +21,19 @@ from runtime.atomic import commit, remove_leftovers, temp_name
 
 log = logging.getLogger(__name__)
 
+# --save containers -> the codec written into them. Other names are refused before a run
+# starts: OpenCV opens a writer for "out.png" too, then keeps one frame of the whole video.
+CONTAINERS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+
+
+def check_video_name(path: Path, flag: str = "--save") -> Path:
+    """Refuse a video name whose extension is not one of ``CONTAINERS``."""
+    if path.suffix.lower() not in CONTAINERS:
+        kind = f"a {path.suffix} file" if path.suffix else "a name without an extension"
+        raise UserError(f"{flag} {path}: cannot write a video as {kind}; use one of "
+                        f"{', '.join(CONTAINERS)} (e.g. out.mp4)")
+    return path
+
 
 def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``image`` scaled to fit (height, width) ``size`` with its aspect kept, black bars around."""
@@ -37,10 +50,10 @@ def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 class VideoSaver:
-    """Writes BGR frames to ``path`` (.mp4/.mov: mp4v, else MJPG); ``close`` commits it."""
+    """Writes BGR frames to ``path`` (a name in ``CONTAINERS``); ``close`` commits it."""
 
     def __init__(self, path: Path, fps: float):
-        self.path, self.fps = Path(path), fps
+        self.path, self.fps = check_video_name(Path(path)), fps
         remove_leftovers(self.path.parent)
         self.temp = temp_name(self.path)
         self.written = 0
@@ -51,16 +64,16 @@ class VideoSaver:
         """Add one frame (letterboxed to the video size); False when it could not be written."""
         if self._writer is None:
             self._size = frame.shape[:2]
-            fourcc = cv2.VideoWriter_fourcc(
-                *("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG")
-            )
+            fourcc = cv2.VideoWriter_fourcc(*CONTAINERS[self.path.suffix.lower()])
             self._writer = cv2.VideoWriter(
                 str(self.temp), fourcc, self.fps, (self._size[1], self._size[0])
             )
             if not self._writer.isOpened():
                 self._writer = None
                 raise UserError(
-                    f"cannot write video {self.path}; use a .mp4 or .avi name in a writable folder"
+                    f"cannot write video {self.path}: OpenCV cannot write "
+                    f"{self.path.suffix} here or the folder is not writable; try an .avi name "
+                    "in a writable folder"
                 )
         try:
             self._writer.write(letterbox(frame, self._size))
@@ -102,4 +115,4 @@ class VideoSaver:
         return min(held, self.written)
 
 
-__all__ = ["VideoSaver", "letterbox"]
+__all__ = ["CONTAINERS", "VideoSaver", "check_video_name", "letterbox"]

@@ -33,6 +33,21 @@ _MAX_FAILS = 25  # consecutive read failures before a source counts as gone
 _V4L2_MAJOR = 81  # Linux video4linux character devices (/dev/video0): cameras, allowed
 _HINT = ("pass a camera index (0), a video file, an image folder, a glob ('frames/*.jpg') "
          "or an rtsp:// URL")
+# A file source may announce a frame count that is an estimate (duration x rate): one frame
+# short of it is the end, more is a truncated or damaged file (30 announced, 15 read).
+_COUNT_SLACK = 1
+# Leading bytes of the image formats ``read_image`` decodes, so an image whose name is not in
+# IMAGE_EXTS (.jfif, .jpe, no extension, bomb.dat) still gets its pixel limit, EXIF rotation
+# and truncation checks instead of going to cv2.VideoCapture.
+_IMAGE_MAGIC = (
+    b"\xff\xd8\xff",  # JPEG (JFIF, EXIF, .jpe, .jfif)
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a", b"GIF89a",
+    b"II*\x00", b"MM\x00*",  # TIFF
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51",  # JPEG 2000
+)
+# Concatenated JPEGs are a video (OpenCV plays them), though they start like one image.
+_MJPEG_EXTS = (".mjpeg", ".mjpg")
 
 
 @dataclass
@@ -47,11 +62,16 @@ class Frame:
 
 
 class Source:
-    """Base class: ``read()`` returns the next Frame or None at the end."""
+    """Base class: ``read()`` returns the next Frame or None at the end.
+
+    ``ended_early`` says why, when the source ended before it should have (a file shorter
+    than its header, a stream that stalled): the run reports it and exits non-zero.
+    """
 
     live = False
     fps = 30.0
     files: ClassVar[list[Path]] = []  # the files it reads (never to be replaced by an output)
+    ended_early: str | None = None
 
     def read(self) -> Frame | None:
         raise NotImplementedError
@@ -105,6 +125,8 @@ class CaptureSource(Source):
         self.fps = fps if 1 <= fps <= 240 else 30.0
         self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not live else 0
         self._index = 0
+        self._pass_start = 0  # index of the first frame of this pass (--loop restarts)
+        self._last_frame = time.monotonic()
         self._owed = 0  # failed reads that a later frame proved were lost frames
 
     def read(self) -> Frame | None:
@@ -131,15 +153,38 @@ class CaptureSource(Source):
         if fails:
             log.info("%s ended after %d frames (%d more reads failed)", self.target,
                      self._index, fails)
+        self._check_end()
         if self.loop and not self.live and self._index > 0:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            self._pass_start = self._index
             ok, image = self._cap.read()
             if ok and image is not None:
                 return self._frame(image)
         return None
 
+    def _check_end(self) -> None:
+        """At the end of the source: warn (once) when it ended before it should have."""
+        if self.ended_early is not None:
+            return
+        read = self._index - self._pass_start
+        if self.live:  # a camera or stream has no natural end: it stalled or went away
+            what = f"camera {self.target}" if isinstance(self.target, int) else \
+                f"stream {self.target}"
+            stalled = time.monotonic() - self._last_frame
+            why = (f"stream stalled for {stalled:.0f} s" if stalled >= 1 else
+                   "the other end closed it")
+            self.ended_early = (f"{what} stopped after {self._index} frames ({why}); check the "
+                                "camera or the stream")
+        elif self.frame_count > 0 and read < self.frame_count - _COUNT_SLACK:
+            self.ended_early = (f"{self.target} ended early: {read} of the {self.frame_count} "
+                                "frames its header announces were read (a truncated or damaged "
+                                "file?); re-copy or re-encode it")
+        if self.ended_early:
+            log.warning("%s", self.ended_early)
+
     def _frame(self, image: np.ndarray) -> Frame:
         self._index += 1
+        self._last_frame = time.monotonic()
         return Frame(self._index - 1, image, str(self.target))
 
     def _lost(self) -> Frame:
@@ -190,16 +235,20 @@ def open_frames(
     ``/dev/zero``) is refused from ``stat``: opening it could block forever.
     """
     text = str(spec).strip()
+    if not text:
+        raise UserError(f"--source is empty; {_HINT}")
     if text.isdigit():
         return CaptureSource(int(text), live=True)
     if text.lower().startswith(STREAM_SCHEMES):
         return CaptureSource(text, live=True)
-    if any(c in text for c in "*?["):
-        paths = sorted(Path(p) for p in glob.glob(text) if Path(p).suffix.lower() in IMAGE_EXTS)
+    path = Path(text).expanduser()
+    # A name that exists is that file or folder, even with [ ] or ? in it ("clip[1].mp4").
+    if any(c in text for c in "*?[") and not os.path.lexists(path):
+        paths = sorted(Path(p) for p in glob.glob(str(path))
+                       if Path(p).suffix.lower() in IMAGE_EXTS)
         if not paths:
             raise UserError(f"no images match {text!r}; {_HINT}")
         return ImageSource(paths, loop, max_pixels)
-    path = Path(text).expanduser()
     info = stat_path(path, "source", _HINT)
     if stat.S_ISDIR(info.st_mode):
         try:
@@ -217,9 +266,31 @@ def open_frames(
         raise UserError(
             f"source {path} is not a regular file (a FIFO, socket or device); {_HINT}"
         )
-    if path.suffix.lower() in IMAGE_EXTS:
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTS or (suffix not in _MJPEG_EXTS and is_image_file(path)):
         return ImageSource([path], loop, max_pixels)
     return CaptureSource(str(path), live=False, loop=loop)
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether a file starts like an image ``read_image`` decodes (its first bytes only)."""
+    try:
+        # O_NONBLOCK: a file swapped for a FIFO since it was checked cannot block us.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            head = f.read(32)
+    except OSError:
+        return False  # the video reader reports the file
+    if head.startswith(_IMAGE_MAGIC):
+        return True
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return True
+    if head[:2] == b"BM" and int.from_bytes(head[14:18], "little") in (12, 40, 52, 56, 64, 108,
+                                                                        124):
+        return True  # BMP: "BM", then a DIB header of one of the known sizes
+    # Netpbm (PBM/PGM/PPM/PAM): "P1".."P7" and a whitespace.
+    return len(head) > 2 and head[0] == ord("P") and chr(head[1]) in "1234567" \
+        and chr(head[2]) in " \t\r\n"
 
 
 class Capture:

@@ -8,7 +8,8 @@ Capture runs in its own thread. A live source keeps only the newest frame (stale
 are dropped and counted); a file source is processed frame by frame. Stops on Ctrl-C,
 SIGTERM, `q` in the window or the end of the source, then prints a summary. `--save` keeps
 every processed frame (other sizes letterboxed) and never replaces the source or model;
-the exit code is 1 when any frame failed (unreadable, model error, not written).
+the exit code is 1 when any frame failed (unreadable, model error, not written) or the
+source ended early (a video shorter than its header, a camera or stream that stalled).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from runtime._cli import (
     console,
     fail,
     int_in,
+    refuse_empty,
     resolve_model,
     setup_logging,
     sigterm_stops,
@@ -46,7 +48,7 @@ from runtime.localizer import Localizer, Result
 from runtime.overlay import BoxSmoother, FpsMeter, HudValues, draw_hud, draw_result
 from runtime.atomic import refuse_overwrite
 from runtime.paths import check_output_file
-from runtime.saver import VideoSaver
+from runtime.saver import CONTAINERS, VideoSaver, check_video_name
 from runtime.serve import DEFAULT_MAX_VIEWERS, MjpegServer, parse_address
 from runtime.sources import Capture, open_frames
 
@@ -67,6 +69,7 @@ class Summary:
     failures: dict[str, int] = field(default_factory=dict)  # reason -> failed frames
     seconds: float = 0.0
     stopped_by: str = "end of source"
+    ended_early: str | None = None  # why the source ended before it should have
     backend: str = ""
     error: str | None = None
     latency: np.ndarray = field(default_factory=lambda: np.zeros(_KEEP, np.float32), repr=False)
@@ -107,6 +110,7 @@ class Summary:
             "frame_p50_ms": round(self._pct(self.per_frame, 50), 3),
             "frame_p95_ms": round(self._pct(self.per_frame, 95), 3),
             "stopped_by": self.stopped_by,
+            "ended_early": self.ended_early,
             "backend": self.backend,
             "error": self.error,
         }
@@ -132,6 +136,8 @@ class Summary:
             ("backend", d["backend"]),
             ("stopped by", d["stopped_by"]),
         ]
+        if self.ended_early:
+            rows.append(("source ended early", self.ended_early))
         if self.error:
             rows.append(("source error", self.error))
         for k, v in rows:
@@ -188,7 +194,9 @@ def run(
     if max_frames is not None and max_frames < 1:
         raise UserError(f"--max-frames must be >= 1, got {max_frames}")
     smoother = BoxSmoother(smooth)
-    save_path = check_output_file(save, "--save") if save else None
+    save_path = None
+    if save is not None:  # "" too: refused as a folder name, never a silent "not saving"
+        save_path = check_video_name(check_output_file(save, "--save"))
     loc = (
         model
         if isinstance(model, Localizer)
@@ -282,6 +290,7 @@ def run(
         summary.seconds = time.perf_counter() - t_start
         capture.stop()
         summary.dropped, summary.error = capture.dropped, capture.error
+        summary.ended_early = src.ended_early
         if saver is not None:
             _close_saver(saver, summary, keep=finished)
         if server is not None:
@@ -316,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threshold", type=float, default=0.5, help="no box under this score (0.5)"
     )
-    parser.add_argument("--save", help="write the annotated video here (.mp4 or .avi)")
+    parser.add_argument(
+        "--save", help=f"write the annotated video here ({', '.join(CONTAINERS)})"
+    )
     parser.add_argument(
         "--serve",
         metavar="HOST:PORT",
@@ -348,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     # in two threads of their own.
     cv2.setNumThreads(1)
     try:
+        refuse_empty(args)
         with sigterm_stops():  # SIGTERM stops like Ctrl-C: summary, clean exit
             summary = run(
                 resolve_model(args.model),
@@ -376,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         import json
 
         print(json.dumps(summary.to_dict()))
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.ended_early or summary.error else 0
 
 
 if __name__ == "__main__":

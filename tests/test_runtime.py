@@ -188,6 +188,27 @@ def _bad_models(
     return cases
 
 
+def test_a_model_named_for_the_other_format_says_rename_it(runtime_models, tmp_path, capsys):
+    from runtime import infer
+
+    onnx_as_tflite, tflite_as_onnx = tmp_path / "a.tflite", tmp_path / "b.onnx"
+    onnx_as_tflite.write_bytes(runtime_models["onnx"].read_bytes())
+    tflite_as_onnx.write_bytes(runtime_models["u8"].read_bytes())
+    with pytest.raises(UserError, match=r"a.tflite is an ONNX model, not TFLite; rename it a.onnx"):
+        Localizer.load(onnx_as_tflite)
+    with pytest.raises(UserError, match=r"b.onnx is a TFLite model, not ONNX; rename it b.tflite"):
+        Localizer.load(tflite_as_onnx)
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), _image())
+    assert infer.main(["--model", str(onnx_as_tflite), str(image)]) == 2
+    assert "is an ONNX model, not TFLite; rename it a.onnx" in capsys.readouterr().err
+    # Without either extension the bytes decide, as before.
+    for key, fmt in (("onnx", "onnx"), ("u8", "tflite")):
+        plain = tmp_path / f"model_{key}.bin"
+        plain.write_bytes(runtime_models[key].read_bytes())
+        assert sniff_format(plain)[0] == fmt
+
+
 def test_bad_model_files_raise_clear_errors(runtime_models, tmp_path):
     cases = _bad_models(
         tmp_path / "bad", runtime_models["u8"].read_bytes(), runtime_models["onnx"].read_bytes()

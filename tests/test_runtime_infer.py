@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,6 +15,7 @@ from tests import test_runtime_helpers as helpers
 from tests.test_runtime_helpers import BOX_XYXY, write_images
 
 runtime_models = helpers.runtime_models  # the session fixture, shared by the runtime tests
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_infer_writes_one_line_per_image_and_lists_errors(runtime_models, tmp_path, capsys):
@@ -79,3 +83,69 @@ def test_infer_bad_arguments_exit_2(runtime_models, tmp_path, capsys):
         assert infer.main(argv) == 2, argv
         assert message in capsys.readouterr().err.replace("\n", ""), argv
     assert not (tmp_path / "no").exists()
+
+
+def test_infer_ends_quietly_when_its_reader_goes_away(runtime_models, tmp_path):
+    """`python -m runtime.infer ... | head -1`: no BrokenPipeError traceback, exit 141."""
+    write_images(tmp_path / "many", n=120, size=(24, 32))  # ~24 kB of lines: several flushes
+    for extra in ([], ["--out", "-"]):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runtime.infer", "--model", str(runtime_models["u8"]),
+             str(tmp_path / "many"), "--threads", "1", *extra],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert json.loads(proc.stdout.readline())["image"].endswith("img_00.jpg")
+        proc.stdout.close()  # what `head -1` does after its line
+        err = proc.stderr.read()
+        assert proc.wait(timeout=120) == 141, err[-1500:]
+        assert "Traceback" not in err and "BrokenPipe" not in err and "Exception" not in err
+
+
+def test_infer_output_write_failure_is_one_line(runtime_models, tmp_path, capsys):
+    images = [str(p) for p in write_images(tmp_path / "a", n=3)]
+    model = str(runtime_models["u8"])
+    assert infer.main(["--model", model, *images, "--out", "/dev/full"]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "cannot write the results to --out /dev/full: No space left on device" in err
+    with open("/dev/full", "w") as full:  # stdout on a full disk
+        proc = subprocess.run([sys.executable, "-m", "runtime.infer", "--model", model, *images],
+                              cwd=ROOT, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    assert proc.stderr.strip().splitlines() == [
+        "error: cannot write the results to stdout: No space left on device; free some space "
+        "or pass --out PATH on another disk"
+    ]
+
+
+def test_infer_draws_a_pgm_input_as_png_beside_an_input_of_that_name(runtime_models, tmp_path):
+    folder = tmp_path / "a"
+    folder.mkdir()
+    assert cv2.imwrite(str(folder / "g.pgm"), np.full((50, 70), 128, np.uint8))
+    assert cv2.imwrite(str(folder / "g.pgm.png"), np.full((40, 30, 3), 90, np.uint8))
+    drawn = tmp_path / "drawn"
+    argv = ["--model", str(runtime_models["u8"]), str(folder), "--draw", str(drawn),
+            "--out", str(tmp_path / "r.jsonl"), "--threads", "1"]
+    assert infer.main(argv) == 0
+    assert all("error" not in json.loads(line) for line in (tmp_path / "r.jsonl").open())
+    # g.pgm.png keeps its own name; g.pgm's drawing takes the next free .png name.
+    assert sorted(p.name for p in drawn.iterdir()) == ["g.pgm.png", "g.pgm_1.png"]
+    assert cv2.imread(str(drawn / "g.pgm_1.png")).shape == (50, 70, 3)
+    assert cv2.imread(str(drawn / "g.pgm.png")).shape == (40, 30, 3)
+
+
+def test_infer_refuses_empty_names(runtime_models, tmp_path, capsys, monkeypatch):
+    image = str(write_images(tmp_path / "a", n=1)[0])
+    model = str(runtime_models["u8"])
+    monkeypatch.chdir(tmp_path / "a")  # where an empty name would have pointed
+    cases = [
+        (["--model", model, ""], "an input is empty"),
+        (["--model", model, " "], "an input is empty"),
+        (["--model", "", image], "--model is empty"),
+        (["--model", model, image, "--draw", ""], "--draw is empty"),
+        (["--model", model, image, "--out", " "], "--out is empty"),
+    ]
+    for argv, message in cases:
+        assert infer.main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert message in captured.err and captured.out == "", argv
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["img_00.jpg"]

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -17,8 +18,10 @@ import numpy as np
 import pytest
 
 from runtime import webcam
+from runtime.errors import UserError
 from runtime.localizer import Result
 from runtime.overlay import BoxSmoother, HudValues, draw_result
+from runtime.saver import CONTAINERS, VideoSaver
 from runtime.serve import BOUNDARY, parse_address
 from runtime.sources import Capture, Frame, Source, open_frames
 from tests import test_runtime_helpers as helpers
@@ -300,3 +303,178 @@ def test_open_frames_kinds(video_file, tmp_path):
     assert [f.index for f in iter(open_frames(str(tmp_path / "imgs")).read, None)] == [0, 1]
     with pytest.raises(ValueError, match="no camera at index 9"):
         open_frames("9")
+
+
+def _exif_rotated_jpeg(path: Path, height: int = 60, width: int = 100) -> Path:
+    """A JPEG stored ``height`` x ``width`` with EXIF orientation 6 (shown rotated 90 degrees)."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(path, "JPEG", exif=exif)
+    return path
+
+
+def test_an_image_file_under_any_name_goes_through_the_image_reader(runtime_models, tmp_path,
+                                                                   capsys):
+    """.jfif, .dat, no extension: an image by its bytes gets the pixel limit, EXIF rotation
+    and truncation checks of data.images.read_image, not cv2.VideoCapture."""
+    model = str(runtime_models["u8"])
+    bomb = tmp_path / "bomb.dat"  # a PNG over the pixel limit, under any other name
+    bomb.write_bytes(cv2.imencode(".png", np.zeros((1000, 2000, 3), np.uint8))[1].tobytes())
+    noise = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    jpeg = cv2.imencode(".jpg", noise)[1].tobytes()  # ~10 kB: the cut is in its pixels
+    cut = tmp_path / "cut.jfif"
+    cut.write_bytes(jpeg[:-300])
+    argv = ["--model", model, "--no-display", "--threads", "1", "--json", "--source"]
+    for path, message in ((bomb, "over the 1 MP limit"), (cut, "truncated JPEG")):
+        assert webcam.main([*argv, str(path), "--max-pixels", "1000000"]) == 1, path
+        captured = capsys.readouterr()
+        summary = json.loads(captured.out.strip().splitlines()[-1])
+        assert summary["frames"] == 0 and summary["failed"] == 1, path
+        assert message in captured.err.replace("\n", ""), path
+    rotated = _exif_rotated_jpeg(tmp_path / "photo.jfif")
+    plain = tmp_path / "frame"  # no extension at all
+    plain.write_bytes(jpeg)
+    for path, shape in ((rotated, (100, 60, 3)), (plain, (90, 120, 3))):
+        shapes: list[tuple] = []
+        summary = webcam.run(model, str(path), display=False, threads=1,
+                             on_frame=lambda img, r: shapes.append(img.shape))
+        assert summary.frames == 1 and summary.failed == 0 and shapes == [shape], path
+    # Concatenated JPEGs start like one image but are a video: they stay one.
+    mjpeg = tmp_path / "clip.mjpeg"
+    mjpeg.write_bytes(jpeg * 3)
+    assert webcam.run(model, str(mjpeg), display=False, threads=1).frames == 3
+
+
+def test_source_paths_with_glob_characters_are_used_as_given(runtime_models, video_file,
+                                                             tmp_path):
+    model = runtime_models["u8"]
+    folder = tmp_path / "ünï [x]"
+    write_images(folder, n=2)
+    write_images(tmp_path / "ünï x", n=3)  # what "[x]" would match as a glob: not this
+    clip = tmp_path / "sp ace" / "clip[1].mp4"
+    clip.parent.mkdir()
+    clip.write_bytes(video_file.read_bytes())
+    what = tmp_path / "what?.mp4"
+    what.write_bytes(video_file.read_bytes())
+    for source, frames in ((folder, 2), (clip, VIDEO_FRAMES), (what, VIDEO_FRAMES)):
+        summary = webcam.run(model, str(source), display=False, threads=1)
+        assert summary.frames == frames and summary.failed == 0, source
+    # A name that does not exist is still a glob.
+    assert webcam.run(model, str(tmp_path / "ünï [x]" / "img_0[1].jpg"), display=False,
+                      threads=1).frames == 1
+
+
+def test_save_refuses_a_name_it_cannot_write_as_a_video(runtime_models, video_file, tmp_path,
+                                                        capsys):
+    base = ["--model", str(runtime_models["u8"]), "--source", str(video_file), "--no-display"]
+    for name in ("out.png", "out.jpg", "out"):
+        t0 = time.perf_counter()
+        assert webcam.main([*base, "--save", str(tmp_path / name)]) == 2, name
+        assert time.perf_counter() - t0 < 5  # refused before the run, not after the video
+        err = capsys.readouterr().err.replace("\n", "")
+        assert f"--save {tmp_path / name}: cannot write a video as" in err, name
+        assert ".mp4, .m4v, .mov, .avi, .mkv" in err, name
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", sorted(CONTAINERS))
+def test_every_save_container_holds_every_frame(suffix, tmp_path):
+    saver = VideoSaver(tmp_path / f"out{suffix}", 30.0)
+    for i in range(5):
+        assert saver.write(np.full((120, 160, 3), 40 * i, np.uint8))
+    assert saver.close() == 5
+    cap = cv2.VideoCapture(str(tmp_path / f"out{suffix}"))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 5
+
+
+def _cut_avi(path: Path, frames: int = 30) -> Path:
+    """An MJPG AVI cut in half, as an interrupted copy leaves it: its header still says
+    ``frames`` frames, about half of them are there."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (160, 120))
+    for i in range(frames):
+        writer.write(np.full((120, 160, 3), 8 * i, np.uint8))
+    writer.release()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_a_truncated_video_ends_with_a_warning_and_exit_1(runtime_models, tmp_path, capsys):
+    clip = _cut_avi(tmp_path / "cut.avi")
+    assert cv2.VideoCapture(str(clip)).get(cv2.CAP_PROP_FRAME_COUNT) == 30
+    argv = ["--model", str(runtime_models["u8"]), "--no-display", "--threads", "1", "--json"]
+    assert webcam.main([*argv, "--source", str(clip)]) == 1
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert 0 < summary["frames"] < 30 and summary["failed"] == 0
+    expected = f"ended early: {summary['frames']} of the 30 frames its header announces"
+    assert expected in summary["ended_early"]
+    assert "WARNING" in captured.err and expected in captured.err.replace("\n", "")
+
+
+class _StallingMjpeg(threading.Thread):
+    """An MJPEG-over-HTTP server that sends ``frames`` frames, then nothing (a hung camera)."""
+
+    def __init__(self, frames: int = 5):
+        super().__init__(daemon=True)
+        self.frames, self.sock = frames, socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        conn, _ = self.sock.accept()
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.0 200 OK\r\n"
+                     b"Content-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n")
+        for i in range(self.frames):
+            jpg = cv2.imencode(".jpg", np.full((120, 160, 3), 40 * i, np.uint8))[1].tobytes()
+            conn.sendall(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                         % len(jpg) + jpg + b"\r\n")
+            time.sleep(0.05)
+        self.done.wait(120)  # stall, the connection open
+        conn.close()
+        self.sock.close()
+
+
+def test_a_stalled_stream_ends_with_a_warning_and_exit_1(runtime_models):
+    server = _StallingMjpeg()
+    server.start()
+    # FFmpeg's own read timeout (1 s here; OpenCV's default is 30 s) ends the stalled read.
+    env = {**os.environ, "OPENCV_FFMPEG_CAPTURE_OPTIONS": "rw_timeout;1000000"}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "runtime.webcam", "--model", str(runtime_models["u8"]),
+             "--source", server.url, "--no-display", "--threads", "1", "--json"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        server.done.set()
+    assert proc.returncode == 1, proc.stderr[-1500:]
+    err = " ".join(proc.stderr.split())
+    assert f"stream {server.url} stopped after" in err and "(stream stalled for " in err
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert 1 <= summary["frames"] <= 5 and "stream stalled for " in summary["ended_early"]
+
+
+def test_empty_flags_are_refused_not_taken_as_the_current_folder(runtime_models, video_file,
+                                                                 capsys):
+    base = ["--model", str(runtime_models["u8"]), "--source", str(video_file), "--no-display"]
+    cases = [
+        (["--source", ""], "--source is empty"),
+        (["--source", " "], "--source is empty"),
+        (["--model", ""], "--model is empty"),
+        (["--save", ""], "--save is empty"),
+        (["--serve", " "], "--serve is empty"),
+    ]
+    for extra, message in cases:
+        assert webcam.main([*base, *extra]) == 2, extra
+        assert message in capsys.readouterr().err, extra
+    with pytest.raises(UserError, match="--source is empty"):
+        open_frames(" ")

@@ -125,13 +125,16 @@ def test_webcam_save_never_replaces_the_source_or_model(runtime_models, video_fi
     photos = tmp_path / "photos"
     images = write_images(photos, n=2)
     model = runtime_models["u8"]
-    for source, save in ((clip, clip), (photos, images[1]), (images[0], images[0]),
-                         (clip, model)):
+    os.link(clip, tmp_path / "same.mkv")  # the clip under a video name of another kind
+    overwrite, not_video = "--save would overwrite the input", "cannot write a video as"
+    for source, save, message in ((clip, clip, overwrite), (clip, tmp_path / "same.mkv", overwrite),
+                                  (photos, images[1], not_video), (images[0], images[0], not_video),
+                                  (clip, model, not_video)):
         before = (Path(save).read_bytes(), sorted(os.listdir(tmp_path)))
         argv = ["--model", str(model), "--source", str(source), "--save", str(save),
                 "--no-display"]
         assert webcam.main(argv) == 2
-        assert "--save would overwrite the input" in capsys.readouterr().err.replace("\n", "")
+        assert message in capsys.readouterr().err.replace("\n", ""), save
         assert (Path(save).read_bytes(), sorted(os.listdir(tmp_path))) == before
 
 
@@ -182,6 +185,12 @@ def test_end_of_file_read_retries_are_not_failed_frames(runtime_models, tmp_path
     assert cv2.VideoCapture(str(clip)).get(cv2.CAP_PROP_FRAME_COUNT) == 15
     summary = webcam.run(runtime_models["u8"], str(clip), display=False, threads=1)
     assert summary.frames == 6 and summary.failed == 0 and summary.stopped_by == "end of source"
+    # ... but 6 of 15 announced frames is a file that ended early, said (exit 1 in the CLI).
+    assert "ended early: 6 of the 15 frames its header announces" in summary.ended_early
+    # One frame short of the header is an estimate's rounding, not a truncated file.
+    clip = _long_avi(tmp_path / "round.avi", frames=6, claimed=7)
+    summary = webcam.run(runtime_models["u8"], str(clip), display=False, threads=1)
+    assert summary.frames == 6 and summary.ended_early is None
 
 
 def test_webcam_flag_bounds_and_special_sources(runtime_models, video_file, tmp_path, capsys):
