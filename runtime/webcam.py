@@ -32,8 +32,10 @@ from rich.markup import escape
 
 from data.images import DEFAULT_MAX_PIXELS
 from runtime._cli import (
+    EXIT_SIGPIPE,
     add_model_args,
     console,
+    drop_stdout,
     fail,
     int_in,
     refuse_empty,
@@ -387,7 +389,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         import json
 
-        print(json.dumps(summary.to_dict()))
+        try:
+            print(json.dumps(summary.to_dict()), flush=True)
+        except BrokenPipeError:  # the reader went away: stop quietly, as infer does
+            drop_stdout()
+            return EXIT_SIGPIPE
+        except OSError as err:  # a full disk behind a redirect
+            drop_stdout()
+            return fail(UserError(f"cannot write the JSON summary to stdout: {err.strerror or err}"))
     return 1 if summary.failed or summary.ended_early or summary.error else 0
 
 

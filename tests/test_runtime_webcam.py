@@ -478,3 +478,21 @@ def test_empty_flags_are_refused_not_taken_as_the_current_folder(runtime_models,
         assert message in capsys.readouterr().err, extra
     with pytest.raises(UserError, match="--source is empty"):
         open_frames(" ")
+
+
+def test_json_summary_to_a_full_or_closed_stdout_is_no_traceback(runtime_models, tmp_path):
+    folder = tmp_path / "frames"
+    write_images(folder, n=2)
+    argv = [sys.executable, "-m", "runtime.webcam", "--model", str(runtime_models["u8"]),
+            "--no-display", "--threads", "1", "--json", "--source", str(folder)]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(argv, cwd=ROOT, stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    assert "cannot write the JSON summary to stdout" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: the print meets a closed pipe
+    proc = subprocess.run(argv, cwd=ROOT, stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert proc.returncode == 141 and "Traceback" not in proc.stderr, proc.stderr[-1500:]
