@@ -61,6 +61,17 @@ _ORIENT = {
     7: (("rotate", cv2.ROTATE_90_COUNTERCLOCKWISE), ("flip", 1)),
     8: (("rotate", cv2.ROTATE_90_COUNTERCLOCKWISE),),
 }
+# Leading bytes of the formats this reader decodes (WebP, BMP and Netpbm in
+# ``starts_like_image``): how a file is known to be an image whatever its name.
+_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF
+_IMAGE_MAGIC = (
+    b"\xff\xd8\xff",  # JPEG (JFIF, EXIF, .jpe, .jfif)
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a", b"GIF89a",
+    *_TIFF_MAGIC,
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51",  # JPEG 2000
+)
+_BMP_HEADERS = (12, 40, 52, 56, 64, 108, 124)  # the DIB header sizes BMP files use
 # Start-of-frame markers of DCT JPEGs (baseline, extended, progressive; Huffman or arithmetic).
 _JPEG_DCT_FRAMES = frozenset({0xC0, 0xC1, 0xC2, 0xC9, 0xCA})
 # A JPEG marker: 0xFF that is neither stuffed (FF00) nor a restart (FFD0-FFD7).
@@ -77,6 +88,19 @@ _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), 
 
 class ImageError(UserError):
     """An image file that cannot be used: missing, not a regular file, too large, broken."""
+
+
+def starts_like_image(head: bytes) -> bool:
+    """Whether a file's first 32 bytes are those of an image format this reader decodes."""
+    if head.startswith(_IMAGE_MAGIC):
+        return True
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return True
+    if head[:2] == b"BM" and int.from_bytes(head[14:18], "little") in _BMP_HEADERS:
+        return True
+    # Netpbm (PBM/PGM/PPM/PAM): "P1".."P7" and a whitespace.
+    return len(head) > 2 and head[0] == ord("P") and chr(head[1]) in "1234567" \
+        and chr(head[2]) in " \t\r\n"
 
 
 def is_image_name(path: str | Path) -> bool:
@@ -187,7 +211,7 @@ def _header(data: bytes, name: str) -> tuple[str, str, tuple[int, int], int]:
             except Exception:  # a broken EXIF block must not hide the picture itself
                 orientation = 1
     except UnidentifiedImageError:
-        if data[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+        if data.startswith(_TIFF_MAGIC):
             raise ImageError(f"{name} is a TIFF whose sample format or layout this reader does "
                              "not support (e.g. float RGB); save it as an 8- or 16-bit image"
                              ) from None
@@ -260,9 +284,9 @@ def _check_jpeg_scan(data: bytes, end: int, name: str, decoded: np.ndarray | Non
                          "re-export the file")
 
 
-def _check_png(data: bytes, name: str, *, rows: bool) -> None:
-    """Refuse a PNG cut short or with a chunk failing its CRC; with ``rows``, also one whose
-    pixel data holds fewer rows than its header declares."""
+def _check_png(data: bytes, name: str) -> tuple[bytes, list[memoryview]]:
+    """Refuse a PNG cut short or with a chunk failing its CRC; returns its IHDR data and
+    IDAT chunks for ``_check_png_rows``."""
     view, pos, ihdr, idat = memoryview(data), 8, b"", []  # pos: after the signature
     while pos + 12 <= len(data):
         length, kind = struct.unpack(">I4s", data[pos:pos + 8])
@@ -278,9 +302,7 @@ def _check_png(data: bytes, name: str, *, rows: bool) -> None:
         elif kind == b"IDAT":
             idat.append(view[pos + 8:end - 4])
         elif kind == b"IEND":
-            if rows:
-                _check_png_rows(ihdr, idat, name)
-            return
+            return ihdr, idat
         pos = end
     raise ImageError(f"{name} is a truncated PNG (it ends before its IEND chunk); re-copy or "
                      "re-export the file")
@@ -346,8 +368,10 @@ def _decode_strict(data: bytes, fmt: str, mode: str, name: str) -> np.ndarray:
                          "reader does not support; save it as an 8- or 16-bit image")
     jpeg = fmt in ("JPEG", "MPO")  # MPO: a JPEG followed by more pictures (a phone's depth map)
     jpeg_end, jpeg_scans = _check_jpeg(data, name) if jpeg else (0, 0)
-    if fmt == "PNG":  # libpng refuses short pixel data, but then Pillow would decode it
-        _check_png(data, name, rows=mode not in _PILLOW_PNG_MODES)
+    png = _check_png(data, name) if fmt == "PNG" else None
+    rows_checked = png is not None and mode not in _PILLOW_PNG_MODES
+    if rows_checked:  # libpng refuses short pixel data, but then Pillow would decode it
+        _check_png_rows(*png, name)
     # A progressive JPEG's last scan is checked for a cut (below) by two Pillow decodes, the
     # first of which is the picture (the same pixels as OpenCV's on all 232 dataset JPEGs).
     progressive = jpeg and jpeg_scans > 1
@@ -361,8 +385,8 @@ def _decode_strict(data: bytes, fmt: str, mode: str, name: str) -> np.ndarray:
     # last odd one) is one colour: only such PNGs pay for inflating the pixel data again
     # (+45% PNG decode time on the dataset PNGs if every one did).
     tail = image[-2:]  # (2 or 1, W, 3)
-    if fmt == "PNG" and (len(image) < 2 or (tail == tail[:, :1]).all(axis=(1, 2)).any()):
-        _check_png(data, name, rows=True)
+    if png and not rows_checked and (len(image) < 2 or (tail == tail[:, :1]).all(axis=(1, 2)).any()):
+        _check_png_rows(*png, name)
     return image
 
 
@@ -406,4 +430,4 @@ def _decode_pillow(data: bytes, name: str) -> np.ndarray:
 
 __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTS", "MAX_JPEG_SCANS", "ImageError", "decode_image",
            "image_size", "is_image_name", "jpeg_roundtrip", "list_images", "read_bytes",
-           "read_image"]
+           "read_image", "starts_like_image"]

@@ -22,7 +22,8 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
-from data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTS, ImageError, list_images, read_image
+from data.images import (DEFAULT_MAX_PIXELS, IMAGE_EXTS, ImageError, list_images, read_image,
+                         starts_like_image)
 from runtime.errors import UserError
 from runtime.paths import stat_path
 
@@ -36,16 +37,6 @@ _HINT = ("pass a camera index (0), a video file, an image folder, a glob ('frame
 # A file source may announce a frame count that is an estimate (duration x rate): one frame
 # short of it is the end, more is a truncated or damaged file (30 announced, 15 read).
 _COUNT_SLACK = 1
-# Leading bytes of the image formats ``read_image`` decodes, so an image whose name is not in
-# IMAGE_EXTS (.jfif, .jpe, no extension, bomb.dat) still gets its pixel limit, EXIF rotation
-# and truncation checks instead of going to cv2.VideoCapture.
-_IMAGE_MAGIC = (
-    b"\xff\xd8\xff",  # JPEG (JFIF, EXIF, .jpe, .jfif)
-    b"\x89PNG\r\n\x1a\n",
-    b"GIF87a", b"GIF89a",
-    b"II*\x00", b"MM\x00*",  # TIFF
-    b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51",  # JPEG 2000
-)
 # Concatenated JPEGs are a video (OpenCV plays them), though they start like one image.
 _MJPEG_EXTS = (".mjpeg", ".mjpg")
 
@@ -281,16 +272,7 @@ def is_image_file(path: Path) -> bool:
             head = f.read(32)
     except OSError:
         return False  # the video reader reports the file
-    if head.startswith(_IMAGE_MAGIC):
-        return True
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return True
-    if head[:2] == b"BM" and int.from_bytes(head[14:18], "little") in (12, 40, 52, 56, 64, 108,
-                                                                        124):
-        return True  # BMP: "BM", then a DIB header of one of the known sizes
-    # Netpbm (PBM/PGM/PPM/PAM): "P1".."P7" and a whitespace.
-    return len(head) > 2 and head[0] == ord("P") and chr(head[1]) in "1234567" \
-        and chr(head[2]) in " \t\r\n"
+    return starts_like_image(head)  # an image whatever its name (.jfif, bomb.dat)
 
 
 class Capture:
