@@ -151,16 +151,13 @@ def read_state(run_dir: Path) -> dict | None:
         return None
     try:
         state = json.loads(path.read_text())
+        why = "no epoch number in it"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        state = err
+        state, why = None, type(err).__name__
     if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
-        raise UserError(f"the resume state {path} is damaged ({_what(state)}); pass --overwrite "
+        raise UserError(f"the resume state {path} is damaged ({why}); pass --overwrite "
                         "to start the run again, or another --out")
     return state
-
-
-def _what(state: Any) -> str:
-    return type(state).__name__ if isinstance(state, Exception) else "no epoch number in it"
 
 
 def check_same_run(run_dir: Path, config: RunConfig) -> None:
