@@ -310,10 +310,9 @@ def resolve_config(preset: str | None = None, **flags: Any) -> RunConfig:
     return config
 
 
-# (section, field) -> (lowest allowed, whether the lowest itself is allowed): numbers that
-# would otherwise train silently wrong (--lr -1 climbs the loss, --decay-rate 0 stops
+# (section, field) -> (lowest, lowest allowed?, highest or None, highest allowed?): numbers
+# that would otherwise train silently wrong (--lr -1 climbs the loss, --decay-rate 0 stops
 # learning after the first decay, --steps-per-epoch 0 meant "one pass") or fail deep inside.
-# (section, field) -> (lowest, lowest allowed?, highest or None, highest allowed?)
 _RANGES: dict[tuple[str, str], tuple[float, bool, float | None, bool]] = {
     ("training", "epochs"): (1, True, None, True),
     ("training", "steps_per_epoch"): (1, True, None, True),
