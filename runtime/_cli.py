@@ -106,8 +106,6 @@ def drop_stdout() -> None:
 
 def resolve_model(model: str | None) -> Path:
     """``--model`` or the default int8 model; a missing default says how to build it."""
-    if model is not None and not model.strip():
-        raise UserError("--model is empty; pass --model PATH or leave it out for the default model")
     if model:
         return Path(model).expanduser()
     if not DEFAULT_MODEL.is_file():
