@@ -96,10 +96,12 @@ class Augment:
             value = getattr(self, name)
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"augmentation {name} must be a probability in [0, 1], got {value}")
-        if len(self.scale) != 2 or not 0.0 < self.scale[0] <= self.scale[1]:
-            raise ValueError(f"augmentation scale must be LOW:HIGH with 0 < LOW <= HIGH, got {self.scale}")
-        if self.aspect < 0 or self.color_strength < 0 or not 0 <= self.wb_strength < 1:
-            raise ValueError("augmentation aspect and color_strength must be >= 0 and "
+        if len(self.scale) != 2 or not 0.0 < self.scale[0] <= self.scale[1] <= 4.0:
+            raise ValueError("augmentation scale must be LOW:HIGH with 0 < LOW <= HIGH <= 4, "
+                             f"got {self.scale}")
+        # ``not 0 <= x <= hi``, not ``x < 0``: nan and inf are refused as well
+        if not (0 <= self.aspect <= 1 and 0 <= self.color_strength <= 3 and 0 <= self.wb_strength < 1):
+            raise ValueError("augmentation aspect must be in [0, 1], color_strength in [0, 3] and "
                              f"wb_strength in [0, 1), got {self.aspect}, {self.color_strength}, "
                              f"{self.wb_strength}")
         if not 0.0 <= self.rotate_deg <= 45.0:
@@ -128,7 +130,7 @@ class Augment:
                     changes[key] = None if str(value).lower() == "none" else int(float(value))
                 else:
                     changes[key] = float(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # int(inf): OverflowError
                 raise ValueError(f"augmentation {key}: {value!r} is not a number") from None
         return replace(self, **changes)
 

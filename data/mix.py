@@ -57,8 +57,8 @@ def parse_specs(names: str | Sequence[str], data_dirs: str | Path | Sequence[str
             weight = float(weight_text) if weight_text else 1.0
         except ValueError:
             raise ValueError(f"--data {item!r}: the weight after ':' must be a number") from None
-        if not weight > 0:
-            raise ValueError(f"--data {item!r}: the weight must be above 0")
+        if not 0 < weight <= 1e6:  # also inf and nan; weights are only compared with each other
+            raise ValueError(f"--data {item!r}: the weight must be above 0 and at most 1e6")
         specs.append(SourceSpec(name.strip(), None, weight))
     readers = [i for i, s in enumerate(specs) if s.reads_files]
     if len(specs) == 1 and dirs:

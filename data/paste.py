@@ -74,15 +74,26 @@ class PasteOptions:
     part: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("p", "scenes", "negatives", "object_color", "outside"):
+        for name in ("p", "scenes", "negatives", "object_color", "outside", "part"):
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"paste {name} must be a share in [0, 1], got {value}")
         lo, hi = self.scale
         if not 0.0 < lo <= hi <= 1.5:
             raise ValueError(f"paste scale must satisfy 0 < low <= high <= 1.5, got {self.scale}")
-        if len(self.blends) != len(BLENDS) or min(self.blends) < 0 or sum(self.blends) <= 0:
-            raise ValueError(f"paste blends are {len(BLENDS)} weights ({', '.join(BLENDS)})")
+        if len(self.margin) != 2 or not 0.0 <= self.margin[0] <= self.margin[1] <= 2.0:
+            raise ValueError(f"paste margin must satisfy 0 <= low <= high <= 2, got {self.margin}")
+        if not 0.0 <= float(self.aspect) <= 1.0:  # a log-change: exp(1) = 2.7x
+            raise ValueError(f"paste aspect must be in [0, 1], got {self.aspect}")
+        if not 0.0 <= float(self.object_strength) <= 2.0:
+            raise ValueError(f"paste object_strength must be in [0, 2], got {self.object_strength}")
+        if not 32 <= float(self.canvas) <= 4096:  # also nan
+            raise ValueError(f"paste canvas must be a side of 32-4096 pixels, got {self.canvas}")
+        blends = [float(b) for b in self.blends]
+        if len(blends) != len(BLENDS) or not all(0.0 <= b < float("inf") for b in blends) \
+                or sum(blends) <= 0:
+            raise ValueError(f"paste blends are {len(BLENDS)} finite weights >= 0 "
+                             f"({', '.join(BLENDS)}), got {self.blends}")
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import cv2
 import keras
 import numpy as np
 import pytest
@@ -166,6 +167,17 @@ def test_damaged_resume_files_are_one_line_errors(tmp_path, capsys, damage):
     (["--data", "blobs", "--decay-rate", "5"], "--decay-rate must be above 0 and at most 1, got 5"),
     (["--data", "blobs", "--negatives", "5"], "--negatives must be at least 0 and at most 1"),
     (["--preset", "real", "--data", "blobs", "--paste", "3"], "--paste must be at least 0 and at most 1"),
+    # values that passed the checks, then ended in a traceback mid-training or trained junk
+    (["--preset", "real", "--data", "blobs", "--paste-opt", "blends=nan:1:1"], "paste blends are 3 finite"),
+    (["--preset", "real", "--data", "blobs", "--paste-opt", "margin=-1:-0.5"], "paste margin must satisfy"),
+    (["--preset", "real", "--data", "blobs", "--paste-opt", "aspect=1e6"], "paste aspect must be in [0, 1]"),
+    (["--preset", "real", "--data", "blobs", "--paste-opt", "canvas=nan"], "paste canvas must be a side"),
+    (["--preset", "real", "--data", "blobs", "--paste-opt", "part=5"], "paste part must be a share"),
+    (["--data", "blobs", "--aug", "fill=inf"], "augmentation fill: 'inf' is not a number"),
+    (["--data", "blobs", "--aug", "scale=1:inf"], "augmentation scale must be LOW:HIGH"),
+    (["--data", "blobs", "--aug", "aspect=nan"], "augmentation aspect must be in [0, 1]"),
+    (["--data", "blobs", "--aug", "color_strength=inf"], "color_strength in [0, 3]"),
+    (["--data", "blobs:inf", "cat-on-black:1"], "the weight must be above 0 and at most 1e6"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, flags, message):
     assert train_main([*flags, "--out", str(tmp_path / "run")]) == 2
@@ -196,3 +208,62 @@ def test_atomic_checkpoint_keeps_best_or_last(tmp_path, keep, saved):
     assert held == saved
     assert ckpt.best_epoch == saved[-1]
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]  # no temp files left
+
+
+def _tiny_args(out):
+    return ["--data", "blobs", "--backbone", "small_cnn", "--image-size", "32", "--epochs", "1",
+            "--steps-per-epoch", "2", "--batch-size", "8", "--train-size", "16", "--no-progress",
+            "--out", str(out)]
+
+
+def _files(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_out_that_would_destroy_something_is_refused_before_training(tmp_path, capsys):
+    """--out may not be a file, a folder of other files, the data folder, or the --init run;
+    --overwrite removes only a run's own files."""
+    run = tmp_path / "run"
+    assert train_main(_tiny_args(run)) == 0
+    kept = _files(run)
+    data = tmp_path / "data"  # a CSV beside its images, one named like a run's file
+    data.mkdir()
+    (data / "predictions.png").write_bytes(cv2.imencode(".png", np.zeros((40, 40, 3), np.uint8))[1])
+    (data / "history.csv").write_text("image,x1,y1,x2,y2,label\npredictions.png,5,5,30,30,cat\n")
+    stray = tmp_path / "stray.txt"
+    stray.write_text("keep me")
+    csv = ["--data", "csv", "--data-dir", str(data / "history.csv")]
+    cases = [
+        (_tiny_args(run) + ["--init", str(run), "--overwrite"], "is inside --out"),
+        (_tiny_args(run) + ["--init", str(run / "model.keras")], "is inside --out"),
+        (_tiny_args(stray), "is a file; pass a folder"),
+        (_tiny_args(stray) + ["--overwrite"], "is a file; pass a folder"),
+        (_tiny_args(data) + ["--overwrite"], "already holds files that are not an edgeloc run"),
+        (_tiny_args(data) + csv, "is the folder of --data-dir"),
+    ]
+    for argv, message in cases:
+        capsys.readouterr()
+        assert train_main(argv) == 2, argv
+        out = capsys.readouterr()
+        assert message in " ".join((out.out + out.err).split()) and "Traceback" not in out.out + out.err
+    assert _files(run) == kept and stray.read_text() == "keep me"
+    assert {p.name for p in data.iterdir()} == {"predictions.png", "history.csv"}
+    # --overwrite of a real run clears the run's files only: a user's file in resume/ stays
+    (run / RESUME_DIR / "notes.txt").write_text("mine")
+    (run / RESUME_DIR / "sub").mkdir()
+    assert train_main(_tiny_args(run) + ["--overwrite"]) == 0
+    assert (run / RESUME_DIR / "notes.txt").read_text() == "mine" and (run / "model.keras").is_file()
+
+
+def test_evaluate_never_writes_over_the_model_it_reads(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_main(_tiny_args(run)) == 0
+    model = (run / "model.keras").read_bytes()
+    for out in (run / "model.keras", run / "config.json", run / "metrics.json"):
+        capsys.readouterr()
+        assert evaluate_main(["--model", str(run), "--size", "4", "--out", str(out)]) == 2
+        assert "would overwrite the input" in " ".join(capsys.readouterr().out.split())
+    assert evaluate_main(["--model", str(run), "--seed", "-1"]) == 2
+    assert "--seed at least 0" in capsys.readouterr().out
+    assert (run / "model.keras").read_bytes() == model
+

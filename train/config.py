@@ -415,6 +415,11 @@ def load_run(path: str | Path, *, compile: bool = False) -> tuple[Any, dict[str,
         )
     if model_path.suffix != ".keras":
         raise ValueError(f"{model_path} is not a .keras file; pass a run directory or a .keras file")
+    import zipfile
+
+    if not zipfile.is_zipfile(model_path):  # Keras would say "File not found" for it
+        raise ValueError(f"{model_path} is damaged or not a Keras model (a .keras file is a zip "
+                         "archive); retrain, or pass another run or .keras file")
     try:
         model = keras.models.load_model(model_path, compile=compile)
     except Exception as err:  # zip/h5/deserialization errors all mean "not a usable model"

@@ -82,10 +82,14 @@ def run(model_path: str | Path, *, data: str | None = None, data_dir: str | None
         out: str | Path | None = None, console: Console | None = None) -> dict[str, Any]:
     """Load a run, evaluate it on ``data``/``split``, print a table and write the JSON."""
     from train.config import RunConfig, load_run, write_json_atomic
+    from runtime.atomic import refuse_overwrite
     from runtime.errors import UserError
+    from train.rundir import RUN_FILES
     from train.splits import split_source
 
     console = console or Console()
+    if size is not None and size < 1 or seed is not None and seed < 0:
+        raise UserError(f"--size must be at least 1 and --seed at least 0, got {size}, {seed}")
     try:
         model, cfg = load_run(model_path)
         config = RunConfig.from_dict(cfg)
@@ -93,6 +97,16 @@ def run(model_path: str | Path, *, data: str | None = None, data_dir: str | None
         source = split_source(config, split)
     except (ValueError, OSError) as err:
         raise UserError(str(err)) from None
+    path = Path(model_path)
+    run_dir = path if path.is_dir() else path.parent
+    names = [config.data.source] if isinstance(config.data.source, str) else config.data.source
+    tag = "+".join(n.split(":")[0] for n in names)
+    target = Path(out).expanduser() if out else run_dir / f"evaluation-{tag}-{split}.json"
+    if target.is_dir():
+        raise UserError(f"--out {target} is a folder; pass a file name for the JSON report")
+    d = config.data.data_dir
+    refuse_overwrite(target, [path, *(run_dir / n for n in RUN_FILES),
+                              *([d] if isinstance(d, str) else list(d or []))])
     m = config.model
     report = evaluate_model(model, source, image_size=m.image_size, box_format=m.box_format,
                             labels=m.labels)
@@ -100,11 +114,6 @@ def run(model_path: str | Path, *, data: str | None = None, data_dir: str | None
               "data_dir": config.data.data_dir, "split": split,
               **{k: v for k, v in report.items() if k != "iou"}}
     console.print(report_table(report, f"{config.data.describe()} / {split}"))
-    path = Path(model_path)
-    run_dir = path if path.is_dir() else path.parent
-    names = [config.data.source] if isinstance(config.data.source, str) else config.data.source
-    tag = "+".join(n.split(":")[0] for n in names)
-    target = Path(out) if out else run_dir / f"evaluation-{tag}-{split}.json"
     write_json_atomic(target, report)
     console.print(f"wrote {target}")
     return report

@@ -34,13 +34,11 @@ from train.config import (MODEL_FILE, PLACEMENT_FIELDS, RunConfig, load_config, 
 from train.losses import box_loss, check_loss, score_loss
 from train.metrics import box_metrics, score_metrics
 from train.model import build_model
+from train.rundir import METRICS_FILE, PLOT_FILE, check_run_dir, clear_run
 from train.splits import split_source
 from train.warmstart import FreezeBackbone, warm_start
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.json"
-PLOT_FILE = "predictions.png"
 
 
 # ----------------------------------------------------------------------------- training
@@ -195,6 +193,7 @@ def train(config: RunConfig, run_dir: str | Path, *, console: Console | None = N
 
     console = console or Console()
     run_dir = Path(run_dir).expanduser()
+    check_run_dir(run_dir, config)
     t = config.training
     try:  # user errors (names, paths, empty data, TF_CONFIG, no ImageNet download) surface here
         strategy = distribute.make_strategy(t.strategy)  # before any other TF op
@@ -204,7 +203,7 @@ def train(config: RunConfig, run_dir: str | Path, *, console: Console | None = N
     except (ValueError, RuntimeError, OSError) as err:
         raise UserError(str(err)) from None
     if overwrite and chief:
-        _clear_run(run_dir)
+        clear_run(run_dir)
     state = None if overwrite else read_state(run_dir)  # a worker's view of the chief's run
     if state is not None:
         try:
@@ -326,17 +325,6 @@ def _remove_temp_files(run_dir: Path) -> None:
     for pattern in (".tmp-*", ".*.tmp", f"{RESUME_DIR}/tmp-*"):  # older versions' names
         for path in run_dir.glob(pattern):
             path.unlink(missing_ok=True)
-
-
-def _clear_run(run_dir: Path) -> None:
-    names = [MODEL_FILE, "config.json", METRICS_FILE, PLOT_FILE, "history.json", "history.csv"]
-    for path in [run_dir / n for n in names] + list(run_dir.glob("evaluation-*.json")):
-        path.unlink(missing_ok=True)
-    resume = run_dir / RESUME_DIR
-    if resume.is_dir():
-        for f in resume.iterdir():
-            f.unlink()
-        resume.rmdir()
 
 
 __all__ = ["AtomicCheckpoint", "compile_model", "prepare", "save_model_atomic", "split_source",
