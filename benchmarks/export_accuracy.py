@@ -184,6 +184,20 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def folder_names(runs: Sequence[str]) -> list[str]:
+    """One output folder name per run: its own name, numbered where two runs share it
+    (``a/run`` and ``b/run`` -> ``run``, ``run-2``), so no export replaces another's."""
+    names: list[str] = []
+    for r in runs:
+        base = Path(r).resolve().name or "run"
+        name, k = base, 1
+        while name in names:
+            k += 1
+            name = f"{base}-{k}"
+        names.append(name)
+    return names
+
+
 def run(
     runs: Sequence[str],
     out: str,
@@ -197,11 +211,11 @@ def run(
     console = console or Console()
     out_dir = Path(out)
     results = []
-    for r in runs:
+    for r, name in zip(runs, folder_names(runs)):
         run_dir = Path(r)
         res = measure_run(
             run_dir,
-            out_dir / run_dir.name,
+            out_dir / name,
             verify_size=verify_size,
             calib_size=calib_size,
             seed=seed,

@@ -147,6 +147,12 @@ def add_onnx_args(ap: argparse.ArgumentParser) -> None:
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
     """The typed options objects for parsed flags (UserError on a bad value)."""
+    if args.seed < 0:
+        raise UserError(f"--seed must be at least 0, got {args.seed}")
+    if not (0.0 <= args.max_iou_drop <= 1.0):  # also nan: every comparison with it fails
+        raise UserError(f"--max-iou-drop is a mean IoU difference in 0..1, got {args.max_iou_drop}")
+    if not (0.0 <= args.calib_screen < float("inf")):
+        raise UserError(f"--calib-screen must be a number >= 0, got {args.calib_screen}")
     calib = CalibrationOptions(
         args.calib, args.calib_dir, args.calib_size, args.calib_screen, args.seed
     )
@@ -316,7 +322,12 @@ def main_make_models(argv: list[str] | None = None) -> int:
             highlight=False,
         )
         return 2
-    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file of that name, or no permission
+        Console(stderr=True).print(f"[red]error:[/] cannot use --out-dir {args.out_dir} as a "
+                                   f"folder ({err.strerror}); pass another one", highlight=False)
+        return 2
     args.model, args.io = str(run), "uint8"
     stem = args.name or make_models.default_name(run)
     return run_cli(args, make_models.JOBS, out_dir=args.out_dir, stem=stem)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from data.images import starts_like_image
 from export._load import LoadedModel
 from runtime.atomic import refuse_overwrite, temp_name
 from runtime.errors import UserError
@@ -16,6 +17,12 @@ def target(loaded: LoadedModel, out: str | Path | None, fmt: str, precision: str
     path = Path(out).expanduser() if out else loaded.default_out(fmt, precision)
     check_writable(path)
     refuse_overwrite(path, loaded.input_files())
+    if path.is_file() and starts_like_image(_head(path)):  # a photo of a CSV's data set, say
+        raise UserError(f"--out {path} is an image file; writing a model there would destroy "
+                        f"it: pass a new .{fmt} path")
+    if path.suffix.lower() != f".{fmt}":  # the runtime picks its engine by the suffix
+        raise UserError(f"--out {path}: a {'TFLite' if fmt == 'tflite' else 'ONNX'} model file "
+                        f"must end in .{fmt}; pass {path.with_suffix(f'.{fmt}').name}")
     return path
 
 
@@ -39,9 +46,8 @@ def check_writable(out: Path) -> None:
             f"output path {out} is a directory; pass --out FILE.{out.suffix or 'tflite'}"
         )
     if not folder.is_dir():
-        raise UserError(
-            f"output folder {folder} does not exist; create it or pass --out elsewhere"
-        )
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise UserError(f"output folder {folder} {what}; create it or pass --out elsewhere")
     probe = temp_name(out)  # named like every temporary file: a killed run's is cleaned later
     try:
         probe.touch()
@@ -53,4 +59,13 @@ def check_writable(out: Path) -> None:
         ) from None
 
 
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(32)
+    except OSError:
+        return b""
+
+
 __all__ = ["check_data", "check_writable", "target"]
+

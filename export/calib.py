@@ -201,6 +201,7 @@ def calibration_set(
         data_dir=data_dir,
         seed=seed,
     )
+    explicit = size is not None
     if size is None:
         size = min(DEFAULT_CALIB_SIZE, len(source))
     if len(source) < size:
@@ -209,7 +210,7 @@ def calibration_set(
             f"fewer than --calib-size {size}; pass --calib-size {len(source)} or more data"
         )
     pixels, _, skipped = draw(source, size, image_size, seed=seed)
-    if len(pixels) < size:
+    if len(pixels) < size and explicit:  # the default takes what a small source can give
         raise UserError(
             f"calibration source {info['source']!r} gave only {len(pixels)} readable "
             f"images ({len(skipped)} unreadable), fewer than --calib-size {size}; "

@@ -128,9 +128,8 @@ def export_all(
         raise UserError("--out names one file; with several exports pass --out-dir FOLDER")
     folder = Path(out_dir).expanduser() if out_dir is not None else None
     if folder is not None and not folder.is_dir():
-        raise UserError(
-            f"output folder {folder} does not exist; create it or pass another --out-dir"
-        )
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise UserError(f"output folder {folder} {what}; create it or pass another --out-dir")
     loaded = load_model(model)
     calibration = calibration_for(loaded, calib) if any(q == "int8" for _, q in jobs) else None
     batch = Batch(loaded, holdout_set(loaded, verify))

@@ -394,6 +394,26 @@ def test_folder_calibration_source(run_dir, tmp_path):
     assert result.contract.calibration["size"] == 10
 
 
+def test_export_accuracy_gives_runs_of_one_name_their_own_folders(tmp_path):
+    from benchmarks.export_accuracy import folder_names
+
+    runs = [tmp_path / "a" / "run", tmp_path / "b" / "run", tmp_path / "run-2", tmp_path / "c" / "run"]
+    assert folder_names([str(r) for r in runs]) == ["run", "run-2", "run-2-2", "run-3"]
+
+
+def test_default_calibration_size_skips_unreadable_files(tmp_path):
+    """Without --calib-size, a folder's unreadable files are skipped (and counted), not fatal;
+    an explicit size the readable images cannot fill is still an error."""
+    from export.calib import calibration_set
+    from runtime.errors import UserError
+
+    folder = _image_folder(tmp_path / "imgs", 9, junk=2)
+    calib = calibration_set(str(folder), config={}, image_size=SIZE)
+    assert len(calib) == 9 and len(calib.skipped) == 2
+    with pytest.raises(UserError, match="gave only 9 readable images"):
+        calibration_set(str(folder), config={}, image_size=SIZE, size=11)
+
+
 def _bad_cases(run_dir: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
     import keras
 
@@ -413,6 +433,9 @@ def _bad_cases(run_dir: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
     junk.mkdir()
     (junk / "a.jpg").write_text("nope")
     few = _image_folder(tmp / "few", 3)
+    (few / "old.tflite").write_bytes(b"not a model")  # not an image: left to the folder rule
+    photo = tmp / "photo.tflite"  # an image under any name is refused as an output
+    photo.write_bytes((few / "img0.png").read_bytes())
     blocker = tmp / "a_file"
     blocker.write_text("x")
     m = ["--model", str(run_dir)]
@@ -435,15 +458,25 @@ def _bad_cases(run_dir: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
         ),
         ("unknown source", m + q8 + ["--calib", "no-such-source"], "neither a data source"),
         ("output folder missing", m + ["--out", str(tmp / "no" / "m.tflite")], "does not exist"),
-        ("output folder is a file", m + ["--out", str(blocker / "m.tflite")], "does not exist"),
+        ("output folder is a file", m + ["--out", str(blocker / "m.tflite")], "is a file, not a folder"),
         ("calibration size", m + q8 + ["--calib-size", "0"], "at least 1"),
         ("out is the model", m + ["--out", str(run_dir / "model.keras")], "would overwrite the input"),
         ("out is the config", m + ["--out", str(run_dir / "config.json")], "would overwrite the input"),
         (
             "out is a calibration image",
             m + q8 + ["--calib", str(few), "--out", str(few / "img0.png")],
+            "is an image file; writing a model there would destroy it",
+        ),
+        (
+            "out is another file of the calibration folder",
+            m + q8 + ["--calib", str(few), "--out", str(few / "old.tflite")],
             "is a file of the input data",
         ),
+        ("out is a photo of a CSV's data", m + ["--out", str(photo)], "is an image file"),
+        ("out has another suffix", m + ["--out", str(tmp / "m.onnx")], "must end in .tflite"),
+        ("max IoU drop nan", m + ["--max-iou-drop", "nan"], "--max-iou-drop is a mean IoU difference"),
+        ("max IoU drop below 0", m + ["--max-iou-drop", "-0.1"], "--max-iou-drop is a mean IoU"),
+        ("negative seed", m + ["--seed", "-1"], "--seed must be at least 0"),
     ]
 
 
