@@ -442,6 +442,25 @@ def bad_train_flags(args: argparse.Namespace, console: Console) -> bool:
     return False
 
 
+def bad_groups(args: argparse.Namespace, console: Console) -> bool:
+    """--cats-groups / --faces-groups must compile and capture a group, before anything trains."""
+    import re
+
+    for flag, pattern in (("--cats-groups", args.cats_groups), ("--faces-groups", args.faces_groups)):
+        if pattern is None:
+            continue
+        try:
+            captures = re.compile(pattern).groups
+        except re.error as err:
+            console.print(f"[red]error:[/red] {flag} {pattern!r} is not a regular expression ({err})")
+            return True
+        if captures < 1:
+            console.print(f"[red]error:[/red] {flag} {pattern!r} needs a group in parentheses: its "
+                          "first group names a file's group, e.g. '([A-Za-z]+)_'")
+            return True
+    return False
+
+
 def bad_out(args: argparse.Namespace, console: Console) -> bool:
     """--out may not overlap a data folder: runs and group subsets are rebuilt under it."""
     out = Path(args.out).expanduser().resolve()
@@ -483,7 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="results/generalization", help="folder for runs and results")
     args = p.parse_args(argv)
     console = Console()
-    if bad_real_data(args, console) or bad_out(args, console) or bad_train_flags(args, console):
+    if (bad_real_data(args, console) or bad_out(args, console) or bad_groups(args, console)
+            or bad_train_flags(args, console)):
         return 2
     t0 = time.perf_counter()
     run(args, console)

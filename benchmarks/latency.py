@@ -116,6 +116,8 @@ def run(
     if not 0 < cell_timeout < math.inf or not 0 <= max_iou_drop <= 1:
         raise UserError("--cell-timeout must be a positive number of seconds and --max-iou-drop "
                         f"within 0-1, got {cell_timeout:g} and {max_iou_drop:g}")
+    if eval_size < 1:
+        raise UserError(f"--eval-size must be at least 1, got {eval_size}")
     if video and not Path(video).is_file():
         raise UserError(f"--video {video} not found; pass a video file (e.g. an .mp4)")
     fmt_set = _parse_list(formats, _plan.FORMATS, "format")

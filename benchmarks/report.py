@@ -176,6 +176,8 @@ def run(
     paths: list[str | Path], out_dir: str | Path = "results/report", plots: bool = True
 ) -> tuple[list, list[Path]]:
     """Load, merge and write; returns (runs, written paths)."""
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UserError(f"--out {out_dir} is a file; pass a folder for the report (created if missing)")
     refuse_overwrite([Path(out_dir) / name for name in REPORT_FILES], [Path(p) for p in paths])
     runs = load_runs(paths)
     return runs, write_report(runs, out_dir, plots)

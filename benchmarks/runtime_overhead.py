@@ -35,6 +35,9 @@ import numpy as np
 
 from benchmarks._fingerprint import fingerprint
 from benchmarks._standins import build_standins
+from runtime.atomic import refuse_overwrite, write_json
+from runtime.contract import sidecar_path
+from runtime.errors import UserError
 from runtime.models import MODELS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -319,17 +322,39 @@ def main(argv: list[str] | None = None) -> int:
         help="cv2.setNumThreads, as runtime.webcam sets it (1); 0 = OpenCV's default pool",
     )
     args = parser.parse_args(argv)
+    if args.threads < 1 or args.frames < 1 or args.rss_frames < 0 or args.opencv_threads < 0:
+        parser.error("--threads and --frames must be at least 1, --rss-frames and "
+                     "--opencv-threads at least 0")
     if args.opencv_threads:
         cv2.setNumThreads(args.opencv_threads)
     models = (
         [Path(m) for m in args.model] if args.model else [m for m in DEFAULT_MODELS if m.exists()]
     )
-    work = Path(tempfile.mkdtemp(prefix="edgeloc-overhead-"))
+    missing = [str(m) for m in models if not m.is_file()]
+    if missing:
+        parser.error(f"--model {missing[0]}: no such model file")
+    if args.json:
+        try:
+            if Path(args.json).is_dir():
+                raise UserError(f"--json {args.json} is a folder; pass a file name")
+            refuse_overwrite(args.json, [f for m in models for f in (m, sidecar_path(m))], "--json")
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if args.standin:
         models += build_standins(Path(tempfile.gettempdir()) / "edgeloc-standins")
     if not models:
         print("no models: run `make models`, pass --model PATH or --standin", file=sys.stderr)
         return 2
+    with tempfile.TemporaryDirectory(prefix="edgeloc-overhead-") as work:
+        report = _measure(models, Path(work), args)
+    if args.json:
+        write_json(args.json, report, indent=1)
+    return 0
+
+
+def _measure(models: list[Path], work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Time and measure every model (scratch files in ``work``), print the tables."""
     video = make_video(work / "clip.mp4")
     report: dict[str, Any] = {"machine": machine(), "per_frame_us": [], "load": {}, "rss": {}}
     for model in models:
@@ -375,9 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['rss_max_mb']:.1f} MB | "
             f"{r['rss_last_mb']:.1f} MB | {r['growth_mb_per_1000_frames']:+.3f} MB |"
         )
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1))
-    return 0
+    return report
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -395,6 +397,7 @@ def test_user_errors_exit_2(tmp_path, capsys):
         (["--model", str(empty), "--backends", "ort,tflite_runtime"], "unknown backend 'ort'"),
         (["--model", str(empty), "--seconds", "nan"], "--seconds"),  # timed cells to the run cap
         (["--model", str(empty), "--cell-timeout", "nan"], "--cell-timeout"),  # was a traceback
+        (["--model", str(empty), "--eval-size", "-1"], "--eval-size must be at least 1"),  # exit 0
     ]
     for argv, message in cases:
         capsys.readouterr()
@@ -410,6 +413,8 @@ def test_user_errors_exit_2(tmp_path, capsys):
     assert report.main([str(results), "--out", str(results.parent), "--no-plots"]) == 2
     assert "would overwrite the input" in " ".join(capsys.readouterr().out.split())
     assert json.loads(results.read_text())["device"]["name"] == "laptop"
+    assert report.main([str(results), "--out", str(empty / "notes.txt"), "--no-plots"]) == 2
+    assert "is a file; pass a folder" in " ".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.slow
@@ -426,6 +431,7 @@ def test_missing_eval_source_and_video_are_user_errors(models_dir, tmp_path, cap
 
 _BLOCKER = """
 import sys
+import tempfile
 class _Block:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("tensorflow", "keras", "tf2onnx", "onnx", "matplotlib",
@@ -480,6 +486,7 @@ def test_runtime_overhead_reports_every_stage_load_and_memory(runtime_models, tm
     from benchmarks import runtime_overhead
 
     models = [runtime_models["u8"], runtime_models["onnx_i8"]]
+    started = time.time()
     out = tmp_path / "overhead.json"
     args = ["--frames", "6", "--rss-frames", "300", "--json", str(out)]
     assert runtime_overhead.main([a for m in models for a in ("--model", str(m))] + args) == 0
@@ -497,3 +504,8 @@ def test_runtime_overhead_reports_every_stage_load_and_memory(runtime_models, tm
     assert "| tiny_u8.tflite | ai_edge_litert/CPU | 32x32 |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="takes int8 pixels"):  # the bare call feeds uint8
         runtime_overhead.main(["--model", str(runtime_models["i8"]), "--rss-frames", "0"])
+    model = models[0].read_bytes()  # --json may not land on a model (it did, unchecked)
+    assert runtime_overhead.main(["--model", str(models[0]), "--json", str(models[0])]) == 2
+    assert "--json would overwrite the input" in " ".join(capsys.readouterr().err.split())
+    assert models[0].read_bytes() == model
+    assert not [p for p in Path(tempfile.gettempdir()).glob("edgeloc-overhead-*") if p.stat().st_mtime > started]

@@ -102,6 +102,18 @@ def test_an_out_folder_overlapping_the_data_is_refused(tmp_path: Path, write_ima
     assert sorted(p.name for p in faces.rglob("*")) == before  # nothing written or removed
 
 
+@pytest.mark.parametrize("pattern, message", [("([0-9]+", "is not a regular expression"),
+                                              ("[0-9]+", "needs a group in parentheses")])
+def test_a_bad_group_pattern_is_refused_before_training(tmp_path: Path, write_image: Callable[..., Path],
+                                                        capsys: pytest.CaptureFixture, pattern: str,
+                                                        message: str) -> None:
+    faces = faces_folder(tmp_path / "faces", write_image, n=6)
+    assert main(["--faces-dir", str(faces), "--faces-groups", pattern, "--out", str(tmp_path / "out")]) == 2
+    out = capsys.readouterr()
+    assert message in " ".join(out.out.split()) and "Traceback" not in out.out + out.err
+    assert not (tmp_path / "out").exists()
+
+
 def test_seeds_must_be_distinct_integers(capsys: pytest.CaptureFixture) -> None:
     for bad in ("1,1", "a,b", "-1"):
         with pytest.raises(SystemExit) as exit_:
