@@ -221,7 +221,8 @@ def run_cli(
         names = ", ".join(f"{r.format} {r.precision}" for r in failed)
         err.print(
             f"[red]error:[/] {names} lost more than --max-iou-drop {args.max_iou_drop} mean "
-            "IoU against the Keras model; the file was not written. Calibrate on more or "
+            "IoU against the Keras model, or changed the class of images it is sure of (the "
+            "table's status says which); the file was not written. Calibrate on more or "
             "more representative data (--calib, --calib-size), lower --calib-screen (e.g. 4) "
             "if a few images have extreme activations, try --per-channel (and --method "
             "entropy for ONNX), or raise --max-iou-drop.",

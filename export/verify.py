@@ -27,6 +27,10 @@ from runtime.quiet import native_output_captured
 log = logging.getLogger(__name__)
 
 _BATCH = 32
+# The score gate: a class flip where Keras' top probability leads the next by SURE_MARGIN is
+# no rounding (an int8 step is 1/256); a score head broken by quantization flips them all.
+SURE_MARGIN = 0.3
+MAX_SURE_FLIPS = 0.05
 
 
 @dataclass
@@ -126,16 +130,19 @@ class Verification:
     max_score_diff: float
     max_iou_drop: float
     n: int
+    sure_flips: float = 0.0  # share of the images Keras is sure of whose class the file changes
 
     @property
     def passed(self) -> bool:
-        return self.iou_drop <= self.max_iou_drop
+        return self.iou_drop <= self.max_iou_drop and self.sure_flips <= MAX_SURE_FLIPS
 
     @property
     def status(self) -> str:
         if self.passed:
             return "ok"
-        return f"FAILED: IoU drop {self.iou_drop:.3f} > {self.max_iou_drop:.3f}"
+        if self.iou_drop > self.max_iou_drop:
+            return f"FAILED: IoU drop {self.iou_drop:.3f} > {self.max_iou_drop:.3f}"
+        return f"FAILED: class changed on {self.sure_flips:.0%} of the images Keras is sure of"
 
 
 def run_exported(path: Path, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -159,6 +166,8 @@ def verify_model(path: Path, holdout: Holdout, *, fmt: str, precision: str) -> V
     keras_iou = float(holdout.iou(holdout.keras_box).mean())
     iou = holdout.iou(box)
     agree = np.argmax(score, axis=1) == np.argmax(holdout.keras_score, axis=1)
+    top2 = np.sort(holdout.keras_score, axis=1)[:, -2:]
+    sure = top2[:, 1] - top2[:, 0] >= SURE_MARGIN
     result = Verification(
         format=fmt,
         precision=precision,
@@ -172,6 +181,7 @@ def verify_model(path: Path, holdout: Holdout, *, fmt: str, precision: str) -> V
         max_score_diff=float(np.abs(score - holdout.keras_score).max()),
         max_iou_drop=float(holdout.max_iou_drop),
         n=len(holdout.pixels),
+        sure_flips=float((sure & ~agree).sum() / max(1, sure.sum())),
     )
     log.info(
         "%s %s: mean IoU %.4f (Keras %.4f), %s",

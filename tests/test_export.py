@@ -290,7 +290,25 @@ def test_combined_cli_writes_the_set_and_one_table(run_dir, tmp_path, capsys):
     assert out.count(" ok ") >= 4
 
 
-def test_a_failed_verification_leaves_no_file(run_dir, tmp_path, capsys):
+def test_a_file_that_changes_the_class_keras_is_sure_of_fails_verification(run_dir, exported):
+    """The IoU gate alone passed an int8 file whose scores all tied (every image 'none')."""
+    from dataclasses import replace
+
+    from export._load import load_model
+    from export.verify import holdout_set, verify_model
+
+    path = exported["tflite", "int8"].path
+    holdout = holdout_set(load_model(run_dir), VerifyOptions(size=VERIFY))
+    honest = verify_model(path, holdout, fmt="tflite", precision="int8")
+    assert honest.passed and honest.sure_flips == 0.0
+    _, score = _run(path, holdout.pixels)[1:]
+    opposite = np.eye(score.shape[1])[np.argmin(score, axis=1)]  # Keras "sure" of another class
+    flipped = verify_model(path, replace(holdout, keras_score=opposite), fmt="tflite", precision="int8")
+    assert flipped.iou_drop == honest.iou_drop and flipped.sure_flips == 1.0
+    assert not flipped.passed and "class changed on 100% of the images Keras is sure of" in flipped.status
+
+
+def test_a_failed_verification_leaves_no_file(run_dir, tmp_path, capsys, monkeypatch):
     from export import VerificationFailed
     from export._cli import main_tflite
     from export.tflite import export_tflite
@@ -307,14 +325,13 @@ def test_a_failed_verification_leaves_no_file(run_dir, tmp_path, capsys):
     assert info.value.args[0].verification.status.startswith("FAILED")
     assert list(tmp_path.iterdir()) == []  # neither the model nor a temporary file
     assert not any(p.exists() for p in leftovers)  # the killed export's files are gone too
+    monkeypatch.setattr("export.verify.MAX_SURE_FLIPS", -1.0)  # the CLI refuses a negative drop
     rc = main_tflite(
         [
             "--model",
             str(run_dir),
             "--out",
             str(out),
-            "--max-iou-drop",
-            "-1",
             "--calib-size",
             str(CALIB),
             "--verify-size",
