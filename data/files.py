@@ -2,16 +2,19 @@
 
 Each loader parses its annotations into one list of (image path, objects) entries; the
 shared ``FileSource`` then checks every image (decoded by content, never by extension),
-trusts the decoded size over any size field, clips boxes that stick out a little,
-rejects broken entries with a logged list, applies ``multi`` (``skip`` images with
-several objects or keep the ``largest``), and splits by a seeded shuffle: ``val_fraction``
-held out, half for validation and half for the test.
+checks a declared image size (VOC ``<size>``, COCO ``width``/``height``) against the
+image as displayed, clips boxes that stick out a little, rejects broken entries with a
+logged list, applies ``multi`` (``skip`` images with several objects or keep the
+``largest``), and splits by a seeded shuffle: ``val_fraction`` held out, half for
+validation and half for the test.
 Images explicitly annotated with no object are negatives (label 0).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.images import image_size, read_image
+from data.images import ImageError, image_size, orientation, read_bytes, read_image
 from data.sources import Sample, SourceOptions
 from runtime.contract import NO_OBJECT
 
@@ -29,6 +32,9 @@ MULTI = ("skip", "largest")
 SPLITS = ("train", "val", "test", "all")
 CLIP_TOLERANCE = 0.02  # a box may stick out by 2% of the image side (or 2 px) and is clipped
 FULL_CHECK_LIMIT = 5000  # up to this many images, decode each fully when the source is built
+ANNOTATION_LIMIT = 16 * 2**20  # one VOC XML, YOLO label file, classes.txt or data.yaml
+NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"  # what float() takes, less "1_0", "nan", "inf"
+_SIZE_FIELD = {"voc": "<size>", "coco": "the image's width/height"}  # where a format declares it
 
 
 @dataclass
@@ -39,6 +45,47 @@ class Entry:
     objects: list[tuple[tuple[float, float, float, float], str]] = field(default_factory=list)
     where: str = ""  # annotation file (and row) for messages
     normalized: bool = False  # YOLO boxes are fractions of the (decoded) image size
+    size: tuple[int, int] | None = None  # (width, height) the annotation declares, if any
+    broken: bool = False  # a bad row or annotation of this image (already a problem): drop it
+
+
+def require_data(path: Path | None, fmt: str, what: str) -> Path:
+    """``data_dir`` of a file source, or a ValueError saying what to pass."""
+    if path is None:
+        raise ValueError(f"the {fmt} source needs data_dir (--data-dir): {what}")
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ValueError(f"{fmt} data {path} does not exist; pass {what}")
+    return path
+
+
+def read_annotation(path: Path, what: str, limit: int | None = None) -> bytes:
+    """An annotation file's bytes: regular files only, at most ``limit`` bytes
+    (``ANNOTATION_LIMIT`` by default), so a FIFO or a device is refused, never waited on.
+
+    Raises ValueError naming the file for every way it cannot be read.
+    """
+    try:
+        return read_bytes(path, what=what, limit=ANNOTATION_LIMIT if limit is None else limit)
+    except OSError as err:  # a read error after the open (EIO, a file vanishing on NFS)
+        raise ValueError(f"cannot read {what} {path}: {err.strerror or err}") from None
+
+
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 annotation file read by ``read_annotation``; ValueError naming it if not UTF-8."""
+    data = read_annotation(path, what)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} {path} is not UTF-8 text (byte {err.start}); "
+                         "re-save it as UTF-8") from None
+
+
+def number(text: str) -> float:
+    """A decimal number written in an annotation; ValueError for anything else."""
+    if not re.fullmatch(NUMBER, text.strip()):
+        raise ValueError(f"{text.strip()[:40]!r} is not a number")
+    return float(text)
 
 
 def _probe(path: Path, full: bool, budget: list[int]) -> tuple[tuple[int, int], np.ndarray | None]:
@@ -95,13 +142,14 @@ def _stamp(path: Path) -> tuple[int, int]:
 def _scan(fmt: str, root: Path, entries: list[Entry], problems: list[str],
           options: SourceOptions) -> _Scan:
     """Check every image once (decoding small sets fully) and log the skipped entries once."""
-    entries = sorted(_merge(entries), key=lambda e: str(e.path))
+    entries, conflicts = _merge(entries)
+    entries.sort(key=lambda e: str(e.path))
+    problems = [*problems, *conflicts]
     key = (fmt, str(root), options.multi, float(options.cache_mb),
-           tuple((str(e.path), _stamp(e.path), tuple(e.objects), e.normalized) for e in entries),
+           tuple((str(e.path), _stamp(e.path), tuple(e.objects), e.normalized, e.size) for e in entries),
            tuple(problems))
     if key in _SCANS:
         return _SCANS[key]
-    problems = list(problems)
     # Small sets: decode every image now (catches truncated files, fills the cache).
     full = len(entries) <= FULL_CHECK_LIMIT
     budget = [int(float(options.cache_mb) * 2**20)]
@@ -109,12 +157,14 @@ def _scan(fmt: str, root: Path, entries: list[Entry], problems: list[str],
         probes = list(pool.map(lambda e: _try(_probe, e.path, full, budget), entries))
     records, images = [], []
     for entry, probe in zip(entries, probes):
-        record = probe if isinstance(probe, str) else _choose(entry, probe[0], options.multi)
+        record = probe if isinstance(probe, str) else (
+            _size_problem(entry, probe[0], fmt) or _choose(entry, probe[0], options.multi))
         if isinstance(record, str):
             problems.append(f"{entry.where or entry.path}: {record}")
         else:
             records.append(record)
             images.append(probe[1])
+    _warn_case(sorted({name for _, box, name in records if box is not None}), fmt, root)
     if problems:
         shown = "\n  ".join(problems[:10])
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
@@ -194,15 +244,65 @@ def _try(fn, *args):  # type: ignore[no-untyped-def]
         return str(err)
 
 
-def _merge(entries: list[Entry]) -> list[Entry]:
-    """One entry per image: rows of the same image (CSV, COCO) are several objects."""
-    merged: dict[Path, Entry] = {}
+def _merge(entries: list[Entry]) -> tuple[list[Entry], list[str]]:
+    """One entry per image (by resolved path: ``sub/../a.jpg`` and ``/abs/a.jpg`` are one
+    image), rows of the same image (CSV, COCO) being several objects; and the problems.
+
+    A ``broken`` entry drops its image (its problem is already listed); an image annotated
+    both with boxes and as a negative is a problem and dropped.
+    """
+    groups: dict[Path, list[Entry]] = {}
     for entry in entries:
-        if entry.path in merged:
-            merged[entry.path].objects.extend(entry.objects)
-        else:
-            merged[entry.path] = Entry(entry.path, list(entry.objects), entry.where, entry.normalized)
-    return list(merged.values())
+        groups.setdefault(Path(os.path.realpath(entry.path)), []).append(entry)
+    merged, problems = [], []
+    for group in groups.values():
+        if any(e.broken for e in group):
+            continue
+        first = group[0]
+        boxed = [e for e in group if e.objects]
+        if boxed and len(boxed) < len(group):
+            negative = next(e for e in group if not e.objects)
+            problems.append(f"{boxed[0].where or first.path}: image {first.path.name} has a box here and "
+                            f"an empty box (a negative) in {negative.where}; keep one of them")
+            continue
+        sizes = {e.size for e in group if e.size is not None}
+        if len(sizes) > 1:
+            problems.append(f"{first.where or first.path}: image {first.path.name} is declared with "
+                            f"different sizes ({', '.join(f'{w}x{h}' for w, h in sorted(sizes))}); fix them")
+            continue
+        objects = [obj for e in group for obj in e.objects]
+        merged.append(Entry(first.path, objects, first.where, first.normalized, next(iter(sizes), None)))
+    return merged, problems
+
+
+def _size_problem(entry: Entry, size: tuple[int, int], fmt: str) -> str | None:
+    """Why the size an annotation declares is not the image's as displayed (None: it is)."""
+    if entry.size is None or tuple(entry.size) == tuple(size):
+        return None
+    (dw, dh), (width, height) = entry.size, size
+    if (dh, dw) == (width, height) and _rotated(entry.path):
+        return (f"declares {dw}x{dh}, the image is {width}x{height} upright (EXIF orientation): the "
+                "boxes were drawn on the unrotated frame; re-label it upright or remove its orientation tag")
+    return (f"declares {dw}x{dh} but the image is {width}x{height} as displayed; "
+            f"fix {_SIZE_FIELD.get(fmt, 'the declared size')} or the boxes")
+
+
+def _rotated(path: Path) -> bool:
+    """Whether the image's EXIF orientation turns it by 90 degrees when displayed."""
+    try:
+        return orientation(path) in (5, 6, 7, 8)
+    except ImageError:
+        return False
+
+
+def _warn_case(labels: list[str], fmt: str, root: Path) -> None:
+    """Log labels that differ only in case: they are kept apart, which is rarely meant."""
+    groups: dict[str, list[str]] = {}
+    for name in labels:
+        groups.setdefault(name.casefold(), []).append(name)
+    for same in (g for g in groups.values() if len(g) > 1):
+        log.warning("%s %s: labels %s differ only in case; they are separate classes",
+                    fmt, root, " and ".join(repr(n) for n in same))
 
 
 def _choose(entry: Entry, size: tuple[int, int], multi: str) -> tuple[Path, np.ndarray | None, str | None] | str:
@@ -214,8 +314,8 @@ def _choose(entry: Entry, size: tuple[int, int], multi: str) -> tuple[Path, np.n
         checked = _check_box(box_px, width, height)
         if isinstance(checked, str):
             return checked
-        if name == NO_OBJECT:
-            return f"class name {NO_OBJECT!r} is reserved for 'no object'"
+        if name.strip().lower() == NO_OBJECT:
+            return f"class name {name!r} is reserved for 'no object' (label 0); rename the class"
         boxes.append((checked, name))
     if not boxes:
         return entry.path, None, None  # explicitly annotated with no object: a negative

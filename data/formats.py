@@ -1,35 +1,42 @@
 """The annotation formats of file sources: selfie CSV, Pascal VOC, YOLO and COCO.
 
 Each loader parses its annotations into (image path, objects) entries and hands them to
-``data.files.FileSource``, which checks the images, applies ``multi`` and splits.
+``data.files.FileSource``, which checks the images, applies ``multi`` and splits. CSV and
+VOC live here, YOLO (with its small data.yaml reader) in ``data.yolo``, COCO in
+``data.coco``. Annotation files are read through ``data.files.read_annotation``: regular files
+only, size-capped, so a FIFO or a device named ``a.xml`` is a problem, never a hang.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import io
+import os
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
-from data.files import Entry, FileSource
-from data.images import IMAGE_EXTS, list_images, read_bytes
+from data.coco import coco_source
+from data.files import NUMBER, Entry, FileSource, number, read_annotation, require_data
+from data.images import IMAGE_EXTS, MAX_FILE_BYTES, is_image_name
 from data.sources import SourceOptions
-
-
-def _require(path: Path | None, fmt: str, what: str) -> Path:
-    if path is None:
-        raise ValueError(f"the {fmt} source needs data_dir (--data-dir): {what}")
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise ValueError(f"{fmt} data {path} does not exist; pass {what}")
-    return path
-
-
-
+from data.yolo import yolo_source
 
 # ---------------------------------------------------------------- CSV (selfie layout)
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+# Header names of each column role; a header that names its columns is read by name.
+_COLUMNS = {
+    "image": ("image", "filename", "file", "path", "image_path"),
+    "bbox": ("bbox", "box"),
+    "label": ("label", "class", "name", "category"),
+    "x1": ("x1", "xmin", "left"), "y1": ("y1", "ymin", "top"),
+    "x2": ("x2", "xmax", "right"), "y2": ("y2", "ymax", "bottom"),
+    "x": ("x",), "y": ("y",), "w": ("w", "width"), "h": ("h", "height"),
+}
+# The ways a header can give the box, in order of preference: with corner columns,
+# "width"/"height" are usually the image's size (the TF object-detection CSV), not the box's.
+_BOX_COLUMNS = (("bbox",), ("x1", "y1", "x2", "y2"), ("x", "y", "w", "h"))
+_SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
 
 
 def _parse_box(text: str) -> tuple[float, float, float, float] | None:
@@ -38,67 +45,164 @@ def _parse_box(text: str) -> tuple[float, float, float, float] | None:
     if not text:
         return None
     parts = [p for p in re.split(r"[,\s;]+", text) if p]
-    if len(parts) != 4 or not all(re.fullmatch(_NUMBER, p) for p in parts):
-        raise ValueError(f"bbox {text!r} is not four numbers [x1, y1, x2, y2]")
+    if len(parts) != 4 or not all(re.fullmatch(NUMBER, p) for p in parts):
+        raise ValueError(f"bbox {text[:60]!r} is not four numbers [x1, y1, x2, y2]")
     return tuple(float(p) for p in parts)  # type: ignore[return-value]
 
 
 def _csv_row(row: list[str]) -> tuple[str, str, str]:
-    """(path, bbox text, label) from a row; tolerates an unquoted '[x1, y1, x2, y2]'."""
-    row = [c.strip() for c in row]
+    """(path as written, bbox text, label) of a positional row; tolerates an unquoted box."""
+    row = [row[0], *(c.strip() for c in row[1:])]
     if len(row) >= 5 and row[1].startswith("["):
         end = next((i for i in range(1, len(row)) if row[i].endswith("]")), None)
         if end is not None:
             row = [row[0], ",".join(row[1 : end + 1]), *row[end + 1 :]]
-    if len(row) >= 5 and all(re.fullmatch(_NUMBER, c) for c in row[1:5]):
+    if len(row) >= 5 and all(re.fullmatch(NUMBER, c) for c in row[1:5]):
         row = [row[0], ",".join(row[1:5]), *row[5:]]  # path, x1, y1, x2, y2[, label]
     if len(row) < 2:
         raise ValueError("needs an image path and a bbox")
     return row[0], row[1], row[2] if len(row) > 2 and row[2] else "object"
 
 
+def _header_columns(row: list[str], path: Path) -> dict[str, int] | None:
+    """Column roles a header row names (None: the positional ``image,bbox,label``).
+
+    Raises ValueError naming the file when the header names columns this reader cannot map.
+    """
+    roles: dict[str, int] = {}
+    for i, cell in enumerate(c.strip().lower() for c in row):
+        role = next((r for r, names in _COLUMNS.items() if cell in names), None)
+        if role in roles:
+            raise ValueError(f"CSV {path}: the header names the {role} column twice ({row[roles[role]]!r}, "
+                             f"{row[i]!r}); rename one of them")
+        if role is not None:
+            roles[role] = i
+    box = next((b for b in _BOX_COLUMNS if all(r in roles for r in b)), None)
+    if "image" not in roles or box is None:
+        accepted = "; ".join(f"{role}: {'/'.join(names)}" for role, names in _COLUMNS.items())
+        raise ValueError(f"CSV {path}: cannot tell the columns from the header {','.join(row)[:80]!r}; "
+                         f"name them ({accepted}; x/y/w/h is x, y, width, height in pixels) "
+                         "or drop the header to use the positional layout image,bbox,label")
+    if roles in ({"image": 0, "bbox": 1}, {"image": 0, "bbox": 1, "label": 2}):
+        return None  # the positional layout, which also takes an unquoted [x1, y1, x2, y2]
+    return {r: roles[r] for r in ("image", "label", *box) if r in roles}
+
+
+def _is_header(row: list[str]) -> bool:
+    """A first row with no number, no box and no image name in it names the columns."""
+    return not is_image_name(row[0].strip()) and not any(
+        re.fullmatch(NUMBER, c.strip()) or re.search(r"\[\s*" + NUMBER, c) for c in row)
+
+
+def _named_row(row: list[str], columns: dict[str, int]) -> tuple[str, tuple | None, str]:
+    """(path as written, pixel box or None, label) of a row read by the header's names."""
+    def cell(role: str) -> str:
+        return row[columns[role]] if columns[role] < len(row) else ""
+
+    label = cell("label").strip() if "label" in columns else ""
+    if "bbox" in columns:
+        return cell("image"), _parse_box(cell("bbox")), label or "object"
+    roles = [r for r in ("x1", "y1", "x2", "y2", "x", "y", "w", "h") if r in columns]
+    if not any(cell(r).strip() for r in roles):
+        return cell("image"), None, label or "object"  # no box: a negative
+    values = []
+    for role in roles:
+        try:
+            values.append(number(cell(role)))
+        except ValueError:
+            raise ValueError(f"{role} {cell(role).strip()[:40]!r} is not a number") from None
+    if roles[0] == "x":  # x, y, width, height
+        x, y, w, h = values
+        values = [x, y, x + w, y + h]
+    return cell("image"), tuple(values), label or "object"
+
+
+def _csv_image(folder: Path, cell: str) -> Path:
+    """The image a path cell names: as written, else without its surrounding spaces."""
+    if not cell.strip():
+        raise ValueError("no image path")
+    path = folder / cell
+    return path if os.path.lexists(path) or cell == cell.strip() else folder / cell.strip()
+
+
+def _csv_rows(text: str) -> Iterator[tuple[str, list[str] | str]]:
+    """(line or lines, cells or a csv error) of each row; quoted fields may hold commas
+    and line breaks, so a row can span several lines."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    end = 0
+    while True:
+        start = end + 1
+        try:
+            row: list[str] | str = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:  # a field over the csv module's 128 KiB limit
+            row = f"not a CSV row ({err})"
+        end = reader.line_num
+        yield (str(start) if end <= start else f"{start}-{end}"), row
+
+
 def csv_source(options: SourceOptions) -> FileSource:
-    """`image path, "[x1, y1, x2, y2]"[, label]` rows in pixels; paths relative to the CSV."""
-    path = _require(options.data_dir, "csv", "the labels CSV file (or its folder)")
+    """`image path, "[x1, y1, x2, y2]"[, label]` rows in pixels; paths relative to the CSV.
+
+    A header row is optional; one that names its columns (``filename,xmin,ymin,xmax,ymax,
+    class``, ``image,x,y,w,h``, ...) is read by those names.
+    """
+    path = require_data(options.data_dir, "csv", "the labels CSV file (or its folder)")
     if path.is_dir():
         found = sorted(path.glob("*.csv"))
         if len(found) != 1:
             raise ValueError(f"{path} holds {len(found)} CSV files; pass the labels CSV file itself")
         path = found[0]
-    entries, problems, broken = [], [], set()
-    try:
-        lines = read_bytes(path, what="CSV file").splitlines()
+    try:  # a line that is not UTF-8 is one bad row, not a bad file: surrogates mark its bytes
+        data = read_annotation(path, "CSV file", MAX_FILE_BYTES)
+        text = data.decode("utf-8-sig", errors="surrogateescape")
     except ValueError as err:
         raise ValueError(f"cannot read CSV {path}: {err}") from None
-    for number, raw in enumerate(lines, 1):
-        where = f"{path.name}:{number}"
-        try:  # one undecodable line is one bad row, not a bad file
-            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            row = next(csv.reader([text]), [])
-        except (UnicodeDecodeError, csv.Error) as err:
-            problems.append(f"{where}: not a UTF-8 CSV row ({err})")
+    entries, problems = [], []
+    columns: dict[str, int] | None = None
+    first = True
+    for lines, row in _csv_rows(text):
+        where = f"{path.name}:{lines}"
+        if isinstance(row, str):
+            problems.append(f"{where}: {row}")
             continue
         if not any(c.strip() for c in row):
             continue
+        if first:
+            first = False
+            if _is_header(row) and not _SURROGATE.search("".join(row)):
+                columns = _header_columns(row, path)
+                continue
+        at = columns["image"] if columns else 0
+        cell = row[at] if at < len(row) else ""
         try:
-            image, bbox, label = _csv_row(row)
-            box = _parse_box(bbox)
+            if _SURROGATE.search("".join(row)):
+                raise ValueError("not UTF-8 text; re-save the CSV as UTF-8")
+            image, box, label = _named_row(row, columns) if columns else _csv_row(row)
+            box = _parse_box(box) if isinstance(box, str) else box
+            _check_row(box, label)
+            entries.append(Entry(_csv_image(path.parent, image), [(box, label)] if box else [], where))
         except ValueError as err:
-            if number == 1 and not re.search(r"\d", ",".join(row[1:2])):
-                continue  # a header row
             problems.append(f"{where}: {err}")
-            if row and row[0].strip():
-                broken.add(path.parent / row[0].strip())  # its image would lose an object
-            continue
-        entries.append(Entry(path.parent / image, [(box, label)] if box else [], where))
-    entries = [e for e in entries if e.path not in broken]
+            if cell.strip():  # its image would lose an object: drop it too
+                entries.append(Entry(_csv_image(path.parent, cell), where=where, broken=True))
     return FileSource("csv", path, entries, problems, options)
+
+
+def _check_row(box: tuple | None, label: str) -> None:
+    """Refuse a row whose box looks normalized or whose label is not one printable line."""
+    if box is not None and all(0 <= v <= 1 for v in box):
+        raise ValueError(f"box {list(box)} looks like normalized coordinates (0-1); "
+                         "this CSV takes pixels (x1, y1, x2, y2)")
+    if not label.isprintable():
+        raise ValueError(f"label {label[:40]!r} holds a line break or control character")
 
 
 # ---------------------------------------------------------------- Pascal VOC
 def voc_source(options: SourceOptions) -> FileSource:
     """A VOC folder: images/ (or JPEGImages/) + annotations/*.xml, or XML next to the images."""
-    root = _require(options.data_dir, "voc", "the VOC folder (images/ and annotations/)")
+    root = require_data(options.data_dir, "voc", "the VOC folder (images/ and annotations/)")
     ann_dir = next((root / d for d in ("annotations", "Annotations") if (root / d).is_dir()), root)
     xmls = sorted(ann_dir.rglob("*.xml"))
     if not xmls:
@@ -108,163 +212,81 @@ def voc_source(options: SourceOptions) -> FileSource:
     for xml_path in xmls:
         where = str(xml_path.relative_to(root))
         try:
-            tree = ET.parse(xml_path).getroot()
-            objects = []
-            for obj in tree.iter("object"):
-                bb = obj.find("bndbox")
-                if bb is None:
-                    raise ValueError("an <object> has no <bndbox>")
-                box = tuple(float((bb.findtext(k) or "nan").strip()) for k in ("xmin", "ymin", "xmax", "ymax"))
-                objects.append((box, (obj.findtext("name") or "object").strip()))
-        except (ET.ParseError, ValueError) as err:
-            problems.append(f"{where}: malformed XML ({err})")
+            tree = _voc_tree(xml_path)
+            image = _voc_image(tree.findtext("filename") or "", xml_path, folders)
+        except ValueError as err:
+            problems.append(f"{where}: {err}")
             continue
-        image = _voc_image(tree.findtext("filename") or "", xml_path, folders)
-        if image is None:
-            problems.append(f"{where}: image {tree.findtext('filename') or xml_path.stem!r} not found")
-            continue
-        entries.append(Entry(image, objects, where))
+        try:
+            objects = [_voc_object(obj) for obj in tree.iter("object")]
+            entries.append(Entry(image, objects, where, size=_voc_size(tree)))
+        except ValueError as err:
+            problems.append(f"{where}: {err}")
+            entries.append(Entry(image, where=where, broken=True))  # another XML may name it
     return FileSource("voc", root, entries, problems, options)
 
 
-def _voc_image(filename: str, xml_path: Path, folders: list[Path]) -> Path | None:
-    # <filename> is a bare name in VOC; a path in it is never followed out of the dataset.
-    name = Path(filename.strip().replace("\\", "/")).name
-    names = [name] if name not in ("", ".", "..") else []
-    names += [xml_path.stem + ext for ext in IMAGE_EXTS]
+def _voc_tree(xml_path: Path) -> ET.Element:
+    """The parsed XML, namespaces stripped from the tags (``{uri}object`` -> ``object``)."""
+    data = read_annotation(xml_path, "VOC annotation")
+    try:
+        tree = ET.fromstring(data)  # expat: no external entities, entity expansion capped
+    except ET.ParseError as err:
+        raise ValueError(f"malformed XML ({err})") from None
+    for element in tree.iter():
+        if isinstance(element.tag, str) and "}" in element.tag:
+            element.tag = element.tag.rsplit("}", 1)[1]
+    return tree
+
+
+def _voc_object(obj: ET.Element) -> tuple[tuple[float, float, float, float], str]:
+    name = obj.findtext("name")
+    if name is not None and not name.strip():
+        raise ValueError("an <object> has an empty <name>; write its class name")
+    bb = obj.find("bndbox")
+    if bb is None:
+        raise ValueError("an <object> has no <bndbox>")
+    box = []
+    for key in ("xmin", "ymin", "xmax", "ymax"):
+        text = bb.findtext(key)
+        if text is None:
+            raise ValueError(f"a <bndbox> has no <{key}>")
+        try:
+            box.append(number(text))
+        except ValueError:
+            raise ValueError(f"<{key}> {text.strip()[:40]!r} is not a number") from None
+    return tuple(box), (name or "object").strip()  # type: ignore[return-value]
+
+
+def _voc_size(tree: ET.Element) -> tuple[int, int] | None:
+    """<size> width and height when both are given and above 0 (tools write 0 for unknown)."""
+    width, height = (tree.findtext(f"size/{k}") or "" for k in ("width", "height"))
+    if not width.strip() or not height.strip():
+        return None
+    try:
+        size = int(number(width)), int(number(height))
+    except ValueError:
+        raise ValueError(f"<size> {width.strip()[:20]!r}x{height.strip()[:20]!r} is not two numbers") from None
+    return size if min(size) > 0 else None
+
+
+def _voc_image(filename: str, xml_path: Path, folders: list[Path]) -> Path:
+    """The image an XML names: its bare <filename> next to the XML or in the image folders;
+    without a <filename>, the XML's own name with an image extension."""
+    text = filename.strip().replace("\\", "/")
+    if text.startswith("/") or re.match(r"[A-Za-z]:/", text) or ".." in text.split("/"):
+        raise ValueError(f"<filename> {filename.strip()!r} points outside the dataset; "
+                         "write the image's bare file name")
+    name = text.rsplit("/", 1)[-1]  # VOC's <filename> is a bare name; a folder in it is ignored
+    names = [name] if name not in ("", ".") else [xml_path.stem + ext for ext in IMAGE_EXTS]
     for folder in [xml_path.parent, *folders]:
-        for name in names:
-            if (folder / name).is_file():
-                return folder / name
-    return None
+        for candidate in names:
+            if (folder / candidate).is_file():
+                return folder / candidate
+    if name in ("", "."):
+        raise ValueError(f"no <filename>, and no image named {xml_path.stem} "
+                         f"({', '.join(IMAGE_EXTS)}) next to it or in images/")
+    raise ValueError(f"image {name} not found next to the XML or in images/ (<filename>)")
 
 
-# ---------------------------------------------------------------- YOLO
-def yolo_source(options: SourceOptions) -> FileSource:
-    """images/ + labels/*.txt (`class cx cy w h`, normalized); names from classes.txt or data.yaml.
-
-    An image whose label file is empty or missing is a negative (YOLO's convention).
-    """
-    root = _require(options.data_dir, "yolo", "the YOLO folder (images/ and labels/)")
-    names = _yolo_names(root)
-    images = list_images(root / "images" if (root / "images").is_dir() else root, recursive=True)
-    if not images:
-        raise ValueError(f"no images under {root}")
-    entries, problems = [], []
-    for image in images:
-        txt = _yolo_label_path(root, image)
-        where = str(txt.relative_to(root)) if txt.is_relative_to(root) else str(txt)
-        try:
-            lines = txt.read_text().splitlines() if txt.is_file() else []
-            objects = [_yolo_object(line, names) for line in lines if line.strip()]
-        except (ValueError, UnicodeDecodeError) as err:
-            problems.append(f"{where}: {err}")
-            continue
-        entries.append(Entry(image, objects, where, normalized=True))
-    if not any(_yolo_label_path(root, e.path).is_file() for e in entries) and not problems:
-        raise ValueError(f"no YOLO label file (labels/NAME.txt) for any image under {root}")
-    return FileSource("yolo", root, entries, problems, options)
-
-
-def _yolo_label_path(root: Path, image: Path) -> Path:
-    parts = list(image.relative_to(root).parts)
-    if "images" in parts:  # images/train/a.jpg -> labels/train/a.txt
-        i = len(parts) - 1 - parts[::-1].index("images")
-        parts[i] = "labels"
-        return (root / Path(*parts)).with_suffix(".txt")
-    return image.with_suffix(".txt")
-
-
-def _yolo_object(line: str, names: dict[int, str]) -> tuple[tuple[float, float, float, float], str]:
-    fields = line.split()
-    try:
-        cls, values = int(fields[0]), [float(v) for v in fields[1:]]
-    except (ValueError, IndexError):
-        raise ValueError(f"line {line.strip()!r} is not 'class cx cy w h'") from None
-    if len(values) == 4:
-        cx, cy, w, h = values
-        box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
-    elif len(values) >= 6 and len(values) % 2 == 0:  # a segmentation polygon: its bounds
-        xs, ys = values[0::2], values[1::2]
-        box = (min(xs), min(ys), max(xs), max(ys))
-    else:
-        raise ValueError(f"line {line.strip()!r} is not 'class cx cy w h'")
-    return box, names.get(cls, f"class{cls}")
-
-
-def _yolo_names(root: Path) -> dict[int, str]:
-    """Class names from classes.txt (one a line) or data.yaml's ``names`` (list or mapping)."""
-    for txt in (root / "classes.txt", root / "labels" / "classes.txt"):
-        if txt.is_file():
-            return {i: n.strip() for i, n in enumerate(txt.read_text().splitlines()) if n.strip()}
-    for yaml in (root / "data.yaml", root / "dataset.yaml"):
-        if yaml.is_file():
-            return _yaml_names(yaml.read_text())
-    return {}
-
-
-def _yaml_names(text: str) -> dict[int, str]:
-    """The ``names`` of a YOLO data.yaml without a YAML library: [a, b], '- a' lines or '0: a'."""
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        m = re.match(r"^names\s*:\s*(.*)$", line)
-        if not m:
-            continue
-        inline = m.group(1).split("#")[0].strip()
-        if inline.startswith("["):
-            items = [s.strip().strip("'\"") for s in inline.strip("[]").split(",") if s.strip()]
-            return dict(enumerate(items))
-        out: dict[int, str] = {}
-        for sub in lines[i + 1 :]:
-            if sub.strip() and not sub[0].isspace() and not sub.startswith("-"):
-                break
-            item = sub.split("#")[0].strip()
-            if item.startswith("-"):
-                out[len(out)] = item[1:].strip().strip("'\"")
-            elif ":" in item:
-                key, value = item.split(":", 1)
-                if key.strip().isdigit():
-                    out[int(key)] = value.strip().strip("'\"")
-        return out
-    return {}
-
-
-# ---------------------------------------------------------------- COCO
-def coco_source(options: SourceOptions) -> FileSource:
-    """A COCO JSON file (``bbox`` = [x, y, w, h] pixels); images next to it or in images/."""
-    path = _require(options.data_dir, "coco", "the COCO JSON file (or its folder)")
-    if path.is_dir():
-        found = sorted(path.glob("*.json")) or sorted((path / "annotations").glob("*.json"))
-        if len(found) != 1:
-            raise ValueError(f"{path} holds {len(found)} JSON files; pass the COCO JSON file itself")
-        path = found[0]
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        images, anns = data["images"], data.get("annotations", [])
-        cats = {int(c["id"]): str(c["name"]) for c in data.get("categories", [])}
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path} is not a COCO JSON file ({type(err).__name__}: {err})") from None
-    folders = [path.parent, path.parent / "images", path.parent.parent / "images", path.parent.parent]
-    entries: dict[int, Entry] = {}
-    problems, broken = [], set()
-    for img in images:
-        try:
-            name = str(img["file_name"])
-            file = next((f / name for f in folders if (f / name).is_file()), path.parent / name)
-            entries[int(img["id"])] = Entry(file, [], f"{path.name}: image {img['id']} ({name})")
-        except (KeyError, TypeError, ValueError):
-            problems.append(f"{path.name}: malformed image record {str(img)[:80]}")
-    for ann in anns:
-        try:
-            if ann.get("iscrowd"):
-                continue
-            image_id = int(ann["image_id"])
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            entry = entries[image_id]
-            entry.objects.append(((x, y, x + w, y + h), cats.get(int(ann.get("category_id", -1)), "object")))
-        except (KeyError, TypeError, ValueError, AttributeError):
-            problems.append(f"{path.name}: malformed annotation {str(ann)[:80]}")
-            if isinstance(ann, dict) and str(ann.get("image_id", "")).isdigit():
-                broken.add(int(ann["image_id"]))  # its image would lose an object: drop it too
-    kept = [e for i, e in entries.items() if i not in broken]
-    return FileSource("coco", path, kept, problems, options)
+__all__ = ["coco_source", "csv_source", "voc_source", "yolo_source"]

@@ -181,6 +181,11 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
+def orientation(path: str | Path) -> int:
+    """The EXIF orientation (1-8) of an image file, from its header alone."""
+    return _header(read_bytes(path), str(path))[3]
+
+
 def _header(data: bytes, name: str) -> tuple[str, str, tuple[int, int], int]:
     """(format, mode, (width, height) as stored, EXIF orientation 1-8) from the header alone."""
     from PIL import Image, UnidentifiedImageError
@@ -294,5 +299,5 @@ def _decode_pillow(data: bytes, name: str) -> np.ndarray:
 
 
 __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTS", "MAX_JPEG_SCANS", "ImageError", "decode_image",
-           "image_size", "is_image_name", "jpeg_roundtrip", "list_images", "read_bytes",
+           "image_size", "is_image_name", "jpeg_roundtrip", "list_images", "orientation", "read_bytes",
            "read_image", "starts_like_image"]

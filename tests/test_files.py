@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -209,3 +211,247 @@ def test_coco_json_negatives_crowd_and_malformed(tmp_path: Path, write_image: Ca
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a COCO JSON file"):
         get_source("coco", data_dir=tmp_path / "broken.json")
+
+
+# ------------------------------------------------------------------ hostile annotation files
+def one_image(folder: Path, write_image: Callable[..., Path], name: str = "a.jpg") -> Path:
+    return write_image(folder / name, draw_box_image(H, W, rect(0)))
+
+
+def names_of(src) -> list[str]:  # type: ignore[no-untyped-def]
+    return sorted(Path(src[i].name).name for i in range(len(src)))
+
+
+def test_unreadable_per_image_annotations_are_problems_not_hangs(
+    tmp_path: Path, write_image: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import data.files
+
+    root = tmp_path / "voc"
+    for name in ("good", "fifo", "folder", "dangling", "big"):
+        one_image(root / "images", write_image, f"{name}.jpg")
+    (root / "annotations").mkdir()
+    (root / "annotations" / "good.xml").write_text(voc_xml("good.jpg", [rect(0)]))
+    os.mkfifo(root / "annotations" / "fifo.xml")  # was read (and blocked) by ET.parse
+    (root / "annotations" / "folder.xml").mkdir()
+    (root / "annotations" / "dangling.xml").symlink_to(tmp_path / "nowhere.xml")
+    (root / "annotations" / "big.xml").write_text(voc_xml("big.jpg", [rect(0)]) + " " * 2000)
+    monkeypatch.setattr(data.files, "ANNOTATION_LIMIT", 1000)
+    src = get_source("voc", data_dir=root, split="all")
+    assert names_of(src) == ["good.jpg"]
+    text = "\n".join(src.problems)
+    for problem in ("fifo.xml: VOC annotation", "not a regular file", "folder.xml: VOC annotation",
+                    "is a folder", "dangling.xml: VOC annotation", "does not exist", "over the 0 MiB limit"):
+        assert problem in text, problem
+    # YOLO: a label path that is not a regular file is a problem, not a silent negative.
+    yolo = tmp_path / "yolo"
+    for name in ("good", "fifo", "folder"):
+        one_image(yolo / "images", write_image, f"{name}.jpg")
+    (yolo / "labels").mkdir()
+    (yolo / "labels" / "good.txt").write_text("0 0.3 0.3 0.2 0.2\n")
+    os.mkfifo(yolo / "labels" / "fifo.txt")
+    (yolo / "labels" / "folder.txt").mkdir()
+    src = get_source("yolo", data_dir=yolo, split="all")
+    assert names_of(src) == ["good.jpg"] and len(src.problems) == 2
+    assert all("not a regular file" in p or "is a folder" in p for p in src.problems)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("classes.txt", b"cat\n\xff\xfedog\n", r"classes\.txt is not UTF-8"),
+    ("classes.txt", None, r"classes\.txt is a folder"),
+    ("data.yaml", b"nc: 3\nnames: [cat, dog]\n", r"data\.yaml: nc is 3 but names lists 2"),
+    ("data.yaml", b"names: [cat, [dog]]\n", r"cannot read the class names of .*data\.yaml"),
+    ("data.yaml", b"names:\n  - cat\n  - {a: b}\n", r"cannot read the class names of .*data\.yaml"),
+    ("data.yaml", b"names: cat\n", r"data\.yaml: 'names: cat' is not a list"),
+    ("data.yaml", b"names: [cat, dog\n", r"data\.yaml: names has no closing"),
+])
+def test_yolo_unreadable_names_file_is_one_error_naming_it(
+    tmp_path: Path, write_image: Callable[..., Path], name: str, content: bytes | None, message: str
+) -> None:
+    one_image(tmp_path / "images", write_image)
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text("0 0.3 0.3 0.2 0.2\n")
+    if content is None:
+        (tmp_path / name).mkdir()
+    else:
+        (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        get_source("yolo", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("yaml, names", [
+    ('nc: 3\nnames: ["cat, big", dog,\n        bird]\n', ["cat, big", "dog", "bird"]),
+    ("names: {0: cat, 1: 'dog # 1'}  # two\n", ["cat", "dog # 1"]),
+    ("names:\n  [cat,\n   dog]\n", ["cat", "dog"]),
+    ("path: .\nnames:\n- cat  # first\n- \"dog\"\ntrain: images\n", ["cat", "dog"]),
+    ("names:\n  0: cat\n  1: it's\nnc: 2\n", ["cat", "it's"]),
+    ("names: ['it''s', b]\n", ["it's", "b"]),
+])
+def test_yolo_data_yaml_forms(yaml: str, names: list[str]) -> None:
+    from data.yolo import yaml_names
+
+    assert yaml_names(yaml) == dict(enumerate(names))
+
+
+def test_yolo_class_ids_outside_the_names_are_problems(tmp_path: Path, write_image: Callable[..., Path]) -> None:
+    for name, line in (("a", "0"), ("b", "5"), ("c", "-1"), ("d", "1")):
+        one_image(tmp_path / "images", write_image, f"{name}.jpg")
+        (tmp_path / "labels").mkdir(exist_ok=True)
+        (tmp_path / "labels" / f"{name}.txt").write_text(f"{line} 0.3 0.3 0.2 0.2\n")
+    (tmp_path / "data.yaml").write_text('names: ["cat, big", dog]\n')
+    src = get_source("yolo", data_dir=tmp_path, split="all")
+    assert names_of(src) == ["a.jpg", "d.jpg"] and src.labels == ["none", "cat, big", "dog"]
+    text = "\n".join(src.problems)
+    assert "labels/b.txt: class 5 is not among the 2 names of data.yaml" in text
+    assert "labels/c.txt: class -1 is negative" in text
+
+
+def test_voc_namespaces_names_and_filenames(tmp_path: Path, write_image: Callable[..., Path]) -> None:
+    root = tmp_path / "voc"
+    for name in ("ns", "blank", "bare", "up", "abs", "gone", "stem"):
+        one_image(root / "images", write_image, f"{name}.jpg")
+    one_image(tmp_path, write_image, "outside.jpg")
+    ann = root / "annotations"
+    ann.mkdir()
+    ns = voc_xml("ns.jpg", [rect(0)]).replace("<annotation>", '<annotation xmlns="http://x.org/voc">')
+    (ann / "ns.xml").write_text(ns)  # was read as a negative: no <object> without the namespace
+    (ann / "blank.xml").write_text(voc_xml("blank.jpg", [rect(0)], name="  "))
+    (ann / "bare.xml").write_text(voc_xml("bare.jpg", [rect(0)]))
+    (ann / "up.xml").write_text(voc_xml("../../outside.jpg", [rect(0)]))
+    (ann / "abs.xml").write_text(voc_xml(str(tmp_path / "outside.jpg"), [rect(0)]))
+    (ann / "gone.xml").write_text(voc_xml("typo.jpg", [rect(0)]))  # no fall-back to gone.jpg
+    (ann / "stem.xml").write_text(voc_xml("", [rect(0)]))  # no <filename>: stem.jpg
+    src = get_source("voc", data_dir=root, split="all")
+    assert names_of(src) == ["bare.jpg", "ns.jpg", "stem.jpg"]
+    assert src[names_of(src).index("ns.jpg")].label == 1 and framed(src[names_of(src).index("ns.jpg")])
+    text = "\n".join(src.problems)
+    assert "blank.xml: an <object> has an empty <name>" in text
+    assert "up.xml: <filename> '../../outside.jpg' points outside the dataset" in text
+    assert "abs.xml: <filename>" in text and text.count("points outside the dataset") == 2
+    assert "gone.xml: image typo.jpg not found" in text
+
+
+def test_declared_size_must_match_the_displayed_image(tmp_path: Path, write_image: Callable[..., Path]) -> None:
+    from PIL import Image
+
+    root = tmp_path / "voc"
+    (root / "annotations").mkdir(parents=True)
+    for name in ("ok", "wrong"):
+        one_image(root / "images", write_image, f"{name}.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 80x60, displayed 60x80 (turned 90 degrees)
+    Image.fromarray(draw_box_image(H, W, rect(0))).save(root / "images" / "turned.jpg", exif=exif)
+    for name, size in (("ok", (W, H)), ("wrong", (100, 50)), ("turned", (W, H))):
+        xml = voc_xml(f"{name}.jpg", [(2, 2, 30, 30)])
+        (root / "annotations" / f"{name}.xml").write_text(
+            xml.replace("<width>0</width><height>0</height>", f"<width>{size[0]}</width><height>{size[1]}</height>"))
+    src = get_source("voc", data_dir=root, split="all")
+    assert names_of(src) == ["ok.jpg"]
+    text = "\n".join(src.problems)
+    assert f"wrong.xml: declares 100x50 but the image is {W}x{H} as displayed; fix <size> or the boxes" in text
+    assert f"turned.xml: declares {W}x{H}, the image is {H}x{W} upright (EXIF orientation)" in text
+    # COCO: the images' width/height, the same rule.
+    coco = {"images": [{"id": 1, "file_name": "ok.jpg", "width": W, "height": H},
+                       {"id": 2, "file_name": "wrong.jpg", "width": 640, "height": 480}],
+            "annotations": [{"image_id": i, "bbox": [2, 2, 20, 20], "category_id": 1} for i in (1, 2)],
+            "categories": [{"id": 1, "name": "cat"}]}
+    (root / "images" / "c.json").write_text(json.dumps(coco))
+    src = get_source("coco", data_dir=root / "images" / "c.json", split="all")
+    assert names_of(src) == ["ok.jpg"]
+    assert "image 2 (wrong.jpg): declares 640x480 but the image is 80x60 as displayed" in src.problems[0]
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"images": None}, "'images' is null, not a list"),
+    ({"images": [], "annotations": 5}, "'annotations' is int, not a list"),
+    ({"images": [], "categories": {"id": 1}}, "'categories' is dict, not a list"),
+    ({"images": [], "categories": [{"id": 1, "name": "cat"}, {"id": 1, "name": "dog"}]},
+     "category id 1 is named both 'cat' and 'dog'"),
+    ("[" * 100000, "nested too deeply"),
+])
+def test_coco_unusable_file_is_one_error_naming_it(tmp_path: Path, data: object, message: str) -> None:
+    (tmp_path / "ann.json").write_text(data if isinstance(data, str) else json.dumps(data))
+    with pytest.raises(ValueError, match=r"ann\.json.*" + re.escape(message)):
+        get_source("coco", data_dir=tmp_path / "ann.json")
+
+
+def test_coco_bad_records_drop_their_images_with_reasons(tmp_path: Path, write_image: Callable[..., Path]) -> None:
+    names = ["ok", "dup1", "dup2", "crowd", "str", "seg", "cat", "zero"]
+    for name in names:
+        one_image(tmp_path / "images", write_image, f"{name}.jpg")
+    ids = {"ok": 1, "dup1": 2, "dup2": 2, "crowd": 3, "str": 4, "seg": 5, "cat": 6, "zero": 7}
+    box = [5, 4, 35, 26]
+    anns = [
+        {"image_id": 1, "bbox": box, "category_id": 1},
+        {"image_id": 2, "bbox": box, "category_id": 1},
+        {"image_id": 3, "bbox": box, "category_id": 1, "iscrowd": "1"},
+        {"image_id": 4, "bbox": "1234", "category_id": 1},
+        {"image_id": 5, "segmentation": [[1, 1, 20, 1, 20, 20]], "category_id": 1},
+        {"image_id": 6, "bbox": box, "category_id": 9},
+        {"image_id": 7, "bbox": box, "category_id": 1, "iscrowd": "0"},  # the string "0" is 0
+        {"image_id": 99, "bbox": box, "category_id": 1},
+    ]
+    data = {"images": [{"id": ids[n], "file_name": f"{n}.jpg"} for n in names], "annotations": anns,
+            "categories": [{"id": 1, "name": "cat"}, {"id": 1, "name": "cat"}]}
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    src = get_source("coco", data_dir=tmp_path / "ann.json", split="all")
+    assert names_of(src) == ["ok.jpg", "zero.jpg"] and src.labels == ["none", "cat"]
+    assert all(src[i].label == 1 for i in range(2))
+    text = "\n".join(src.problems)
+    for problem in ("image 2 (dup1.jpg): 2 images have id 2", "image 2 (dup2.jpg): 2 images have id 2",
+                    "image 3 (crowd.jpg): only crowd annotations", "bbox 1234 is not a list of 4 numbers",
+                    "no bbox (segmentation only)", "category_id 9 is not among the categories",
+                    "image id 99 not in images"):
+        assert problem in text, problem
+    assert len(src.problems) == 7
+
+
+def test_csv_quoted_fields_header_names_and_undecodable_rows(
+    tmp_path: Path, write_image: Callable[..., Path]
+) -> None:
+    for name in ("a", "b", "c", "d", "e"):
+        one_image(tmp_path, write_image, f"{name}.jpg")
+    one_image(tmp_path, write_image, "comma, new\nline.jpg")
+    rows = [b"image,bbox,label", b'"comma, new\nline.jpg","[5, 4, 40, 30]","a, b"', b'a.jpg,"[5, 4, 40, 30]",cat',
+            b'b.jpg,"[5, 4, 40, 30]",caf\xe9', b'c.jpg,"[0.1, 0.1, 0.5, 0.5]",cat',
+            b'd.jpg,"[5, 4, 40, 30]",None', b'e.jpg,"[5, 4, 40, 30]",dog']
+    (tmp_path / "l.csv").write_bytes(b"\r\n".join(rows) + b"\r\n")
+    src = get_source("csv", data_dir=tmp_path / "l.csv", split="all")
+    assert names_of(src) == ["a.jpg", "comma, new\nline.jpg", "e.jpg"]
+    assert src.labels == ["none", "a, b", "cat", "dog"] and src.skipped == 3  # the header is no entry
+    text = "\n".join(src.problems)
+    assert "l.csv:5: not UTF-8 text" in text  # line numbers count the quoted line break
+    assert "l.csv:6: box [0.1, 0.1, 0.5, 0.5] looks like normalized coordinates (0-1)" in text
+    assert "l.csv:7: class name 'None' is reserved" in text
+    # Columns by name, in any order; x/y/w/h is a box of x, y, width, height.
+    (tmp_path / "n.csv").write_text("class,ymin,xmin,ymax,xmax,filename\ncat,4,5,30,40,a.jpg\n")
+    (tmp_path / "w.csv").write_text("path,x,y,w,h\nb.jpg,5,4,35,26\n")
+    for name in ("n.csv", "w.csv"):
+        one = get_source("csv", data_dir=tmp_path / name, split="all")
+        assert len(one) == 1 and framed(one[0]), name
+    (tmp_path / "u.csv").write_text("img,coords\na.jpg,1\n")
+    with pytest.raises(ValueError, match=r"u\.csv: cannot tell the columns.*image: image/filename"):
+        get_source("csv", data_dir=tmp_path / "u.csv")
+    (tmp_path / "f.csv").write_text('a.jpg,"[5, 4, 40]",cat\nb.jpg,"[5, 4, 40, 30]",cat\n')
+    first = get_source("csv", data_dir=tmp_path / "f.csv", split="all")  # a bad first row is a row
+    assert names_of(first) == ["b.jpg"] and first.problems[0].startswith("f.csv:1: bbox")
+
+
+def test_csv_one_image_under_two_spellings_and_box_with_negative(
+    tmp_path: Path, write_image: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("a", "b", "c", "d"):
+        one_image(tmp_path, write_image, f"{name}.jpg")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "l.csv").write_text(
+        f'a.jpg,"[5, 4, 40, 30]",cat\nsub/../a.jpg,"[1, 1, 10, 10]",cat\n{tmp_path / "b.jpg"},"[5, 4, 40, 30]",cat\n'
+        'b.jpg,"[1, 1, 10, 10]",cat\nc.jpg,"[5, 4, 40, 30]",cat\nc.jpg,,cat\nd.jpg,"[5, 4, 40, 30]",Cat\n')
+    with caplog.at_level(logging.WARNING):
+        src = get_source("csv", data_dir=tmp_path / "l.csv", split="all")
+    assert names_of(src) == ["d.jpg"]
+    text = "\n".join(src.problems)
+    assert text.count("2 objects") == 2  # a.jpg and b.jpg: one image each, two boxes
+    assert "l.csv:5: image c.jpg has a box here and an empty box (a negative) in l.csv:6" in text
+    largest = get_source("csv", data_dir=tmp_path / "l.csv", split="all", multi="largest")
+    assert names_of(largest) == ["a.jpg", "b.jpg", "d.jpg"] and largest.labels == ["none", "Cat", "cat"]
+    assert "labels 'Cat' and 'cat' differ only in case; they are separate classes" in caplog.text

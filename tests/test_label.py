@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -87,3 +88,29 @@ def test_label_cli_bad_flags_exit_2_before_writing(tmp_path: Path, capsys: pytes
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_label_output_reads_back_with_odd_names_and_skips_non_utf8_names(
+    tmp_path: Path, write_image: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "photos"
+    names = [" lead.jpg", "comma,name.jpg", "new\nline.jpg", 'quote"q.jpg', "tab\tname.jpg", "plain.jpg"]
+    for name in names:
+        write_image(folder / name, assets.load_image("astronaut"))
+    bad = folder / os.fsdecode(b"caf\xe9.jpg")  # a Latin-1 name: cannot be written into a UTF-8 CSV
+    write_image(bad, assets.load_image("astronaut"))
+    out = tmp_path / "labels.csv"
+    with caplog.at_level("WARNING"):
+        report = run(folder, "frontalface", out)
+    assert report.bad_names == [str(bad)] and report.labelled == len(names)
+    assert f"skipped {str(bad)!r}" in caplog.text and "rename it" in caplog.text
+    written = {row["image"]: [float(v) for v in row["bbox"].strip("[]").split(",")]
+               for row in csv.DictReader(out.open(encoding="utf-8", newline=""))}
+    assert sorted(Path(p).name for p in written) == sorted(names)
+    src = get_source("csv", data_dir=out, split="all")
+    assert not src.problems and len(src) == len(names)
+    for i in range(len(src)):
+        sample = src[i]
+        h, w = sample.image.shape[:2]
+        rel = Path(sample.name).relative_to(tmp_path).as_posix()
+        np.testing.assert_allclose(sample.box * [w, h, w, h], written[rel], atol=1e-3)

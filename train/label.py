@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from data.images import IMAGE_EXTS, list_images, read_image
 from runtime.errors import UserError
 from runtime.atomic import atomic_output, refuse_overwrite
 
+log = logging.getLogger(__name__)
+
 # Cascade name -> (file in cv2.data.haarcascades, default label).
 CASCADES: dict[str, tuple[str, str]] = {
     "frontalface": ("haarcascade_frontalface_default.xml", "face"),
@@ -36,7 +39,7 @@ CASCADES: dict[str, tuple[str, str]] = {
 
 @dataclass
 class LabelReport:
-    """What a labelling run did; ``zero``/``several``/``unreadable`` list image paths."""
+    """What a labelling run did; ``zero``/``several``/``unreadable``/``bad_names`` list image paths."""
 
     out: Path
     images: Path = Path(".")
@@ -46,6 +49,7 @@ class LabelReport:
     zero: list[str] = field(default_factory=list)
     several: list[tuple[str, int]] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
+    bad_names: list[str] = field(default_factory=list)  # not UTF-8: the CSV cannot name them
 
 
 def load_cascade(name: str) -> cv2.CascadeClassifier:
@@ -99,6 +103,12 @@ def run(
     for path in track:
         rel = Path(os.path.relpath(path.resolve(), out.parent.resolve())).as_posix()
         try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 in the name: the CSV is UTF-8
+            log.warning("skipped %r: its name is not UTF-8, so the CSV cannot name it; rename it", str(path))
+            report.bad_names.append(str(path))
+            continue
+        try:
             image = read_image(path)
         except ValueError as err:
             report.unreadable.append((str(path), str(err)))
@@ -145,6 +155,7 @@ def print_report(report: LabelReport, *, largest: bool, keep_empty: bool) -> Non
     problems = [(rel(p), "no detection", "written as negative" if keep_empty else "skipped") for p in report.zero]
     problems += [(rel(p), f"{n} detections", "largest kept" if largest else "skipped") for p, n in report.several]
     problems += [(rel(p), "not a readable image", "skipped") for p, _ in report.unreadable]
+    problems += [(repr(rel(p)), "name not UTF-8", "skipped; rename it") for p in report.bad_names]
     if problems:
         table = Table(title=f"images to check ({len(problems)})", caption=f"paths relative to {report.images}")
         for col in ("image", "problem", "action"):
@@ -160,7 +171,8 @@ def print_report(report: LabelReport, *, largest: bool, keep_empty: bool) -> Non
     for key, value in (
         ("images", report.total), ("labelled (one box)", report.labelled),
         ("no detection", len(report.zero)), ("several detections", len(report.several)),
-        ("unreadable", len(report.unreadable)), ("rows written", report.written), ("CSV", str(report.out)),
+        ("unreadable", len(report.unreadable)), ("name not UTF-8", len(report.bad_names)),
+        ("rows written", report.written), ("CSV", str(report.out)),
     ):
         summary.add_row(key, str(value))
     console.print(summary)
