@@ -64,6 +64,8 @@ gpu-check:
 models: $(STAMP)
 	$(BIN)/python -m train --preset cat --out runs/cat
 	$(BIN)/python -m export.make_models --run runs/cat --out $(MODELS)
+	$(BIN)/python -m train --preset face --out runs/face
+	$(BIN)/python -m export.make_models --run runs/face --out $(MODELS)
 
 clean:
 	rm -rf runs build dist *.egg-info $(LEGACY) .venv-gpu

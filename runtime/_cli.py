@@ -21,7 +21,7 @@ from data.images import DEFAULT_MAX_PIXELS
 from runtime.errors import UserError
 from runtime.modelfile import MAX_THREADS
 
-from runtime.models import DEFAULT_MODEL  # package data: found after any install
+from runtime.models import DEFAULT_MODEL, SHIPPED, shipped  # package data: found after any install
 
 EXIT_USAGE = 2
 EXIT_CTRL_C, EXIT_SIGTERM = 130, 143  # 128 + the signal number, as shells report them
@@ -61,7 +61,8 @@ def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """The flags every runtime CLI takes: model, engine, threads, integrity, image limit."""
     parser.add_argument(
-        "--model", help="a .tflite or .onnx model (default: runtime/models/cat_int8.tflite)"
+        "--model", help="a .tflite or .onnx model, or a shipped one by name: cat, face "
+        "(default: cat, i.e. runtime/models/cat_int8.tflite)"
     )
     parser.add_argument(
         "--threads",
@@ -105,14 +106,14 @@ def drop_stdout() -> None:
 
 
 def resolve_model(model: str | None) -> Path:
-    """``--model`` or the default int8 model; a missing default says how to build it."""
-    if model:
+    """``--model`` (a path, or the name of a shipped model: ``cat``, ``face``) or the default
+    int8 model; a missing shipped model says how to build it."""
+    if model and (model not in SHIPPED or Path(model).exists()):  # a file named "face" wins
         return Path(model).expanduser()
-    if not DEFAULT_MODEL.is_file():
-        raise UserError(
-            f"default model {DEFAULT_MODEL} is missing; run `make models` or pass --model PATH"
-        )
-    return DEFAULT_MODEL
+    path = shipped(model) if model else DEFAULT_MODEL
+    if not path.is_file():
+        raise UserError(f"shipped model {path} is missing; run `make models` or pass --model PATH")
+    return path
 
 
 class Terminated(KeyboardInterrupt):

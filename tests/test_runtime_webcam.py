@@ -243,6 +243,21 @@ def test_bad_inputs_exit_2_with_a_message(
     assert "run `make models`" in capsys.readouterr().err.replace("\n", "")
 
 
+def test_model_names_pick_the_shipped_models(tmp_path, monkeypatch):
+    from runtime._cli import resolve_model
+    from runtime.models import DEFAULT_MODEL, MODELS_DIR
+
+    assert resolve_model(None) == resolve_model("cat") == DEFAULT_MODEL
+    assert resolve_model("face") == MODELS_DIR / "face_int8.tflite" and resolve_model("face").is_file()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "face").write_bytes(b"a user's file named face")
+    assert resolve_model("face") == Path("face")  # an existing path always wins over a name
+    monkeypatch.setattr("runtime.models.MODELS_DIR", tmp_path / "models")
+    (tmp_path / "face").unlink()
+    with pytest.raises(UserError, match="face_int8.tflite is missing; run `make models`"):
+        resolve_model("face")
+
+
 def test_port_in_use_exits_2(runtime_models, video_file, capsys):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
