@@ -267,3 +267,25 @@ def test_evaluate_never_writes_over_the_model_it_reads(tmp_path, capsys):
     assert "--seed at least 0" in capsys.readouterr().out
     assert (run / "model.keras").read_bytes() == model
 
+
+def test_every_skipped_data_entry_is_listed_in_the_run(tmp_path, capsys):
+    """The log shows the first ten skipped entries; the run keeps the whole list."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["image,bbox,label"]
+    for i in range(12):
+        cv2.imwrite(str(data / f"p{i}.png"), rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+        rows.append(f'p{i}.png,"[5, 5, 30, 30]",cat')
+    rows += [f"missing{i}.png,\"[5, 5, 30, 30]\",cat" for i in range(12)]  # 12 skipped entries
+    (data / "labels.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    args = ["--data", "csv", "--data-dir", str(data / "labels.csv"), "--backbone", "small_cnn",
+            "--image-size", "32", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4",
+            "--no-progress", "--out", str(run)]
+    assert train_main(args) == 0
+    listed = (run / "data-problems.txt").read_text().splitlines()
+    assert len(listed) == 12 and all("missing" in line for line in listed)
+    assert json.loads((run / "metrics.json").read_text())["data_problems"] == 12
+    assert "data-problems.txt" in "".join(capsys.readouterr().out.split())
+

@@ -164,6 +164,8 @@ def summary_table(summary: dict[str, Any], config: Any, out: str | Path) -> Tabl
         ("test CorLoc@0.75", f"{test['corloc@0.75']:.3f}"),
         ("test class accuracy", f"{test['accuracy']:.3f}"),
         ("model file", str(Path(out) / "model.keras")),
+        *([("skipped data", f"{summary['data_problems']} entries, listed in data-problems.txt")]
+          if summary.get("data_problems") else []),
     ]
     for key, value in rows:
         table.add_row(key, value)

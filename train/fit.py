@@ -34,7 +34,8 @@ from train.config import (MODEL_FILE, PLACEMENT_FIELDS, RunConfig, load_config, 
 from train.losses import box_loss, check_loss, score_loss
 from train.metrics import box_metrics, score_metrics
 from train.model import build_model
-from train.rundir import METRICS_FILE, PLOT_FILE, check_run_dir, clear_run
+from train.rundir import (METRICS_FILE, PLOT_FILE, check_run_dir, clear_run, data_problems,
+                          write_problems)
 from train.splits import split_source
 from train.warmstart import FreezeBackbone, warm_start
 
@@ -306,12 +307,15 @@ def _fit(config: RunConfig, prep: Prepared, model: keras.Model, state: dict, run
                             box_format=config.model.box_format, labels=config.model.labels)
     images = [prep.test_source[i] for i in range(min(16, len(prep.test_source)))]
     save_prediction_grid(best, images, config, run_dir / PLOT_FILE)
+    problems = data_problems(prep.train_source)
+    write_problems(run_dir, problems)
     summary = {
         "epochs_run": state["epoch"], "checkpoint": t.checkpoint, "best_epoch": checkpoint.best_epoch,
         "monitor": t.monitor, "best_monitor": checkpoint.best, "stopped_early": stopped_early,
         "train_seconds": state["train_seconds"], "steps_per_epoch": prep.steps_per_epoch,
         "last_epoch": history[-1] if history else None,
         "test": {k: v for k, v in report.items() if k != "iou"},
+        "data_problems": len(problems),
     }
     write_json_atomic(run_dir / METRICS_FILE, summary)
     state["finished"] = True  # only now: a crash during evaluation reruns the evaluation

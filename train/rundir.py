@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from runtime.atomic import TMP_MARK
+from runtime.atomic import TMP_MARK, write_text
 from runtime.errors import UserError
 from train.callbacks import RESUME_DIR, STATE_FILE
 from train.config import CONFIG_FILE, MODEL_FILE, RunConfig
 
 METRICS_FILE = "metrics.json"
 PLOT_FILE = "predictions.png"
-RUN_FILES = (MODEL_FILE, CONFIG_FILE, METRICS_FILE, PLOT_FILE, "history.json", "history.csv")
+PROBLEMS_FILE = "data-problems.txt"
+RUN_FILES = (MODEL_FILE, CONFIG_FILE, METRICS_FILE, PLOT_FILE, "history.json", "history.csv",
+             PROBLEMS_FILE)
 
 
 def is_run(folder: Path) -> bool:
@@ -59,3 +62,25 @@ def clear_run(run_dir: Path) -> None:
             path.unlink(missing_ok=True)
         if not any(resume.iterdir()):
             resume.rmdir()
+
+
+def data_problems(source: Any) -> list[str]:
+    """The skipped entries of a run's file data (every source of a mix; pasted samples'
+    base): the full list behind the log's first ten."""
+    found: list[str] = []
+    stack = [source]
+    while stack:
+        s = stack.pop(0)
+        found += [p for p in getattr(s, "problems", None) or [] if p not in found]
+        stack += [x for x in (getattr(s, "base", None), *getattr(s, "sources", ())) if x is not None]
+    return found
+
+
+def write_problems(run_dir: Path, problems: list[str]) -> Path | None:
+    """``data-problems.txt`` with every skipped entry (None, and no file, when there is none)."""
+    path = run_dir / PROBLEMS_FILE
+    if not problems:
+        path.unlink(missing_ok=True)
+        return None
+    return write_text(path, "".join(f"{p}\n" for p in problems))
+
