@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from data.images import starts_like_image
 from export._load import LoadedModel
 from runtime.atomic import refuse_overwrite, temp_name
 from runtime.errors import UserError
+from runtime.sources import is_image_file
 
 
 def target(loaded: LoadedModel, out: str | Path | None, fmt: str, precision: str) -> Path:
@@ -17,7 +17,7 @@ def target(loaded: LoadedModel, out: str | Path | None, fmt: str, precision: str
     path = Path(out).expanduser() if out else loaded.default_out(fmt, precision)
     check_writable(path)
     refuse_overwrite(path, loaded.input_files())
-    if path.is_file() and starts_like_image(_head(path)):  # a photo of a CSV's data set, say
+    if path.is_file() and is_image_file(path):  # a photo of a CSV's data set, say
         raise UserError(f"--out {path} is an image file; writing a model there would destroy "
                         f"it: pass a new .{fmt} path")
     if path.suffix.lower() != f".{fmt}":  # the runtime picks its engine by the suffix
@@ -57,14 +57,6 @@ def check_writable(out: Path) -> None:
             f"output folder {folder} is not writable ({err.strerror}); "
             "pass --out to a writable folder"
         ) from None
-
-
-def _head(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(32)
-    except OSError:
-        return b""
 
 
 __all__ = ["check_data", "check_writable", "target"]

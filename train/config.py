@@ -67,12 +67,16 @@ class DataConfig:
     seed: int = SourceOptions.seed
     cache_dir: str | None = None
 
+    @property
+    def data_dirs(self) -> list[str]:
+        """``data_dir`` as a list: one entry per file source, empty without one."""
+        return [self.data_dir] if isinstance(self.data_dir, str) else list(self.data_dir or [])
+
     def describe(self) -> str:
         """The sources in one line, e.g. ``voc ../cats/train + cat-on-scenes``."""
         names = [self.source] if isinstance(self.source, str) else list(self.source)
-        dirs = [self.data_dir] if isinstance(self.data_dir, str) else list(self.data_dir or [])
         text = " + ".join(names)
-        return f"{text} {' '.join(dirs)}".strip()
+        return f"{text} {' '.join(self.data_dirs)}".strip()
 
 
 @dataclass

@@ -104,9 +104,7 @@ def run(model_path: str | Path, *, data: str | None = None, data_dir: str | None
     target = Path(out).expanduser() if out else run_dir / f"evaluation-{tag}-{split}.json"
     if target.is_dir():
         raise UserError(f"--out {target} is a folder; pass a file name for the JSON report")
-    d = config.data.data_dir
-    refuse_overwrite(target, [path, *(run_dir / n for n in RUN_FILES),
-                              *([d] if isinstance(d, str) else list(d or []))])
+    refuse_overwrite(target, [path, *(run_dir / n for n in RUN_FILES), *config.data.data_dirs])
     m = config.model
     report = evaluate_model(model, source, image_size=m.image_size, box_format=m.box_format,
                             labels=m.labels)

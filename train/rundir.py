@@ -38,8 +38,7 @@ def check_run_dir(run_dir: Path, config: RunConfig) -> None:
         if init == real or real in init.parents:
             raise UserError(f"--init {config.training.init} is inside --out {run_dir}: the run "
                             "would replace the model it starts from; pass another --out")
-    d = config.data.data_dir
-    for given in [d] if isinstance(d, str) else list(d or []):
+    for given in config.data.data_dirs:
         data = Path(given).expanduser().resolve()
         if real in (data, data.parent if data.is_file() else data):
             raise UserError(f"--out {run_dir} is the folder of --data-dir {given}: the run's files "

@@ -15,7 +15,7 @@ def split_source(config: RunConfig, split: str) -> Any:
 
     d = config.data
     size = {"train": d.train_size, "val": d.val_size, "test": d.test_size}[split]
-    dirs = [d.data_dir] if isinstance(d.data_dir, str) else list(d.data_dir or [])
+    dirs = d.data_dirs
     for folder in dirs:
         if not Path(folder).expanduser().exists():
             raise FileNotFoundError(f"data dir {folder} does not exist; pass --data-dir PATH")
