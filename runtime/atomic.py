@@ -2,8 +2,9 @@
 
 ``staged(path)`` yields a temporary path in the destination's folder (same file system, so
 the final ``os.replace`` is atomic) and renames it into place only when the block finishes;
-an exception or Ctrl-C removes it. A process killed outright (SIGKILL, power loss) cannot
-clean up, so every temporary name carries the writer's process id
+an exception or Ctrl-C removes it; the new file keeps the permissions of the one it
+replaces (a private 0600 file stays private). A process killed outright (SIGKILL, power
+loss) cannot clean up, so every temporary name carries the writer's process id
 (``.<pid>-<random>.edgeloc-tmp.<name>``) and a process's first write into that folder
 removes the leftovers of processes that are gone. Scratch folders (a SavedModel on its way to TFLite,
 a benchmark's eval set) follow the same rule under one folder of the system temp dir
@@ -37,6 +38,8 @@ TMP_MARK = ".edgeloc-tmp"
 _TMP_RE = re.compile(r"^\.(\d+)-[0-9a-f]+" + re.escape(TMP_MARK) + r"\.")
 _SCRATCH = "edgeloc-scratch"
 _STALE_S = 24 * 3600.0  # where a process id cannot be checked (Windows): a day old is stale
+_NAME_MAX = 255  # bytes in one file name (ext4, XFS, btrfs, APFS, NTFS in UTF-16 units)
+_FIFO_WAIT_S = 2.0  # how long --out FIFO waits for its reader (`infer --out p & cat p`)
 
 
 def _stale(path: Path, pid: int) -> bool:
@@ -93,9 +96,13 @@ def _clean_once(folder: Path) -> None:
 
 def temp_name(path: Path) -> Path:
     """A fresh temporary path beside ``path``, ending in its whole name (``.weights.h5``,
-    ``.keras``, ``.png``: writers that check the suffix accept it)."""
-    token = secrets.token_hex(4)
-    return path.with_name(f".{os.getpid()}-{token}{TMP_MARK}.{path.name}")
+    ``.keras``, ``.png``: writers that check the suffix accept it). A name too long for
+    that keeps its end: the temporary name stays within the 255-byte limit of a name."""
+    prefix = f".{os.getpid()}-{secrets.token_hex(4)}{TMP_MARK}."
+    tail = path.name
+    while tail and len(os.fsencode(prefix + tail)) > _NAME_MAX:
+        tail = tail[1:]  # drop from the front: the suffixes at the end are what writers check
+    return path.with_name(prefix + tail)
 
 
 @contextlib.contextmanager
@@ -103,7 +110,8 @@ def staged(path: str | Path, *, mode: int = 0o666) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
 
     The block writes the temporary file itself (``tmp.write_bytes``, ``model.save(tmp)``,
-    ``fig.savefig(tmp)``); it may also check it there before it replaces ``path``.
+    ``fig.savefig(tmp)``); it may also check it there before it replaces ``path``. A new
+    file gets ``mode`` less the umask; a file that replaces another keeps that one's mode.
     """
     path = Path(path)
     _clean_once(path.parent)
@@ -112,6 +120,7 @@ def staged(path: str | Path, *, mode: int = 0o666) -> Iterator[Path]:
         yield tmp
         if tmp.exists():
             os.chmod(tmp, mode & ~_umask())
+            keep_mode(tmp, path)
             os.replace(tmp, path)
     finally:
         if tmp.is_dir() and not tmp.is_symlink():
@@ -160,16 +169,17 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def _identity(path: str | Path | int) -> tuple[int, int] | None:
+    """(device, inode) of a path or of an open file descriptor (stdout); None if gone."""
     try:
-        info = path.stat()
-    except OSError:
+        info = os.fstat(path) if isinstance(path, int) else Path(path).stat()
+    except (OSError, ValueError):
         return None
     return info.st_dev, info.st_ino
 
 
 def refuse_overwrite(
-    targets: str | Path | Iterable[str | Path],
+    targets: str | Path | int | Iterable[str | Path | int],
     inputs: Iterable[str | Path],
     flag: str = "--out",
     *,
@@ -178,14 +188,17 @@ def refuse_overwrite(
     """Raise ``UserError`` when a file about to be written (``targets``) is one of ``inputs``.
 
     ``targets`` are the exact files the command will write (for a folder output such as
-    ``--draw DIR``, every file name it would create there); ``flag`` names the output in
+    ``--draw DIR``, every file name it would create there), or open file descriptors
+    (stdout redirected with ``>> a.jpg``); ``flag`` names the output in
     the message (``"--out"``, ``"--draw photos"``). Files are compared by device
     and inode, the ``os.path.samefile`` rule, so ``./a.jpg``, a symlink or a hard link to
     it all count as the same file. An existing file inside one of ``folders`` (data folders
     whose files the command reads) is refused too.
     """
-    targets = [targets] if isinstance(targets, (str, os.PathLike)) else list(targets)
+    targets = [targets] if isinstance(targets, (str, os.PathLike, int)) else list(targets)
     for target in targets:
+        if isinstance(target, int):
+            continue  # a descriptor has no path to place inside a folder
         real = Path(target).expanduser().resolve()
         if real.is_file():
             for folder in (Path(f).expanduser().resolve() for f in folders):
@@ -202,10 +215,11 @@ def refuse_overwrite(
     if not seen:
         return
     for target in targets:
-        key = _identity(Path(target))
+        key = _identity(target)
         if key in seen:
             source = seen[key]
-            via = "" if Path(target) == source else f" (it would write {target})"
+            same = isinstance(target, int) or Path(target) == source
+            via = "" if same else f" (it would write {target})"
             raise UserError(
                 f"{flag} would overwrite the input {source}{via}; write the output "
                 "somewhere else"
@@ -221,10 +235,23 @@ def _replaceable(path: Path) -> bool:
         return True
 
 
+def keep_mode(temp: Path, path: str | Path) -> None:
+    """Give the file about to replace ``path`` the permissions of the file it replaces: a
+    private 0600 results file stays private when it is rewritten."""
+    try:
+        old = os.stat(path)
+        if stat.S_ISREG(old.st_mode) and not os.path.isdir(temp):
+            os.chmod(temp, old.st_mode & 0o777)  # not set-user-id bits
+    except FileNotFoundError:
+        pass  # a new file: the default mode (0666 less the umask)
+
+
 def commit(temp: Path, path: Path) -> None:
     """Move a finished temporary file (from ``temp_name``) over ``path`` (through a symlink,
-    not over it)."""
-    os.replace(temp, os.path.realpath(path))
+    not over it), with the permissions of the file it replaces."""
+    real = os.path.realpath(path)
+    keep_mode(temp, real)
+    os.replace(temp, real)
 
 
 @contextlib.contextmanager
@@ -234,8 +261,9 @@ def atomic_output(
     """Open ``path`` for writing through a temporary file that replaces it on success.
 
     An exception inside the block removes the temporary file and leaves ``path`` as it
-    was; a device or FIFO target is written directly. Errors opening the file (a read-only
-    folder, ``/proc``) are ``UserError`` naming ``flag``.
+    was; a device or FIFO target is written directly (a FIFO nobody reads is an error, not
+    a hang). Errors opening the file (a read-only folder, ``/proc``) are ``UserError``
+    naming ``flag``.
     """
     path = Path(path)
     real = Path(os.path.realpath(path))
@@ -245,7 +273,11 @@ def atomic_output(
     target = real if direct else temp_name(real)
     try:
         text = {} if binary else {"encoding": "utf-8", "newline": newline}
-        handle = open(target, "wb" if binary else "w", **text)  # noqa: SIM115 (closed below)
+        if direct:  # a FIFO without a reader would block this open forever
+            handle = os.fdopen(_open_direct(target, f"{flag} {path}"), "wb" if binary else "w",
+                               **text)
+        else:
+            handle = open(target, "wb" if binary else "w", **text)  # noqa: SIM115 (closed below)
     except OSError as err:
         why = err.strerror or str(err)
         if err.errno in (errno.ENOENT, errno.EACCES, errno.EROFS, errno.EPERM):
@@ -261,6 +293,29 @@ def atomic_output(
         raise
     if not direct:
         commit(target, path)
+
+
+def _open_direct(target: Path, shown: str) -> int:
+    """Open a device or FIFO for writing without blocking: a FIFO nobody reads is a
+    ``UserError`` after ``_FIFO_WAIT_S`` (its reader may start just after us), not a hang."""
+    nonblock = getattr(os, "O_NONBLOCK", 0)  # POSIX; Windows has no FIFOs to wait on
+    deadline = time.monotonic() + _FIFO_WAIT_S
+    while True:
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | nonblock, 0o666)
+            break
+        except OSError as err:
+            if err.errno != errno.ENXIO:
+                raise
+            if time.monotonic() >= deadline:
+                raise UserError(f"{shown} is a FIFO that nobody reads; start its reader "
+                                "first or write to a file") from None
+            time.sleep(0.05)
+    if nonblock:
+        import fcntl  # POSIX only, as O_NONBLOCK is
+
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~nonblock)
+    return fd
 
 
 def _uid() -> str:

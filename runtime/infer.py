@@ -2,7 +2,8 @@
 
     python -m runtime.infer --model runtime/models/cat_int8.tflite photos/ cat.jpg --out r.jsonl
 
-Each line: image, box [x1, y1, x2, y2] in pixels, label, score, present, latency_ms.
+Each line: image, box [x1, y1, x2, y2] in pixels, label, score, present, latency_ms (and
+with --draw, drawing: the file the drawing went to).
 An image that cannot be read, or on which the model fails or answers NaN, becomes a line
 with an "error" field; the run goes on and the exit code is 1 when any image failed (0 when
 all were processed). Outputs never replace an input and are written atomically; Ctrl-C
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 KINDS = {"image": "unreadable", "model": "model failed", "output": "not written"}
 # OpenCV writes these from one grey channel only; a drawing is colour, so it goes to .png.
 _GREY_ONLY = (".pgm", ".pbm")
+# --out names: the results are JSON lines whatever the name; "" is a name without a suffix.
+RESULT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".txt", ".log", "")
 
 
 class OutputError(UserError):
@@ -122,29 +126,40 @@ def _draw_name(path: Path) -> str:
     """The image's own name, or that name + ".png" where OpenCV cannot write a colour
     drawing in its format (a .gif on older OpenCV, a grey-only .pgm, an odd name)."""
     suffix = path.suffix.lower()
-    if suffix not in IMAGE_EXTS or suffix in _GREY_ONLY or not cv2.haveImageWriter(path.name):
+    # OpenCV is asked about the suffix only: a name that is not UTF-8 crashes it (segfault).
+    if suffix not in IMAGE_EXTS or suffix in _GREY_ONLY or not cv2.haveImageWriter("x" + suffix):
         return path.name + ".png"
     return path.name
 
 
 def _unique(name: str, used: set[str]) -> str:
+    """``name``, or ``stem_N.suffix`` with the first N free in ``used`` (case-folded: on
+    macOS and Windows a.jpg and A.jpg are one file); the name taken is added to ``used``."""
     stem, suffix, i = Path(name).stem, Path(name).suffix, 1
-    while name in used:  # same file name from two folders: number the later ones
+    while name.casefold() in used:  # same file name from two folders: number the later ones
         name, i = f"{stem}_{i}{suffix}", i + 1
-    used.add(name)
+    used.add(name.casefold())
     return name
 
 
 def draw_targets(images: list[Path], draw_dir: Path) -> list[Path]:
-    """The file each image's drawing goes to in ``draw_dir``, in order, one file per image."""
+    """The file each image's drawing goes to in ``draw_dir``, in order, one file per image.
+
+    Every name that can stay as it is is reserved first, so a numbered duplicate never
+    takes another image's own name (u1/a.jpg, u2/a.jpg, u3/a_1.jpg: u2's drawing is
+    a_2.jpg, u3's is a_1.jpg); own names go before ".png"-added ones (g.pgm drawn as
+    g.pgm.png never takes an input g.pgm.png's name).
+    """
     wanted = [_draw_name(path) for path in images]
     used: set[str] = set()
-    names = [""] * len(images)
-    # Kept names first, so g.pgm drawn as g.pgm.png never takes an input g.pgm.png's name.
+    names: list[str | None] = [None] * len(images)
     for keep in (True, False):
         for i, (path, name) in enumerate(zip(images, wanted)):
-            if (name == path.name) == keep:
+            if (name == path.name) == keep and name.casefold() not in used:
                 names[i] = _unique(name, used)
+    for i, name in enumerate(wanted):  # the duplicates, numbered past every reserved name
+        if names[i] is None:
+            names[i] = _unique(name, used)
     return [draw_dir / name for name in names]
 
 
@@ -198,7 +213,7 @@ def _one(
 ) -> dict[str, Any]:
     """The JSON record of one image; its failure, if any, is added to ``summary``."""
     record: dict[str, Any] = {"image": str(path)}
-    kind = "image"
+    kind, drawn = "image", False
     try:
         image = read_image(path, bgr=True, max_pixels=max_pixels)
         kind = "model"
@@ -213,10 +228,13 @@ def _one(
                 raise UserError(f"OpenCV cannot encode {target.suffix} images")
             with atomic_output(target, "--draw", binary=True) as handle:
                 handle.write(data.tobytes())
+            drawn = True
     except (ImageError, ModelError) as err:
         record["error"] = str(err)
     except (UserError, OSError) as err:  # writing the drawing: a full disk, a lost folder
         kind, record["error"] = "output", f"could not write {target}: {err}"
+    if target is not None:  # where the drawing is: a numbered name for a duplicate
+        record["drawing"] = str(target) if drawn else None
     if "error" in record:
         summary.errors.append((str(path), kind, record["error"]))
     return record
@@ -285,7 +303,13 @@ def _main(args: argparse.Namespace) -> InferSummary:
     images = collect_images(args.inputs, args.recursive)  # bad paths fail before any write
     options = {"draw": args.draw, "threshold": args.threshold, "recursive": args.recursive,
                "max_pixels": args.max_pixels}
+    inputs = [*images, model, sidecar_path(model)]
+    drawings = draw_targets(images, Path(args.draw).expanduser()) if args.draw else []
     if args.out == "-":
+        stdout = _stdout_fd()
+        if stdout is not None:  # `infer a.jpg >> a.jpg`: the shell opened the input for us
+            refuse_overwrite(stdout, inputs, "--out - (stdout)")
+            _refuse_drawing_over(stdout, images, drawings)
         loc = Localizer.load(model, args.backend, args.threads, args.providers,
                              verify=not args.no_verify)
         results = _Results(sys.stdout, "stdout")
@@ -293,7 +317,9 @@ def _main(args: argparse.Namespace) -> InferSummary:
         results.flush()  # here, where a failure is reported, not at interpreter exit
         return summary
     out_path = check_output_file(args.out, "--out")
-    refuse_overwrite([out_path], [*images, model, sidecar_path(model)], "--out")
+    refuse_overwrite([out_path], inputs, "--out")
+    _refuse_drawing_over(out_path, images, drawings)
+    check_results_name(out_path)
     results = None
     try:
         with atomic_output(out_path, "--out") as out:  # opened first: /proc/version fails here
@@ -307,6 +333,48 @@ def _main(args: argparse.Namespace) -> InferSummary:
         if results is None or results.error is None:
             raise
         raise results.error from None
+
+
+def check_results_name(path: Path) -> Path:
+    """Refuse an --out file whose suffix names another format (``res.csv``, ``res.png``):
+    the results are JSON lines whatever the name, so such a file would be silently wrong.
+    A device or FIFO (``/dev/null``, ``>(...)``) is written whatever its name."""
+    suffix = path.suffix.lower()
+    special = path.exists() and not path.is_file()
+    if suffix not in RESULT_SUFFIXES and not special:
+        raise UserError(f"--out {path}: the results are JSON lines, not a {path.suffix} file; "
+                        f"name it {path.stem}.jsonl (or {', '.join(RESULT_SUFFIXES[1:-1])}, or "
+                        "no extension)")
+    return path
+
+
+def _stdout_fd() -> int | None:
+    """stdout's file descriptor (None where stdout is no real file, as under pytest)."""
+    try:
+        return sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _same_file(out: Path | int, drawing: Path) -> bool:
+    """Whether ``out`` (a path or an open descriptor) is the file ``drawing`` names."""
+    try:
+        a = os.fstat(out) if isinstance(out, int) else os.stat(out)
+        b = os.stat(drawing)
+    except (OSError, ValueError):  # one is not there yet: compare the names they resolve to
+        return not isinstance(out, int) and os.path.realpath(out) == os.path.realpath(drawing)
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _refuse_drawing_over(out: Path | int, images: list[Path], drawings: list[Path]) -> None:
+    """Refuse results that would go to the file --draw writes an image's drawing to: one of
+    the two would silently replace the other."""
+    for image, drawing in zip(images, drawings):
+        if _same_file(out, drawing):
+            where = f"where --draw writes the drawing of {image}"
+            if isinstance(out, int):
+                raise UserError(f"stdout goes to {drawing}, {where}; redirect it elsewhere")
+            raise UserError(f"--out {out} is {where}; pass another --out")
 
 
 if __name__ == "__main__":

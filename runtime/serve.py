@@ -56,12 +56,18 @@ setInterval(poll, 500);
 
 
 def parse_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``:PORT`` or ``PORT`` -> (host, port); the host defaults to 127.0.0.1."""
+    """``HOST:PORT``, ``:PORT`` or ``PORT`` -> (host, port); the host defaults to 127.0.0.1.
+
+    An IPv6 host goes in brackets (``[::1]:8080``): in a bare ``::1`` the last group would
+    be taken for the port.
+    """
     host, _, port = text.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 <= int(port) < 65536:
-        raise UserError(f"--serve wants HOST:PORT such as 127.0.0.1:8080, got {text!r}")
-    return host, int(port)
+    wanted = f"--serve wants HOST:PORT such as 127.0.0.1:8080 or [::1]:8080, got {text!r}"
+    if not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:  # not "²"
+        raise UserError(wanted)
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise UserError(f"{wanted}; an IPv6 address goes in brackets")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 class MjpegServer:
@@ -82,7 +88,10 @@ class MjpegServer:
         self.refused = 0  # connections closed for the caps
         self._cond = threading.Condition()
         self._jpeg: bytes | None = None
-        self._seq = 0
+        self._seq = 0  # the stream's frame number: published frames that were encoded
+        self._raw: np.ndarray | None = None  # the newest published frame, maybe not encoded
+        self._raw_seq = 0  # published frames
+        self._jpeg_raw_seq = 0  # which of them self._jpeg shows
         self._stats: dict[str, Any] = {}
         self._closed = False
         self.viewers = 0
@@ -108,6 +117,11 @@ class MjpegServer:
 
         try:
             self._httpd = Server((self.host, self.port), Handler)
+        except (UnicodeError, ValueError, TypeError):  # a host name the resolver refuses
+            raise UserError(
+                f"cannot serve on {self.host!r}: not a valid host name or address; pass "
+                "--serve 127.0.0.1:8080 or a local address"
+            ) from None
         except OSError as err:
             shown = f"[{self.host}]" if ":" in self.host else self.host
             if err.errno == errno.EADDRINUSE:
@@ -132,22 +146,33 @@ class MjpegServer:
         return self
 
     def wants_frames(self) -> bool:
-        """Whether encoding a frame is worth it (a viewer is connected or none was sent yet)."""
-        return self.viewers > 0 or self._jpeg is None
+        """Whether encoding each frame as it comes is worth it (a stream viewer is
+        connected); without one, ``/frame.jpg`` encodes the newest frame when asked."""
+        return self.viewers > 0
 
     def publish(self, bgr: np.ndarray, stats: dict[str, Any] | None = None) -> None:
-        """Offer a new frame (encoded only when someone watches) and the current stats."""
+        """Offer a new frame and the current stats. The frame is kept (not copied: do not
+        change it afterwards) and encoded now only when a stream viewer watches."""
         if stats is not None:
             self._stats = stats
-        if not self.wants_frames():
-            return
+        with self._cond:
+            self._raw, self._raw_seq = bgr, self._raw_seq + 1
+            seq = self._raw_seq
+        if self.wants_frames():
+            self._encode(bgr, seq)
+
+    def _encode(self, bgr: np.ndarray, seq: int) -> bytes | None:
+        """Encode published frame number ``seq``; it becomes the stream's frame if newest."""
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         if not ok:
-            return
+            return None
+        jpeg = buf.tobytes()
         with self._cond:
-            self._jpeg = buf.tobytes()
-            self._seq += 1
-            self._cond.notify_all()
+            if seq > self._jpeg_raw_seq:  # a snapshot request may have encoded a newer one
+                self._jpeg, self._jpeg_raw_seq = jpeg, seq
+                self._seq += 1
+                self._cond.notify_all()
+        return jpeg
 
     def next_frame(self, seen: int, timeout: float = 1.0) -> tuple[int, bytes | None]:
         """Block until a frame newer than ``seen`` exists: (seq, jpeg); jpeg None when closed."""
@@ -182,7 +207,14 @@ class MjpegServer:
         return json.dumps({**self._stats, "viewers": self.viewers}).encode()
 
     def latest(self) -> bytes | None:
-        return self._jpeg
+        """The newest published frame as JPEG (encoded here when no viewer made it already:
+        a snapshot is never older than the last frame); None before the first frame."""
+        with self._cond:
+            raw, seq, jpeg = self._raw, self._raw_seq, self._jpeg
+            fresh = seq == self._jpeg_raw_seq
+        if raw is None or fresh:
+            return jpeg
+        return self._encode(raw, seq) or jpeg
 
     def stop(self) -> None:
         with self._cond:
@@ -284,6 +316,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(503, "text/plain", body)
             return
         seen = 0
+        owner.latest()  # the first part is the newest frame, not one a past viewer left
         try:
             self.send_response(200)
             self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")

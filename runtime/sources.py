@@ -24,6 +24,7 @@ import numpy as np
 
 from data.images import (DEFAULT_MAX_PIXELS, IMAGE_EXTS, ImageError, list_images, read_image,
                          starts_like_image)
+from runtime._videoio import connect, in_thread, opencv_name, pixels_error, too_big
 from runtime.errors import UserError
 from runtime.paths import stat_path
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 _MAX_FAILS = 25  # consecutive read failures before a source counts as gone
+_MAX_CAMERA = 9999  # camera indexes (OpenCV adds its backend ids, up to 2600, to them)
 _V4L2_MAJOR = 81  # Linux video4linux character devices (/dev/video0): cameras, allowed
 _HINT = ("pass a camera index (0), a video file, an image folder, a glob ('frames/*.jpg') "
          "or an rtsp:// URL")
@@ -71,46 +73,26 @@ class Source:
         pass
 
 
-def _quiet_capture(target: int | str, api: int = cv2.CAP_ANY) -> cv2.VideoCapture:
-    """Open a VideoCapture without OpenCV's backend chatter on stderr."""
-    logging_api = getattr(cv2.utils, "logging", None)  # 4.12+; older builds: cv2.setLogLevel
-    get = logging_api.getLogLevel if logging_api else getattr(cv2, "getLogLevel", None)
-    set_ = logging_api.setLogLevel if logging_api else getattr(cv2, "setLogLevel", None)
-    if get is None or set_ is None:
-        return cv2.VideoCapture(target, api)
-    level = get()
-    set_(0)  # LOG_LEVEL_SILENT
-    try:
-        return cv2.VideoCapture(target, api)
-    finally:
-        set_(level)
-
-
 class CaptureSource(Source):
-    """A cv2.VideoCapture: camera index, stream URL or video file."""
+    """A cv2.VideoCapture: camera index, stream URL or video file.
 
-    def __init__(self, target: int | str, live: bool, loop: bool = False):
-        self.target, self.live, self.loop = target, live, loop
+    A source over ``max_pixels`` is refused when it opens (from its header, else its first
+    frame); a later frame over it (a stream that changes resolution) is a failed frame.
+    """
+
+    def __init__(self, target: int | str, live: bool, loop: bool = False,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS):
+        self.target, self.live, self.loop, self.max_pixels = target, live, loop, max_pixels
         self.files = [] if live else [Path(str(target))]
-        self._cap = _quiet_capture(target)
-        if not self._cap.isOpened():
-            self._cap.release()
-            if isinstance(target, int):
-                raise UserError(
-                    f"no camera at index {target}; pass --source video.mp4 or an image folder"
-                )
-            if live:
-                raise UserError(
-                    f"cannot open stream {target}; check the URL and that it is reachable"
-                )
-            raise UserError(
-                f"cannot decode video {target}; convert it to .mp4 (H.264) or pass an image folder"
-            )
-        ok, first = self._cap.read()
-        if not ok or first is None:
-            self._cap.release()
-            what = f"camera {target}" if isinstance(target, int) else str(target)
-            raise UserError(f"{what} opened but gave no frame; it is not a readable video source")
+        if isinstance(target, str):
+            opencv_name(target, "source")
+        if isinstance(target, str) and target.lower().startswith(STREAM_SCHEMES):
+            # A network stream: FFmpeg may block 30 s in C, out of reach of Ctrl-C/SIGTERM.
+            # Cameras and files open here (macOS wants its camera opened on the main thread).
+            self._cap, first = in_thread(lambda: connect(target, live, max_pixels),
+                                         lambda opened: opened[0].release())
+        else:
+            self._cap, first = connect(target, live, max_pixels)
         self._pending: np.ndarray | None = first
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 1 <= fps <= 240 else 30.0
@@ -176,6 +158,10 @@ class CaptureSource(Source):
     def _frame(self, image: np.ndarray) -> Frame:
         self._index += 1
         self._last_frame = time.monotonic()
+        height, width = image.shape[:2]
+        if too_big(width, height, self.max_pixels):  # the stream changed its resolution
+            error = pixels_error(f"frame {self._index - 1}", width, height, self.max_pixels)
+            return Frame(self._index - 1, None, str(self.target), error)
         return Frame(self._index - 1, image, str(self.target))
 
     def _lost(self) -> Frame:
@@ -195,25 +181,37 @@ class CaptureSource(Source):
 
 
 class ImageSource(Source):
-    """A list of image files, read in order; an undecodable file becomes a failed frame."""
+    """A list of image files, read in order; an undecodable file becomes a failed frame.
+
+    With ``loop``, a full pass in which no file could be read ends the source (with
+    ``ended_early``): looping over it again would only spin.
+    """
 
     def __init__(self, paths: list[Path], loop: bool = False,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.paths, self.loop, self.max_pixels = paths, loop, max_pixels
         self.files = list(paths)
         self._i = 0
+        self._read_in_pass = 0  # images decoded since the pass began
 
     def read(self) -> Frame | None:
         if self._i >= len(self.paths):
             if not self.loop:
                 return None
-            self._i = 0
+            if not self._read_in_pass:
+                self.ended_early = (f"none of the {len(self.paths)} images of the source could "
+                                    "be read, so --loop stopped after one pass; fix or remove "
+                                    "them")
+                log.warning("%s", self.ended_early)
+                return None
+            self._i, self._read_in_pass = 0, 0
         path = self.paths[self._i]
         self._i += 1
         try:
             image = read_image(path, bgr=True, max_pixels=self.max_pixels)
         except ImageError as err:
             return Frame(self._i - 1, None, str(path), str(err))
+        self._read_in_pass += 1
         return Frame(self._i - 1, image, str(path))
 
 
@@ -228,10 +226,12 @@ def open_frames(
     text = str(spec).strip()
     if not text:
         raise UserError(f"--source is empty; {_HINT}")
-    if text.isdigit():
-        return CaptureSource(int(text), live=True)
+    if text.isascii() and text.isdigit():  # "²" is a digit to Python, not to int()
+        if int(text) > _MAX_CAMERA:
+            raise UserError(f"no camera at index {text} (indexes run 0..{_MAX_CAMERA}); {_HINT}")
+        return CaptureSource(int(text), live=True, max_pixels=max_pixels)
     if text.lower().startswith(STREAM_SCHEMES):
-        return CaptureSource(text, live=True)
+        return CaptureSource(text, live=True, max_pixels=max_pixels)
     path = Path(text).expanduser()
     # A name that exists is that file or folder, even with [ ] or ? in it ("clip[1].mp4").
     if any(c in text for c in "*?[") and not os.path.lexists(path):
@@ -252,7 +252,7 @@ def open_frames(
             )
         return ImageSource(paths, loop, max_pixels)
     if stat.S_ISCHR(info.st_mode) and os.major(info.st_rdev) == _V4L2_MAJOR:
-        return CaptureSource(str(path), live=True)  # /dev/video0: a camera by its device
+        return CaptureSource(str(path), live=True, max_pixels=max_pixels)  # /dev/video0
     if not stat.S_ISREG(info.st_mode):
         raise UserError(
             f"source {path} is not a regular file (a FIFO, socket or device); {_HINT}"
@@ -260,7 +260,7 @@ def open_frames(
     suffix = path.suffix.lower()
     if suffix in IMAGE_EXTS or (suffix not in _MJPEG_EXTS and is_image_file(path)):
         return ImageSource([path], loop, max_pixels)
-    return CaptureSource(str(path), live=False, loop=loop)
+    return CaptureSource(str(path), live=False, loop=loop, max_pixels=max_pixels)
 
 
 def is_image_file(path: Path) -> bool:

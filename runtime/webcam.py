@@ -42,6 +42,7 @@ from runtime._cli import (
     resolve_model,
     setup_logging,
     sigterm_stops,
+    stop_exit_code,
     stop_reason,
 )
 from runtime.contract import sidecar_path
@@ -185,7 +186,8 @@ def run(
     Args:
         pace: play file sources at their own frame rate (default: only when shown or served).
         loop: restart a file source at its end (a looping demo for --serve).
-        max_pixels: image-folder frames over this many pixels are failed frames.
+        max_pixels: an image over this many pixels is a failed frame; a video, camera or
+            stream is refused when it opens (a later frame over it is a failed frame).
         max_viewers: concurrent MJPEG stream viewers; more are answered 503.
         on_frame: called with each drawn BGR frame and its result (tests, custom sinks).
         on_start: called once with {"url": ...} when outputs are ready.
@@ -199,6 +201,7 @@ def run(
     save_path = None
     if save is not None:  # "" too: refused as a folder name, never a silent "not saving"
         save_path = check_video_name(check_output_file(save, "--save"))
+    address = parse_address(serve) if serve else None  # bad flags fail before a slow open
     loc = (
         model
         if isinstance(model, Localizer)
@@ -206,19 +209,22 @@ def run(
     )
     loc.threshold = threshold
     src = open_frames(source, loop=loop, max_pixels=max_pixels)
-    server = None
+    server = saver = None
     try:
         if save_path is not None:
             inputs = [*src.files, loc.path, sidecar_path(loc.path)]
             refuse_overwrite([save_path], inputs, "--save")
-        if serve:
+            saver = VideoSaver(save_path, src.fps)  # a folder it cannot write fails here
+        if address is not None:
             server = MjpegServer(
-                *parse_address(serve),
+                *address,
                 title=f"edgeloc: {Path(str(loc.path)).name}",
                 max_viewers=max_viewers,
             ).start()
             console.print(f"serving the stream on [bold]{escape(server.url)}[/] (Ctrl-C to stop)")
     except BaseException:
+        if saver is not None:
+            saver.close(keep=False)
         src.close()
         raise
     window = display and gui_available()
@@ -227,13 +233,12 @@ def run(
     pace = (window or server is not None) and not src.live if pace is None else pace
     summary = Summary(backend=f"{loc.backend_name}/{loc.provider}")
     capture = Capture(src, prepare=lambda image: loc.prepare(image, bgr=True)).start()
-    saver = VideoSaver(save_path, src.fps) if save_path is not None else None
     meter, hud, period = FpsMeter(), HudValues(), 1.0 / src.fps
-    if on_start:
-        on_start({"url": server.url if server else None})
     t_start = next_due = time.perf_counter()
     finished = False
     try:
+        if on_start:
+            on_start({"url": server.url if server else None})
         while True:
             if stop is not None and stop.is_set():
                 summary.stopped_by = "stop request"
@@ -293,14 +298,14 @@ def run(
         capture.stop()
         summary.dropped, summary.error = capture.dropped, capture.error
         summary.ended_early = src.ended_early
-        if saver is not None:
-            _close_saver(saver, summary, keep=finished)
         if server is not None:
             server.stop()
             if summary.stopped_by == "end of source" and not src.live:
                 console.print("the source ended, so did the stream: add --loop to keep serving it")
         if window:
             cv2.destroyAllWindows()
+        if saver is not None:  # last: a video it cannot commit raises, the rest is closed
+            _close_saver(saver, summary, keep=finished)
     return summary
 
 
@@ -383,8 +388,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     except UserError as err:
         return fail(err)
-    except KeyboardInterrupt:  # before the first frame: nothing to summarize
-        return 130
+    except KeyboardInterrupt as stop:  # before the first frame: nothing to summarize
+        return stop_exit_code(stop_reason(stop))
     summary.print()
     if args.json:
         import json

@@ -17,6 +17,7 @@ from runtime.atomic import (
     scratch_dir,
     scratch_root,
     staged,
+    temp_name,
     write_bytes,
     write_json,
     write_text,
@@ -56,6 +57,20 @@ def test_staged_replaces_only_on_success(tmp_path):
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new" and sorted(tmp_path.iterdir()) == [target]
     assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()  # an ordinary file's mode
+
+
+def test_a_rewrite_keeps_the_permissions_and_a_long_name_still_fits(tmp_path):
+    target = tmp_path / "key.json"
+    target.write_text("old")
+    target.chmod(0o600)  # a private file stays private when it is rewritten
+    write_json(target, {"new": 1})
+    assert target.stat().st_mode & 0o777 == 0o600
+    long = tmp_path / ("\u00e9" * 120 + ".weights.h5")  # 246 bytes: a valid name
+    temp = temp_name(long)
+    assert len(os.fsencode(temp.name)) <= 255 and temp.name.endswith("\u00e9.weights.h5")
+    assert TMP_MARK in temp.name and temp.parent == tmp_path
+    write_bytes(long, b"weights")  # the temporary name used to be too long to create
+    assert long.read_bytes() == b"weights" and sorted(tmp_path.iterdir()) == [target, long]
 
 
 def test_a_killed_writer_leaves_files_that_the_next_write_removes(tmp_path):

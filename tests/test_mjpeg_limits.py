@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import cv2
 import numpy as np
 import pytest
 
@@ -110,6 +111,32 @@ def test_connections_over_the_cap_are_closed_unanswered():
             for sock in held:
                 sock.close()
         assert _settles(lambda: server.connections == 0, seconds=8)
+
+
+def test_the_snapshot_is_the_newest_frame_with_no_stream_viewer():
+    """/frame.jpg is encoded on request when nobody watches the stream (it used to keep
+    the first frame forever); with a viewer it is the frame the stream sends."""
+    server = MjpegServer("127.0.0.1", 0).start()
+
+    def snapshot() -> float:
+        jpeg = urllib.request.urlopen(server.url + "frame.jpg", timeout=5).read()
+        return float(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).mean())
+
+    try:
+        with pytest.raises(urllib.error.HTTPError) as none_yet:
+            snapshot()
+        assert none_yet.value.code == 503
+        for value in (10, 200, 90):
+            server.publish(np.full((24, 32, 3), value, np.uint8), {"frames": 1})
+            assert abs(snapshot() - value) < 3, value
+        assert server.viewers == 0
+        with urllib.request.urlopen(server.url + "stream.mjpg", timeout=5) as stream:
+            assert stream.readline().strip() == b"--edgeloc-frame"  # the newest frame at once
+            assert _settles(lambda: server.viewers == 1)
+            server.publish(np.full((24, 32, 3), 150, np.uint8))
+            assert abs(snapshot() - 150) < 3
+    finally:
+        server.stop()
 
 
 def _has_ipv6_loopback() -> bool:

@@ -14,13 +14,16 @@ import pytest
 from benchmarks import _hostile
 from benchmarks._mutants import classify, difference, fuzz, mutants
 from benchmarks._sealed import sealed_copy
-from runtime import Localizer, infer
+from runtime import Localizer, infer, webcam
 from runtime.errors import ModelError, UserError
 from runtime.integrity import DIGEST_KEY
+from runtime.models import DEFAULT_MODEL
+from runtime.sources import open_frames
 from tests import test_runtime_helpers as helpers
 from tests.test_runtime_helpers import write_images
 
 runtime_models = helpers.runtime_models  # the session fixture, shared by the runtime tests
+video_file = helpers.video_file
 
 
 def _image() -> np.ndarray:
@@ -136,6 +139,18 @@ def test_special_and_oversized_model_files_are_refused_before_reading(tmp_path):
         Localizer.load(tmp_path / "a")
 
 
+def test_a_folder_of_unreadable_images_ends_a_loop_after_one_pass(tmp_path, capsys):
+    junk = tmp_path / "junk"
+    write_images(junk, n=2, corrupt=(0, 1))
+    argv = ["--model", str(DEFAULT_MODEL), "--source", str(junk), "--loop", "--no-display",
+            "--json", "--threads", "1"]
+    box = _within(30, lambda: webcam.main(argv))  # it spun at one core, forever
+    assert box["value"] == 1
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["frames"] == 0 and summary["failed"] == 2
+    assert "none of the 2 images of the source could be read" in summary["ended_early"]
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/sys/vm/compact_memory"), reason="Linux only")
 def test_an_unreadable_model_is_a_one_line_error(tmp_path, capsys):
     image = write_images(tmp_path, n=1)[0]
@@ -200,3 +215,19 @@ def test_truncated_jpeg_and_pixel_limit_are_error_lines(tmp_path, capsys, runtim
     assert "error" not in lines[2] and lines[2]["width"] == 80
     assert infer.main([*argv[:2], str(small), "--max-pixels", "4799"]) == 1  # 80x60 = 4800
     assert "pass --max-pixels 4800" in capsys.readouterr().out
+
+
+def test_video_sources_over_the_pixel_limit_are_refused_before_a_frame_is_decoded(
+        video_file, capsys):
+    # 640x480 = 307200 pixels; six 8000x8000 MJPG frames took 750 MB before this check
+    argv = ["--model", str(DEFAULT_MODEL), "--source", str(video_file), "--no-display"]
+    assert webcam.main([*argv, "--max-pixels", "300000"]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert f"{video_file} is 640x480 (0.307 MP), over the 0.3 MP limit; pass --max-pixels " \
+        "307200" in err
+    assert webcam.main([*argv, "--max-pixels", "307200", "--max-frames", "1"]) == 0
+    source = open_frames(str(video_file), max_pixels=307200)
+    source.max_pixels = 300000  # a stream whose frames grew after it opened
+    frame = source.read()
+    source.close()
+    assert frame.image is None and "frame 0 is 640x480 (0.307 MP), over the" in frame.error

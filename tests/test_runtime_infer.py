@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import cv2
 import numpy as np
 
 from runtime import infer
+from runtime.models import DEFAULT_MODEL
 from tests import test_runtime_helpers as helpers
 from tests.test_runtime_helpers import BOX_XYXY, write_images
 
@@ -78,11 +80,16 @@ def test_infer_bad_arguments_exit_2(runtime_models, tmp_path, capsys):
             ["--model", model, str(images[0]), "--out", str(tmp_path / "no" / "r.jsonl")],
             "does not exist",
         ),
+        (  # the results are JSON lines whatever the name: a .csv of them is silently wrong
+            ["--model", model, str(images[0]), "--out", str(tmp_path / "r.csv")],
+            f"--out {tmp_path / 'r.csv'}: the results are JSON lines, not a .csv file; name "
+            "it r.jsonl",
+        ),
     ]
     for argv, message in cases:
         assert infer.main(argv) == 2, argv
         assert message in capsys.readouterr().err.replace("\n", ""), argv
-    assert not (tmp_path / "no").exists()
+    assert not (tmp_path / "no").exists() and not (tmp_path / "r.csv").exists()
 
 
 def test_infer_ends_quietly_when_its_reader_goes_away(runtime_models, tmp_path):
@@ -131,6 +138,37 @@ def test_infer_draws_a_pgm_input_as_png_beside_an_input_of_that_name(runtime_mod
     assert sorted(p.name for p in drawn.iterdir()) == ["g.pgm.png", "g.pgm_1.png"]
     assert cv2.imread(str(drawn / "g.pgm_1.png")).shape == (50, 70, 3)
     assert cv2.imread(str(drawn / "g.pgm.png")).shape == (40, 30, 3)
+
+
+def test_drawing_names_keep_every_own_name_and_each_line_names_its_drawing(tmp_path):
+    images = [write_images(tmp_path / "u1", n=1)[0].rename(tmp_path / "u1" / "a.jpg"),
+              write_images(tmp_path / "u2", n=1)[0].rename(tmp_path / "u2" / "a.jpg"),
+              write_images(tmp_path / "u3", n=1)[0].rename(tmp_path / "u3" / "a_1.jpg")]
+    drawn, out = tmp_path / "drawn", tmp_path / "r.jsonl"
+    assert [p.name for p in infer.draw_targets(images, drawn)] == ["a.jpg", "a_2.jpg", "a_1.jpg"]
+    options = ["--model", str(DEFAULT_MODEL), "--draw", str(drawn), "--out", str(out),
+               "--threads", "1"]
+    assert infer.main([*map(str, images), *options]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(x["image"], x["drawing"]) for x in lines] == [
+        (str(images[0]), str(drawn / "a.jpg")), (str(images[1]), str(drawn / "a_2.jpg")),
+        (str(images[2]), str(drawn / "a_1.jpg"))]
+    for image, line in zip(images, lines):  # each drawing is of its own image
+        assert cv2.imread(line["drawing"]).shape == cv2.imread(str(image)).shape
+    # a drawing that could not be made is null, never a path that holds nothing
+    broken = write_images(tmp_path / "u4", n=1, corrupt=(0,))[0]
+    assert infer.main([str(broken), *options]) == 1
+    assert json.loads(out.read_text().splitlines()[0])["drawing"] is None
+
+
+def test_a_name_that_is_not_utf8_is_drawn_without_reaching_opencv(tmp_path):
+    folder = tmp_path / "names"
+    bad = write_images(folder, n=1)[0].rename(folder / "bad\udcff.jpg")  # bytes b"bad\xff.jpg"
+    drawn = tmp_path / "drawn"
+    assert infer.main(["--model", str(DEFAULT_MODEL), str(folder), "--draw", str(drawn),
+                       "--out", str(tmp_path / "r.jsonl"), "--threads", "1"]) == 0
+    assert os.listdir(drawn) == [bad.name]
+    assert json.loads((tmp_path / "r.jsonl").read_text())["drawing"] == str(drawn / bad.name)
 
 
 def test_infer_refuses_empty_names(runtime_models, tmp_path, capsys, monkeypatch):

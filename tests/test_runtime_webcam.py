@@ -21,7 +21,8 @@ from runtime import webcam
 from runtime.errors import UserError
 from runtime.localizer import Result
 from runtime.overlay import BoxSmoother, HudValues, draw_result
-from runtime.saver import CONTAINERS, VideoSaver
+from runtime.models import DEFAULT_MODEL
+from runtime.saver import CONTAINERS, MIN_SIDE, VideoSaver, frames_held
 from runtime.serve import BOUNDARY, parse_address
 from runtime.sources import Capture, Frame, Source, open_frames
 from tests import test_runtime_helpers as helpers
@@ -209,8 +210,11 @@ def test_serve_address_parsing():
     assert parse_address("127.0.0.1:8080") == ("127.0.0.1", 8080)
     assert parse_address(":9000") == ("127.0.0.1", 9000)
     assert parse_address("[::1]:81") == ("::1", 81)
-    with pytest.raises(ValueError, match="HOST:PORT"):
-        parse_address("localhost")
+    for text in ("localhost", "127.0.0.1:\u00b2", "::1", "::1:8080"):  # "²": a digit to Python
+        with pytest.raises(UserError, match="HOST:PORT"):
+            parse_address(text)
+    with pytest.raises(UserError, match="an IPv6 address goes in brackets"):
+        parse_address("::1")
 
 
 def test_bad_inputs_exit_2_with_a_message(
@@ -230,11 +234,15 @@ def test_bad_inputs_exit_2_with_a_message(
         (["--smooth", "1"], "smoothing must be in [0, 1)"),
         (["--save", str(tmp_path / "no" / "out.mp4")], "does not exist"),
         (["--serve", "nonsense"], "HOST:PORT"),
+        (["--serve", "\u00fc" * 70 + ":8080"], "not a valid host name or address"),
+        (["--source", "\u00b2"], "source \u00b2 not found"),
+        (["--source", "9" * 20], f"no camera at index {'9' * 20} (indexes run 0..9999)"),
     ]
     for extra, message in cases:
         argv = ["--model", model, "--source", str(video_file), "--no-display", *extra]
         assert webcam.main(argv) == 2, extra
-        assert message in capsys.readouterr().err.replace("\n", ""), extra
+        err = capsys.readouterr().err
+        assert message in err.replace("\n", "") and "Traceback" not in err, extra
     for path, message in ((tmp_path / "missing.tflite", "not found"), (truncated, "TFLite model")):
         assert webcam.main(["--model", str(path), "--source", str(video_file), "--no-display"]) == 2
         assert message in capsys.readouterr().err.replace("\n", "")
@@ -407,6 +415,48 @@ def test_every_save_container_holds_every_frame(suffix, tmp_path):
     assert frames == 5
 
 
+@pytest.mark.parametrize("suffix", [".avi", ".mkv", ".mp4"])
+def test_tiny_frames_make_a_video_of_the_least_size_and_say_so(suffix, tmp_path, caplog):
+    # 4x4 and 5x5 frames corrupted the MJPG writer's heap (an abort): never written as such
+    for side in (4, 5):
+        saver = VideoSaver(tmp_path / f"s{side}{suffix}", 30.0)
+        for i in range(3):
+            assert saver.write(np.full((side, side, 3), 60 * i, np.uint8))
+        assert saver.close() == 3
+        cap = cv2.VideoCapture(str(tmp_path / f"s{side}{suffix}"))
+        size = cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
+        assert size == (16, 16)
+    # a 1x1 first image no longer makes a 1x1 video without a word
+    saver = VideoSaver(tmp_path / f"one{suffix}", 30.0)
+    with caplog.at_level("WARNING", logger="runtime.saver"):
+        for shape in ((1, 1, 3), (480, 640, 3), (480, 640, 3)):
+            assert saver.write(np.full(shape, 200, np.uint8))
+    assert saver.close() == 3 and MIN_SIDE == 16
+    assert "the first frame is only 1x1" in caplog.text
+    assert caplog.text.count("shrunk into the 16x16 video") == 1  # once, not per frame
+
+
+def test_names_that_are_not_utf8_never_reach_opencv(video_file, tmp_path, capsys):
+    """OpenCV segfaults on them: the video goes through an ASCII temporary name, a source
+    is refused with one line."""
+    out = tmp_path / "o\udcffut.avi"  # the bytes b"o\xffut.avi"
+    saver = VideoSaver(out, 30.0)
+    for i in range(3):
+        assert saver.write(np.full((48, 64, 3), 60 * i, np.uint8))
+    assert saver.close() == 3 and os.listdir(tmp_path) == [out.name]
+    assert frames_held(out.rename(tmp_path / "plain.avi"), 3) == 3
+    clip = tmp_path / "cl\udcffip.mp4"
+    clip.write_bytes(video_file.read_bytes())
+    with pytest.raises(UserError, match=r"cl\\xffip.mp4: its name is not UTF-8.*rename it"):
+        open_frames(str(clip))
+    argv = ["--model", str(DEFAULT_MODEL), "--no-display", "--source", str(video_file)]
+    saved = tmp_path / "o\udcffut.mkv"
+    assert webcam.main([*argv, "--save", str(saved), "--max-frames", "2"]) == 0
+    assert saved.stat().st_size > 0
+    assert webcam.main([*argv[:-1], str(clip)]) == 2
+    assert "rename it" in capsys.readouterr().err
+
+
 def _cut_avi(path: Path, frames: int = 30) -> Path:
     """An MJPG AVI cut in half, as an interrupted copy leaves it: its header still says
     ``frames`` frames, about half of them are there."""
@@ -476,6 +526,32 @@ def test_a_stalled_stream_ends_with_a_warning_and_exit_1(runtime_models):
     assert f"stream {server.url} stopped after" in err and "(stream stalled for " in err
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert 1 <= summary["frames"] <= 5 and "stream stalled for " in summary["ended_early"]
+
+
+def test_sigterm_stops_a_stream_that_is_still_opening(tmp_path):
+    """A stream that accepts the connection and never answers keeps OpenCV in its open for
+    30 s; SIGTERM ends the run at once, with SIGTERM's exit code, not after the timeout."""
+    tarpit = socket.socket()
+    tarpit.bind(("127.0.0.1", 0))
+    tarpit.listen(1)
+    tarpit.settimeout(60)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.webcam", "--model", str(DEFAULT_MODEL), "--no-display",
+         "--source", f"http://127.0.0.1:{tarpit.getsockname()[1]}/stream.mjpg"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        conn, _ = tarpit.accept()  # the run is past its set-up, opening the stream
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 143, err[-1500:]
+        assert time.perf_counter() - t0 < 5 and "Traceback" not in err
+        conn.close()
+    finally:
+        proc.kill()
+        tarpit.close()
 
 
 def test_empty_flags_are_refused_not_taken_as_the_current_folder(runtime_models, video_file,

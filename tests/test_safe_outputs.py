@@ -8,6 +8,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,8 +18,9 @@ import pytest
 
 from runtime import infer, webcam
 from runtime.errors import UserError
-from runtime.atomic import TMP_MARK, atomic_output, refuse_overwrite
-from runtime.saver import letterbox
+from runtime.atomic import TMP_MARK, atomic_output, refuse_overwrite, remove_leftovers
+from runtime.models import DEFAULT_MODEL
+from runtime.saver import VideoSaver, frames_held, letterbox
 from tests import test_runtime_helpers as helpers
 from tests.test_runtime_helpers import write_images
 
@@ -54,6 +56,35 @@ def test_infer_never_writes_over_its_inputs(runtime_models, tmp_path, capsys):
     assert _snapshot(photos) == before and not list(photos.glob(".*"))
 
 
+def test_infer_never_writes_its_results_over_a_drawing_or_through_stdout_into_an_input(
+        tmp_path, capsys, monkeypatch):
+    image = write_images(tmp_path / "photos", n=1)[0]
+    drawn = tmp_path / "drawn"
+    drawn.mkdir()
+    model = str(DEFAULT_MODEL)
+    # --out where --draw puts the image's drawing: one would silently replace the other
+    assert infer.main(["--model", model, str(image), "--out", str(drawn / image.name),
+                       "--draw", str(drawn)]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert f"--out {drawn / image.name} is where --draw writes the drawing of {image}" in err
+    assert list(drawn.iterdir()) == []
+    # `infer a.jpg >> a.jpg`: stdout is the input, opened by the shell
+    before = image.read_bytes()
+    with image.open("a") as appended:
+        monkeypatch.setattr(sys, "stdout", appended)
+        assert infer.main(["--model", model, str(image)]) == 2
+    assert image.read_bytes() == before
+    assert f"--out - (stdout) would overwrite the input {image}" in \
+        capsys.readouterr().err.replace("\n", "")
+    # `infer a.jpg --draw drawn > drawn/a.jpg`
+    with (drawn / image.name).open("w") as redirected:
+        monkeypatch.setattr(sys, "stdout", redirected)
+        assert infer.main(["--model", model, str(image), "--draw", str(drawn)]) == 2
+    assert f"stdout goes to {drawn / image.name}, where --draw writes the drawing" in \
+        capsys.readouterr().err.replace("\n", "")
+    assert (drawn / image.name).read_bytes() == b""
+
+
 def test_infer_replaces_other_files_atomically(runtime_models, tmp_path, capsys):
     images = write_images(tmp_path / "photos", n=2)
     out, drawn = tmp_path / "r.jsonl", tmp_path / "drawn"
@@ -87,6 +118,42 @@ def test_refuse_overwrite_and_atomic_output_helpers(tmp_path):
     with atomic_output("/dev/null", "--out") as fh:  # a device is written, never replaced
         fh.write("x")
     assert Path("/dev/null").is_char_device()
+
+
+def test_a_rewritten_file_keeps_its_permissions(tmp_path):
+    private = tmp_path / "private.jsonl"
+    private.write_text("old")
+    private.chmod(0o600)
+    with atomic_output(private, "--out") as fh:
+        fh.write("new")
+    assert private.read_text() == "new" and private.stat().st_mode & 0o777 == 0o600
+    video = tmp_path / "out.avi"
+    video.write_bytes(b"an old video")
+    video.chmod(0o640)
+    saver = VideoSaver(video, 30.0)
+    assert saver.write(np.zeros((48, 64, 3), np.uint8))
+    assert saver.close() == 1 and video.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_fifo_output_without_a_reader_fails_instead_of_hanging(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("runtime.atomic._FIFO_WAIT_S", 0.2)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match=f"--out {fifo} is a FIFO that nobody reads"):
+        with atomic_output(fifo, "--out") as fh:
+            fh.write("never")
+    image = str(write_images(tmp_path / "a", n=1)[0])
+    assert infer.main(["--model", str(DEFAULT_MODEL), image, "--out", str(fifo)]) == 2
+    assert time.perf_counter() - t0 < 10
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()  # a reader that comes a moment later is waited for
+    with atomic_output(fifo, "--out") as fh:
+        fh.write("x" * 100_000)  # more than a pipe holds: blocking writes, as before
+    reader.join(5)
+    assert got == ["x" * 100_000] and fifo.is_fifo()
+    assert "is a FIFO that nobody reads" in capsys.readouterr().err.replace("\n", "")
 
 
 @pytest.mark.slow
@@ -157,6 +224,73 @@ def test_save_keeps_every_frame_of_mixed_sizes(runtime_models, tmp_path, capsys)
         frames.append(got[1])
     assert len(frames) == 8 and {f.shape for f in frames} == {(240, 320, 3)}
     assert not list(tmp_path.glob(".*"))  # the temporary file was moved, not left
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc: nobody writes there")
+def test_save_through_a_symlink_into_an_unwritable_folder_fails_before_the_run(
+        video_file, tmp_path, capsys):
+    link = tmp_path / "link.avi"
+    link.symlink_to("/proc/edgeloc.avi")  # /proc takes no new file, even from root
+    frames: list = []
+    with pytest.raises(UserError, match="cannot create a file in folder /proc"):
+        webcam.run(DEFAULT_MODEL, str(video_file), save=link, display=False, threads=1,
+                   on_frame=lambda img, r: frames.append(1))
+    assert frames == [] and sorted(os.listdir(tmp_path)) == ["link.avi"]
+    argv = ["--model", str(DEFAULT_MODEL), "--source", str(video_file), "--no-display"]
+    assert webcam.main([*argv, "--save", str(link)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_video_that_cannot_be_committed_is_kept_where_no_cleanup_removes_it(tmp_path,
+                                                                              monkeypatch):
+    saver = VideoSaver(tmp_path / "out.avi", 30.0)
+    for i in range(3):
+        assert saver.write(np.full((48, 64, 3), 60 * i, np.uint8))
+
+    def refused(temp: Path, path: Path) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("runtime.saver.commit", refused)
+    with pytest.raises(UserError, match="the video is kept as .*out.unsaved-0.avi"):
+        saver.close()
+    kept = tmp_path / "out.unsaved-0.avi"
+    assert sorted(os.listdir(tmp_path)) == [kept.name]
+    assert remove_leftovers(tmp_path) == 0 and kept.exists()
+    assert frames_held(kept, 3) == 3
+
+
+def test_save_counts_the_frames_a_full_disk_cut_off(video_file, tmp_path, capsys, monkeypatch):
+    """A full disk: the writer patches its header with every frame it was handed, but the
+    last half of the file never reached the disk. The header is not taken for the truth."""
+    real = cv2.VideoWriter
+
+    class CutShort:
+        def __init__(self, path: str, *args):
+            self.path, self.writer = Path(path), real(path, *args)
+
+        def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+            return self.writer.isOpened()
+
+        def write(self, frame: np.ndarray) -> None:
+            self.writer.write(frame)
+
+        def release(self) -> None:
+            self.writer.release()
+            data = self.path.read_bytes()
+            self.path.write_bytes(data[: len(data) // 2])
+
+    monkeypatch.setattr(cv2, "VideoWriter", CutShort)
+    out = tmp_path / "out.avi"
+    argv = ["--model", str(DEFAULT_MODEL), "--source", str(video_file), "--no-display",
+            "--save", str(out), "--json", "--threads", "1"]
+    assert webcam.main(argv) == 1
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["frames"] == helpers.VIDEO_FRAMES
+    assert 0 < summary["written"] < helpers.VIDEO_FRAMES
+    assert summary["failures"] == {"not written": helpers.VIDEO_FRAMES - summary["written"]}
+    assert cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FRAME_COUNT) == helpers.VIDEO_FRAMES
+    assert f"holds {summary['written']} of the {helpers.VIDEO_FRAMES} frames" in captured.err
 
 
 def test_letterbox_keeps_the_aspect_ratio():
