@@ -106,14 +106,20 @@ def _variant(path: Path, kind: str, config: dict[str, Any] | None) -> Variant:
 def discover(path: str | Path, kind: str = "model") -> list[Variant]:
     """The model variants under ``path`` (run dir, models dir or file); UserError if none."""
     path = Path(path).expanduser()
+    flag = "--extra" if kind == "extra" else "--model"
     if not path.exists():
         raise UserError(
-            f"--model {path} not found; pass a run directory, a folder of .tflite/.onnx "
+            f"{flag} {path} not found; pass a run directory, a folder of .tflite/.onnx "
             "files or one model file"
+        )
+    if not path.is_file() and not path.is_dir():  # iterdir() was a NotADirectoryError traceback
+        raise UserError(
+            f"{flag} {path} is not a file or folder (a FIFO, socket or device); pass a model "
+            "file or a folder of them"
         )
     if path.is_file():
         if path.suffix.lower() not in MODEL_SUFFIXES:
-            raise UserError(f"--model {path} is not a .tflite, .onnx or .keras file")
+            raise UserError(f"{flag} {path} is not a .tflite, .onnx or .keras file")
         return [_variant(path, kind, _run_config(path.parent))]
     config = _run_config(path)
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES)

@@ -38,9 +38,16 @@ from typing import Any
 import numpy as np
 
 from runtime import atomic
+from runtime.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINES = ("python-jpeg", "python-cached", "tf")
+# Flag bounds. Past them a run fills the disk (--images: about 20 kB a JPEG), allocates a
+# batch of (B, S, S, 3) beyond memory, asks tf.data for thousands of threads or never ends
+# (--seconds inf: each cell ran to its 30-minute timeout, which --seconds must leave room
+# for the cache pass within).
+MAX_IMAGES, MAX_IMAGE_SIZE, MAX_BATCH, MAX_THREADS = 200_000, 1024, 1024, 256
+MAX_SECONDS, MAX_STEPS, MAX_DEVICES = 600.0, 100_000, 64
 
 
 # ---------------------------------------------------------------------------------- dataset
@@ -49,8 +56,14 @@ def generate(folder: Path, count: int, width: int = 320, height: int = 240, seed
     import cv2
 
     labels = folder / "labels.csv"
-    if labels.is_file() and sum(1 for _ in labels.open()) == count:
-        return labels
+    if labels.is_file():
+        with labels.open(encoding="utf-8", errors="replace") as fh:
+            first = fh.readline()
+            n = bool(first) + sum(1 for _ in fh)
+        if first and not first.startswith("images/000000.jpg,"):  # someone's own labels: never replace them
+            raise UserError(f"{labels} is not a generated benchmark set; pass another --data-dir")
+        if n == count:
+            return labels
     (folder / "images").mkdir(parents=True, exist_ok=True)
 
     def one(i: int) -> str:
@@ -221,6 +234,58 @@ def _machine() -> dict[str, Any]:
             "tensorflow": next(reversed(versions.values()), "not installed")}
 
 
+def _bounded(flag: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:  # NaN too
+        raise UserError(f"{flag} must be {low:g}-{high:g}, got {value:g}")
+
+
+def check_flags(args: argparse.Namespace) -> tuple[list[int], list[str]]:
+    """The --threads and --pipelines lists; UserError naming the first bad flag (before the
+    dataset is generated: a bad value was a traceback after it, or a cell mislabelled)."""
+    _bounded("--images", args.images, 1, MAX_IMAGES)
+    _bounded("--image-size", args.image_size, 16, MAX_IMAGE_SIZE)
+    _bounded("--batch-size", args.batch_size, 1, MAX_BATCH)
+    _bounded("--seconds", args.seconds, 0.1, MAX_SECONDS)
+    _bounded("--train-steps", args.train_steps, 1, MAX_STEPS)
+    _bounded("--devices", args.devices, 1, MAX_DEVICES)
+    try:
+        threads = [int(t) for t in args.threads.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--threads {args.threads!r} must be comma-separated integers, e.g. 1,2") from None
+    # 0 is tf.data's "as many as there are cores": measured as every core, shown as 0
+    if not threads or not all(1 <= t <= MAX_THREADS for t in threads):
+        raise UserError(f"--threads {args.threads!r} must list thread counts 1-{MAX_THREADS}, e.g. 1,2")
+    pipelines = [name.strip() for name in args.pipelines.split(",") if name.strip()]
+    bad = [name for name in pipelines if name not in PIPELINES] or ([] if pipelines else [""])
+    if bad:  # an unknown name was measured as the python path under its own name
+        raise UserError(f"unknown pipeline {bad[0]!r}; valid: {', '.join(PIPELINES)}")
+    from data.augment import AUGMENTS
+
+    if args.augment not in AUGMENTS:  # every cell failed with the same error
+        raise UserError(f"unknown augmentation profile {args.augment!r}; valid: {', '.join(AUGMENTS)}")
+    return list(dict.fromkeys(threads)), list(dict.fromkeys(pipelines))
+
+
+def check_outputs(args: argparse.Namespace, folder: Path) -> None:
+    """UserError when --out or --markdown would replace the generated data, each other, or
+    cannot be written; --data-dir must be a folder."""
+    for parent in (folder, *folder.parents):
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"--data-dir {args.data_dir}: {parent} is a file, not a folder; pass a folder")
+    outs = [Path(args.out)] + ([Path(args.markdown)] if args.markdown else [])
+    if len(outs) == 2 and outs[0].resolve() == outs[1].resolve():
+        raise UserError(f"--out and --markdown are the same file {args.out}; pass two names")
+    for out, flag in zip(outs, ("--out", "--markdown")):
+        if out.is_dir():
+            raise UserError(f"{flag} {out} is a folder; pass a file name such as {out / 'results.json'}")
+        atomic.refuse_overwrite([out], [], flag, folders=[folder])
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"cannot create the folder of {flag} {out}: {err.strerror or err}; "
+                            "pass a path in a writable folder") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.input_pipeline",
                                 description=__doc__.split("\n")[0])
@@ -244,8 +309,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(CELLS[spec["kind"]](spec)))
         return 0
     folder = Path(args.data_dir).expanduser() / f"{args.images}"
-    t0 = time.perf_counter()
-    labels = generate(folder, args.images)
+    try:
+        args.threads, args.pipelines = check_flags(args)
+        check_outputs(args, folder)
+        t0 = time.perf_counter()
+        labels = generate(folder, args.images)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"dataset: {labels} ({time.perf_counter() - t0:.0f} s)", flush=True)
     common = {"labels": str(labels), "image_size": args.image_size, "batch_size": args.batch_size,
               "augment": args.augment, "seconds": args.seconds}
@@ -254,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": _machine(), "images": args.images, "jpeg_size": "320x240",
         "image_size": args.image_size, "batch_size": args.batch_size, "augment": args.augment,
         "input": [], "train": []}
-    for pipeline in args.pipelines.split(","):
-        for threads in (int(t) for t in args.threads.split(",")):
+    for pipeline in args.pipelines:
+        for threads in args.threads:
             cell = run_cell({"kind": "input", "pipeline": pipeline, "threads": threads, **common})
             print(json.dumps(cell), flush=True)
             results["input"].append(cell)
@@ -265,7 +336,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(cell), flush=True)
         results["train"].append(cell)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out, results)
     text = markdown(results)
     if args.markdown:

@@ -44,6 +44,14 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
+# More threads than any board we target has cores: --threads 100000 was passed on as is,
+# asking each backend for that many OS threads.
+MAX_THREADS = 256
+# A million calls of even a 0.1 ms model is 100 s a cell; past that a cell only meets
+# --cell-timeout. --repeat re-measures the whole matrix: 100 is far beyond a timing check.
+MAX_RUNS, MAX_REPEAT = 1_000_000, 100
+
+
 def default_threads() -> list[int]:
     """1, 2 and 4 threads, as far as this machine has cores (plus its core count)."""
     cores = (
@@ -73,8 +81,8 @@ def parse_threads(text: str | None) -> list[int]:
         raise UserError(
             f"--threads {text!r} must be comma-separated integers, e.g. 1,2,4"
         ) from None
-    if not values or min(values) < 1:
-        raise UserError(f"--threads {text!r} must list thread counts >= 1")
+    if not values or min(values) < 1 or max(values) > MAX_THREADS:
+        raise UserError(f"--threads {text!r} must list thread counts 1-{MAX_THREADS}, e.g. 1,2,4")
     return list(dict.fromkeys(values))
 
 
@@ -116,10 +124,20 @@ def run(
     if not 0 < cell_timeout < math.inf or not 0 <= max_iou_drop <= 1:
         raise UserError("--cell-timeout must be a positive number of seconds and --max-iou-drop "
                         f"within 0-1, got {cell_timeout:g} and {max_iou_drop:g}")
+    if seconds is not None and seconds >= cell_timeout:  # every cell was abandoned, none timed
+        raise UserError(f"--seconds {seconds:g} must be below --cell-timeout {cell_timeout:g}; "
+                        "lower --seconds or raise --cell-timeout")
+    for flag, value, cap in (("--runs", runs, MAX_RUNS), ("--warmup", warmup, MAX_RUNS),
+                             ("--repeat", repeat, MAX_REPEAT)):
+        if value is not None and value > cap:  # each cell ran to --cell-timeout, then was dropped
+            raise UserError(f"{flag} {value} is more than {cap}; for a long timing pass --seconds")
     if eval_size < 1:
         raise UserError(f"--eval-size must be at least 1, got {eval_size}")
     if video and not Path(video).is_file():
-        raise UserError(f"--video {video} not found; pass a video file (e.g. an .mp4)")
+        what = "is not a regular file" if Path(video).exists() else "not found"
+        raise UserError(f"--video {video} {what}; pass a video file (e.g. an .mp4)")
+    if video and video_frames < 1:  # 0 read no frame: the cell said "fewer than 4 frames"
+        raise UserError(f"--video-frames must be at least 1, got {video_frames}")
     fmt_set = _parse_list(formats, _plan.FORMATS, "format")
     prec_set = _parse_list(precisions, _plan.PRECISIONS, "precision")
     backend_set = _parse_list(backends, _plan.backend_names(installed=True), "backend")
@@ -298,6 +316,24 @@ def input_files(args: argparse.Namespace) -> list[Path]:
     return files
 
 
+def writable_folder(folder: Path, *, create: bool) -> None:
+    """Check (and with ``create``, make) the results folder before measuring; UserError if
+    it cannot hold the results (found after measuring, that was a traceback that threw the
+    measurements away)."""
+    file = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if file is not None:  # mkdir said "File exists"
+        raise UserError(f"--out folder {folder}: {file} is a file, not a folder; pass --out in a folder")
+    try:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the --out folder {folder}: {err.strerror or err}; "
+                        "pass --out in a writable folder") from None
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == Path(p.anchor))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"the --out folder {existing} is not writable; pass --out in a writable folder")
+
+
 def _data(args: argparse.Namespace) -> list[Path]:
     return [Path(args.eval_dir).expanduser()] if args.eval_dir else []
 
@@ -317,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if out is not None:  # before measuring: never write over a model, data or video
             refuse_overwrite(_output.output_paths(out), input_files(args), folders=_data(args))
+        writable_folder((out or _output.default_out("device")).parent, create=out is not None)
         with _output.progress(console) as bar:
             results = run(
                 args.model,

@@ -388,6 +388,8 @@ def test_user_errors_exit_2(tmp_path, capsys):
     empty.mkdir()
     (empty / "notes.txt").write_text("no models here")
     (empty / "notes.json").write_text("{}")  # e.g. a model's contract sidecar: an input
+    fifo = tmp_path / "fifo.tflite"
+    os.mkfifo(fifo)
     cases = [
         (["--model", str(empty)], "nothing to benchmark"),
         (["--model", str(tmp_path / "missing")], "not found"),
@@ -398,6 +400,17 @@ def test_user_errors_exit_2(tmp_path, capsys):
         (["--model", str(empty), "--seconds", "nan"], "--seconds"),  # timed cells to the run cap
         (["--model", str(empty), "--cell-timeout", "nan"], "--cell-timeout"),  # was a traceback
         (["--model", str(empty), "--eval-size", "-1"], "--eval-size must be at least 1"),  # exit 0
+        (["--model", str(fifo)], "is not a file or folder"),  # NotADirectoryError traceback
+        (["--model", str(empty), "--threads", "100000"], "thread counts 1-256"),  # 100000 OS threads
+        (["--model", str(empty), "--video", str(fifo)], "--video"),  # said "not found"
+        # 0 frames read no frame: every cell failed with "fewer than 4 frames"
+        (["--model", str(empty), "--video", str(empty / "notes.txt"), "--video-frames", "0"],
+         "--video-frames must be at least 1"),
+        (["--model", str(empty), "--seconds", "700"], "below --cell-timeout"),  # every cell abandoned
+        (["--model", str(empty), "--runs", "1000000000000"], "--runs 1000000000000 is more than"),
+        (["--model", str(empty), "--repeat", "1000000"], "--repeat 1000000 is more than"),
+        # found after measuring, these were tracebacks that threw the measurements away
+        (["--model", str(empty), "--out", str(empty / "notes.txt" / "r.json")], "is a file, not a folder"),
     ]
     for argv, message in cases:
         capsys.readouterr()

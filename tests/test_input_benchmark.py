@@ -3,7 +3,9 @@ its boxes, and the report renders measured and failed cells."""
 
 from __future__ import annotations
 
-from benchmarks.input_pipeline import generate, markdown
+import pytest
+
+from benchmarks.input_pipeline import generate, main, markdown
 from data.catalog import get_source
 
 
@@ -32,3 +34,56 @@ def test_report_tables_show_measured_and_failed_cells():
     assert "| tf | 2 | 2000 | 1100 | 3.2 | 900 |" in text
     assert "| python-jpeg | 1 | error: exit 1: boom | | | |" in text
     assert "| mirrored | 2 | 61 | 40 |" in text and "AMD EPYC, 2 cores" in text
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--threads", "a"], "must be comma-separated integers"),  # was a traceback after generating
+    (["--threads", "0"], "thread counts 1-256"),  # tf.data's 0 = every core, shown as 0
+    (["--pipelines", "foo"], "unknown pipeline 'foo'"),  # measured the python path as "foo"
+    (["--augment", "bogus"], "valid: none, basic"),  # every cell failed alike
+    (["--seconds", "inf"], "--seconds must be"),  # each cell ran to its 30-minute timeout
+    (["--seconds", "nan"], "--seconds must be"),
+    (["--images", "0"], "--images must be"),
+    (["--images", "-5"], "--images must be"),
+    (["--batch-size", "99999999"], "--batch-size must be"),  # a (B, S, S, 3) batch past memory
+    (["--train-steps", "0"], "--train-steps must be"),
+    (["--devices", "0"], "--devices must be"),
+])
+def test_bad_flags_exit_2_before_generating(tmp_path, capsys, flags, message):
+    data = tmp_path / "data"
+    assert main(["--data-dir", str(data), "--images", "2", "--out", str(tmp_path / "r.json"),
+                 *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not data.exists() and not (tmp_path / "r.json").exists()
+
+
+def test_outputs_never_replace_the_data_or_each_other(tmp_path, capsys):
+    data = tmp_path / "data"
+    labels = generate(data / "2", 2)
+    before = labels.read_bytes()
+    base = ["--data-dir", str(data), "--images", "2"]
+    for flags, message in (
+        (["--out", str(labels)], "is a file of the input data"),
+        (["--out", str(tmp_path / "r.json"), "--markdown", str(data / "2" / "images" / "000000.jpg")],
+         "is a file of the input data"),
+        (["--out", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.json")], "same file"),
+        (["--out", str(tmp_path)], "is a folder"),
+        (["--out", str(labels / "r.json")], "cannot create the folder of --out"),
+    ):
+        assert main([*base, *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (flags, err)
+    assert labels.read_bytes() == before
+    assert main(["--data-dir", str(labels), "--images", "2"]) == 2  # a file: was NotADirectoryError
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_users_own_labels_csv_is_never_replaced(tmp_path, capsys):
+    own = tmp_path / "data" / "3" / "labels.csv"  # --data-dir at a user's dataset folder
+    own.parent.mkdir(parents=True)
+    own.write_text("image,bbox,label\nme.jpg,\"[1, 2, 3, 4]\",face\n")
+    before = own.read_bytes()
+    assert main(["--data-dir", str(tmp_path / "data"), "--images", "3", "--out", str(tmp_path / "r.json")]) == 2
+    assert "not a generated benchmark set" in capsys.readouterr().err
+    assert own.read_bytes() == before and not (own.parent / "images").exists()

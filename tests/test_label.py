@@ -39,6 +39,7 @@ def test_label_cli_writes_the_csv_layout_and_reports(
     assert "none.jpg" in printed and "no detection" in printed  # zero-detection image reported
     assert "two.png" in printed and "2 detections" in printed
     assert "readme.jpg" in printed
+    assert "not readable: it is not an" in printed  # the reader's reason, not a bare "unreadable"
     rows = list(csv.reader(out.read_text().splitlines()))
     assert rows[0] == ["image", "bbox", "label"]
     assert len(rows) == 2 and rows[1][0] == "photos/one.jpg" and rows[1][2] == "face"
@@ -75,9 +76,30 @@ def test_label_cli_user_mistakes_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     assert exc.value.code == 2
 
 
+def test_label_cli_path_mistakes_name_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              face_folder: Path) -> None:
+    photo = face_folder / "one.jpg"
+    before = photo.read_bytes()
+    # --images a file: it exists, so "does not exist" was wrong
+    assert main(["--images", str(photo), "--cascade", "frontalface", "--out", str(tmp_path / "l.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a folder" in err and "Traceback" not in err
+    # --out under a path that cannot be a folder: was a FileNotFoundError traceback from mkdir
+    out = photo / "labels.csv"
+    assert main(["--images", str(face_folder), "--cascade", "frontalface", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the folder of --out" in err and "Traceback" not in err
+    assert photo.read_bytes() == before
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--scale-factor", "nan"], "--scale-factor must be above 1"),  # was a cv2.error traceback
     (["--scale-factor", "1"], "--scale-factor must be above 1"),
+    (["--scale-factor", "1.0001"], "--scale-factor must be above 1"),  # ~10 s a photo: looked hung
+    (["--min-size", "99999999999"], "--min-size must be 1-"),  # was a cv2.error traceback
+    (["--min-size", "0"], "--min-size must be 1-"),
+    (["--min-neighbors", "99999999999"], "--min-neighbors must be 0-"),  # cv2.error: not a C int
+    (["--min-neighbors", "-1"], "--min-neighbors must be 0-"),
     (["--label", "none"], "'none' is the no-object class"),  # wrote rows training refuses
     (["--label", " "], "cannot name an object"),
 ])

@@ -87,7 +87,8 @@ def run(
     """Label every image under ``images`` and write the CSV to ``out``."""
     images, out = Path(images), Path(out)
     if not images.is_dir():
-        raise ValueError(f"image folder {images} does not exist; pass --images DIR")
+        what = "is not a folder" if images.exists() else "does not exist"
+        raise ValueError(f"image folder {images} {what}; pass --images DIR (a folder of photos)")
     files = list_images(images, recursive=True)
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTS)}) under {images}")
@@ -97,7 +98,11 @@ def run(
     detector = load_cascade(cascade)
     label = label or CASCADES[cascade][1]
     report = LabelReport(out=out, images=images, total=len(files))
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:  # before the (slow) labelling: a bad --out folder must not cost the run
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the folder of --out {out}: {err.strerror or err}; "
+                        "pass a path in a writable folder") from None
     rows: list[list[str]] = []
     track = _progress(files, progress)
     for path in track:
@@ -154,7 +159,8 @@ def print_report(report: LabelReport, *, largest: bool, keep_empty: bool) -> Non
 
     problems = [(rel(p), "no detection", "written as negative" if keep_empty else "skipped") for p in report.zero]
     problems += [(rel(p), f"{n} detections", "largest kept" if largest else "skipped") for p, n in report.several]
-    problems += [(rel(p), "not a readable image", "skipped") for p, _ in report.unreadable]
+    # the reader's reason (truncated, unknown format...) says what to fix; the path is column 1
+    problems += [(rel(p), "not readable: " + why.replace(p, "it"), "skipped") for p, why in report.unreadable]
     problems += [(repr(rel(p)), "name not UTF-8", "skipped; rename it") for p in report.bad_names]
     if problems:
         table = Table(title=f"images to check ({len(problems)})", caption=f"paths relative to {report.images}")
@@ -178,6 +184,25 @@ def print_report(report: LabelReport, *, largest: bool, keep_empty: bool) -> Non
     console.print(summary)
 
 
+# Flag bounds. A scale step under 1.01 multiplies the cascade's pyramid levels (1.0001: over
+# 10 s a photo, a run that looks hung; six 500 px photos take 7.7 s at 1.01, 1.5 s at the
+# default 1.1); a --min-size or --min-neighbors past a C int was a cv2.error traceback.
+MIN_SCALE_FACTOR, MAX_SCALE_FACTOR = 1.01, 100.0
+MAX_MIN_SIZE, MAX_MIN_NEIGHBORS = 100_000, 10_000
+
+
+def _bad_flag(args: argparse.Namespace) -> str | None:
+    """The message for an out-of-range cascade flag, or None when all are usable."""
+    if not MIN_SCALE_FACTOR <= args.scale_factor <= MAX_SCALE_FACTOR:  # NaN too
+        return (f"--scale-factor must be above 1, within {MIN_SCALE_FACTOR:g}-{MAX_SCALE_FACTOR:g} "
+                f"(got {args.scale_factor:g}); the default 1.1 suits most photos")
+    if not 1 <= args.min_size <= MAX_MIN_SIZE:
+        return f"--min-size must be 1-{MAX_MIN_SIZE} pixels (got {args.min_size}); the default is 30"
+    if not 0 <= args.min_neighbors <= MAX_MIN_NEIGHBORS:
+        return f"--min-neighbors must be 0-{MAX_MIN_NEIGHBORS} (got {args.min_neighbors}); the default is 5"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(prog="python -m train.label", description=__doc__.split("\n\n")[0])
@@ -188,12 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-empty", action="store_true", help="write images without detection as negatives")
     parser.add_argument("--label", help="class name to write (default: face or cat, from the cascade)")
     parser.add_argument("--min-size", type=int, default=30, help="smallest box side in pixels (default 30)")
-    parser.add_argument("--scale-factor", type=float, default=1.1, help="cascade scale step (default 1.1)")
+    parser.add_argument("--scale-factor", type=float, default=1.1, help="cascade scale step, 1.01-100 (default 1.1)")
     parser.add_argument("--min-neighbors", type=int, default=5, help="cascade minNeighbors (default 5)")
     args = parser.parse_args(argv)
-    if not 1.0 < args.scale_factor < 100 or args.min_size < 1 or args.min_neighbors < 0:  # NaN too
-        print("error: --scale-factor must be above 1 (and finite), --min-size >= 1, --min-neighbors >= 0",
-              file=sys.stderr)
+    bad = _bad_flag(args)
+    if bad:
+        print(f"error: {bad}", file=sys.stderr)
         return 2
     if args.label is not None and args.label.strip().lower() in ("", "none"):
         print(f"error: --label {args.label!r} cannot name an object ('none' is the no-object class); "
