@@ -144,16 +144,26 @@ def read_image(path: str | Path, *, bgr: bool = False,
     return decode_image(read_bytes(path), name=str(path), bgr=bgr, max_pixels=max_pixels)
 
 
+def pixel_limit_error(name: str, width: int, height: int, max_pixels: int | None) -> str | None:
+    """The one-line refusal of a ``width`` x ``height`` image or frame over ``max_pixels``
+    (None: within it, or no limit). Shared by the image reader and the video sources."""
+    pixels = width * height
+    if max_pixels is None or pixels <= max_pixels:
+        return None
+    shown = f"{pixels / 1e6:.0f}" if pixels >= 1e6 else f"{pixels / 1e6:.3g}"
+    return (f"{name} is {width}x{height} ({shown} MP), over the {max_pixels / 1e6:g} MP limit; "
+            f"pass --max-pixels {pixels} to allow it")
+
+
 def decode_image(data: bytes, *, name: str = "image", bgr: bool = False,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode image bytes under the module's policy; ``name`` goes into error messages."""
     if not data:
         raise ImageError(f"{name} is empty (0 bytes)")
     fmt, mode, (width, height), orientation = _header(data, name)
-    if max_pixels is not None and width * height > max_pixels:
-        raise ImageError(
-            f"{name} is {width}x{height} ({width * height / 1e6:.0f} MP), over the "
-            f"{max_pixels / 1e6:g} MP limit; pass --max-pixels {width * height} to allow it")
+    too_big = pixel_limit_error(name, width, height, max_pixels)
+    if too_big:
+        raise ImageError(too_big)
     if fmt == "TIFF" and orientation != 1:
         data = tiff_orientation_cleared(data, name)
     image = _decode_strict(data, fmt, mode, name)  # (H, W, 3) BGR, as stored
@@ -299,5 +309,5 @@ def _decode_pillow(data: bytes, name: str) -> np.ndarray:
 
 
 __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTS", "MAX_JPEG_SCANS", "ImageError", "decode_image",
-           "image_size", "is_image_name", "jpeg_roundtrip", "list_images", "orientation", "read_bytes",
-           "read_image", "starts_like_image"]
+           "image_size", "is_image_name", "jpeg_roundtrip", "list_images", "orientation",
+           "pixel_limit_error", "read_bytes", "read_image", "starts_like_image"]

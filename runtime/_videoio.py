@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 
+from data.images import pixel_limit_error
 from runtime.errors import UserError
 
 T = TypeVar("T")
@@ -80,17 +81,6 @@ def in_thread(call: Callable[[], T], cleanup: Callable[[T], None]) -> T:
     return box["value"]
 
 
-def too_big(width: int, height: int, max_pixels: int | None) -> bool:
-    """Whether a width x height frame is over ``max_pixels`` (None: no limit)."""
-    return max_pixels is not None and width * height > max_pixels
-
-
-def pixels_error(what: str, width: int, height: int, max_pixels: int) -> str:
-    """The one-line refusal of a frame over --max-pixels (as data.images words it)."""
-    return (f"{what} is {width}x{height} ({width * height / 1e6:.3g} MP), over the "
-            f"{max_pixels / 1e6:g} MP limit; pass --max-pixels {width * height} to allow it")
-
-
 def connect(target: int | str, live: bool,
             max_pixels: int | None) -> tuple[cv2.VideoCapture, np.ndarray]:
     """Open ``target`` and read its first frame; one-line errors, the capture released."""
@@ -111,18 +101,20 @@ def connect(target: int | str, live: bool,
         # From the header, before a frame is decoded (an 8000x8000 MJPG is 192 MB a frame).
         width, height = (int(cap.get(prop)) for prop in (cv2.CAP_PROP_FRAME_WIDTH,
                                                          cv2.CAP_PROP_FRAME_HEIGHT))
-        if too_big(width, height, max_pixels):
-            raise UserError(pixels_error(what, width, height, max_pixels))
+        too_big = pixel_limit_error(what, width, height, max_pixels)
+        if too_big:
+            raise UserError(too_big)
         ok, first = cap.read()
         if not ok or first is None:
             raise UserError(f"{what} opened but gave no frame; it is not a readable video source")
         height, width = first.shape[:2]
-        if too_big(width, height, max_pixels):
-            raise UserError(pixels_error(what, width, height, max_pixels))
+        too_big = pixel_limit_error(what, width, height, max_pixels)
+        if too_big:
+            raise UserError(too_big)
         return cap, first
     except BaseException:
         cap.release()
         raise
 
 
-__all__ = ["connect", "in_thread", "opencv_name", "pixels_error", "too_big"]
+__all__ = ["connect", "in_thread", "opencv_name"]

@@ -169,7 +169,7 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _identity(path: str | Path | int) -> tuple[int, int] | None:
+def identity(path: str | Path | int) -> tuple[int, int] | None:
     """(device, inode) of a path or of an open file descriptor (stdout); None if gone."""
     try:
         info = os.fstat(path) if isinstance(path, int) else Path(path).stat()
@@ -209,13 +209,13 @@ def refuse_overwrite(
                     )
     seen: dict[tuple[int, int], Path] = {}
     for item in inputs:
-        key = _identity(Path(item))
+        key = identity(Path(item))
         if key is not None:
             seen.setdefault(key, Path(item))
     if not seen:
         return
     for target in targets:
-        key = _identity(target)
+        key = identity(target)
         if key in seen:
             source = seen[key]
             same = isinstance(target, int) or Path(target) == source
@@ -332,6 +332,7 @@ __all__ = [
     "TMP_MARK",
     "atomic_output",
     "commit",
+    "identity",
     "refuse_overwrite",
     "remove_leftovers",
     "scratch_dir",

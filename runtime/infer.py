@@ -42,7 +42,7 @@ from runtime.contract import sidecar_path
 from runtime.errors import ModelError, UserError
 from runtime.localizer import Localizer
 from runtime.overlay import draw_result
-from runtime.atomic import atomic_output, refuse_overwrite
+from runtime.atomic import atomic_output, identity, refuse_overwrite
 from runtime.paths import check_output_file, check_output_folder, stat_path
 
 log = logging.getLogger(__name__)
@@ -358,12 +358,10 @@ def _stdout_fd() -> int | None:
 
 def _same_file(out: Path | int, drawing: Path) -> bool:
     """Whether ``out`` (a path or an open descriptor) is the file ``drawing`` names."""
-    try:
-        a = os.fstat(out) if isinstance(out, int) else os.stat(out)
-        b = os.stat(drawing)
-    except (OSError, ValueError):  # one is not there yet: compare the names they resolve to
+    a, b = identity(out), identity(drawing)
+    if a is None or b is None:  # one is not there yet: compare the names they resolve to
         return not isinstance(out, int) and os.path.realpath(out) == os.path.realpath(drawing)
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    return a == b
 
 
 def _refuse_drawing_over(out: Path | int, images: list[Path], drawings: list[Path]) -> None:

@@ -88,10 +88,9 @@ class MjpegServer:
         self.refused = 0  # connections closed for the caps
         self._cond = threading.Condition()
         self._jpeg: bytes | None = None
-        self._seq = 0  # the stream's frame number: published frames that were encoded
         self._raw: np.ndarray | None = None  # the newest published frame, maybe not encoded
         self._raw_seq = 0  # published frames
-        self._jpeg_raw_seq = 0  # which of them self._jpeg shows
+        self._jpeg_seq = 0  # which of them self._jpeg shows: the stream's frame number
         self._stats: dict[str, Any] = {}
         self._closed = False
         self.viewers = 0
@@ -168,19 +167,18 @@ class MjpegServer:
             return None
         jpeg = buf.tobytes()
         with self._cond:
-            if seq > self._jpeg_raw_seq:  # a snapshot request may have encoded a newer one
-                self._jpeg, self._jpeg_raw_seq = jpeg, seq
-                self._seq += 1
+            if seq > self._jpeg_seq:  # a snapshot request may have encoded a newer one
+                self._jpeg, self._jpeg_seq = jpeg, seq
                 self._cond.notify_all()
         return jpeg
 
     def next_frame(self, seen: int, timeout: float = 1.0) -> tuple[int, bytes | None]:
         """Block until a frame newer than ``seen`` exists: (seq, jpeg); jpeg None when closed."""
         with self._cond:
-            self._cond.wait_for(lambda: self._seq > seen or self._closed, timeout)
+            self._cond.wait_for(lambda: self._jpeg_seq > seen or self._closed, timeout)
             if self._closed:
                 return seen, None
-            return self._seq, self._jpeg if self._seq > seen else b""
+            return self._jpeg_seq, self._jpeg if self._jpeg_seq > seen else b""
 
     def _count_viewer(self, delta: int) -> bool:
         """Add (+1) or remove (-1) a stream viewer; False when +1 would pass the cap."""
@@ -211,7 +209,7 @@ class MjpegServer:
         a snapshot is never older than the last frame); None before the first frame."""
         with self._cond:
             raw, seq, jpeg = self._raw, self._raw_seq, self._jpeg
-            fresh = seq == self._jpeg_raw_seq
+            fresh = seq == self._jpeg_seq
         if raw is None or fresh:
             return jpeg
         return self._encode(raw, seq) or jpeg

@@ -22,9 +22,9 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
-from data.images import (DEFAULT_MAX_PIXELS, IMAGE_EXTS, ImageError, list_images, read_image,
-                         starts_like_image)
-from runtime._videoio import connect, in_thread, opencv_name, pixels_error, too_big
+from data.images import (DEFAULT_MAX_PIXELS, IMAGE_EXTS, ImageError, list_images,
+                         pixel_limit_error, read_image, starts_like_image)
+from runtime._videoio import connect, in_thread, opencv_name
 from runtime.errors import UserError
 from runtime.paths import stat_path
 
@@ -159,8 +159,8 @@ class CaptureSource(Source):
         self._index += 1
         self._last_frame = time.monotonic()
         height, width = image.shape[:2]
-        if too_big(width, height, self.max_pixels):  # the stream changed its resolution
-            error = pixels_error(f"frame {self._index - 1}", width, height, self.max_pixels)
+        error = pixel_limit_error(f"frame {self._index - 1}", width, height, self.max_pixels)
+        if error:  # the stream changed its resolution
             return Frame(self._index - 1, None, str(self.target), error)
         return Frame(self._index - 1, image, str(self.target))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -72,6 +72,17 @@ def test_recipe_flags_seeds_and_groups_end_to_end(tmp_path: Path, write_image: C
     assert again["runs"][0]["sets"] == doc["runs"][0]["sets"]
 
 
+def _refused_before_training(tmp_path: Path, write_image: Callable[..., Path],
+                             capsys: pytest.CaptureFixture, *flags: str) -> Any:
+    """Run the benchmark on six faces with ``flags``: exit 2, no traceback, no --out folder."""
+    faces = faces_folder(tmp_path / "faces", write_image, n=6)
+    assert main(["--faces-dir", str(faces), *flags, "--out", str(tmp_path / "out")]) == 2
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+    assert not (tmp_path / "out").exists()
+    return out
+
+
 @pytest.mark.parametrize("flags, message", [
     ("--seed 3", "--train-flags may not set --seed"),
     ("--epochs x", "--train-flags is not valid for `python -m train`"),
@@ -82,12 +93,8 @@ def test_recipe_flags_seeds_and_groups_end_to_end(tmp_path: Path, write_image: C
 def test_bad_recipe_flags_exit_2_before_training(tmp_path: Path, write_image: Callable[..., Path],
                                                  capsys: pytest.CaptureFixture, flags: str,
                                                  message: str) -> None:
-    faces = faces_folder(tmp_path / "faces", write_image, n=6)
-    assert main(["--faces-dir", str(faces), "--train-flags", flags, "--out", str(tmp_path / "out")]) == 2
-    out = capsys.readouterr()
+    out = _refused_before_training(tmp_path, write_image, capsys, "--train-flags", flags)
     assert message in " ".join((out.out + out.err).split())
-    assert "Traceback" not in out.out + out.err
-    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("where", ["faces", "faces/out", "."])
@@ -107,11 +114,8 @@ def test_an_out_folder_overlapping_the_data_is_refused(tmp_path: Path, write_ima
 def test_a_bad_group_pattern_is_refused_before_training(tmp_path: Path, write_image: Callable[..., Path],
                                                         capsys: pytest.CaptureFixture, pattern: str,
                                                         message: str) -> None:
-    faces = faces_folder(tmp_path / "faces", write_image, n=6)
-    assert main(["--faces-dir", str(faces), "--faces-groups", pattern, "--out", str(tmp_path / "out")]) == 2
-    out = capsys.readouterr()
-    assert message in " ".join(out.out.split()) and "Traceback" not in out.out + out.err
-    assert not (tmp_path / "out").exists()
+    out = _refused_before_training(tmp_path, write_image, capsys, "--faces-groups", pattern)
+    assert message in " ".join(out.out.split())
 
 
 def test_seeds_must_be_distinct_integers(capsys: pytest.CaptureFixture) -> None:
