@@ -14,8 +14,12 @@ was not written); 2 a user mistake (bad path, file or flag value), one line, no 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +35,13 @@ from export.options import (
     DEFAULT_SCREEN,
     DEFAULT_VERIFY_SIZE,
     IO_TYPES,
+    MAX_SAMPLES,
     METHODS,
     CalibrationOptions,
     OnnxOptions,
     VerifyOptions,
 )
+from runtime._cli import Terminated, stop_exit_code, stop_reason
 from runtime.errors import UserError
 
 IO_HELP = "input dtype (and int8 model outputs): uint8 raw pixels (default), int8, float32"
@@ -66,7 +72,7 @@ def add_data_args(ap: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help=f"calibration images, drawn shuffled (default {DEFAULT_CALIB_SIZE}, or all "
-        "images of a smaller source)",
+        f"images of a smaller source; at most {MAX_SAMPLES})",
     )
     ap.add_argument(
         "--calib-screen",
@@ -111,7 +117,7 @@ def add_data_args(ap: argparse.ArgumentParser) -> None:
         "--verify-size",
         type=int,
         default=DEFAULT_VERIFY_SIZE,
-        help=f"held-out images (default {DEFAULT_VERIFY_SIZE})",
+        help=f"held-out images (default {DEFAULT_VERIFY_SIZE}; at most {MAX_SAMPLES})",
     )
     ap.add_argument(
         "--seed", type=int, default=0, help="seed for drawing calibration/held-out samples"
@@ -145,8 +151,25 @@ def add_onnx_args(ap: argparse.ArgumentParser) -> None:
     )
 
 
+# Flags naming a path or a source: an empty value (an unset shell variable) would mean the
+# current folder (--out-dir "" wrote there, --calib "" calibrated on its pictures).
+_PATH_FLAGS = ("model", "run", "out", "out_dir", "calib", "calib_dir", "verify_data",
+               "verify_dir", "name")
+
+
+def check_not_empty(args: argparse.Namespace) -> None:
+    """UserError for a path or source flag given as an empty string."""
+    for name in _PATH_FLAGS:
+        value = getattr(args, name, None)
+        if value is not None and not str(value).strip():
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} is empty (an unset shell variable?); pass a value or "
+                            "leave the flag out")
+
+
 def options(args: argparse.Namespace) -> dict[str, Any]:
     """The typed options objects for parsed flags (UserError on a bad value)."""
+    check_not_empty(args)
     if args.seed < 0:
         raise UserError(f"--seed must be at least 0, got {args.seed}")
     if not (0.0 <= args.max_iou_drop <= 1.0):  # also nan: every comparison with it fails
@@ -185,28 +208,35 @@ def run_cli(
     )
     if args.verbose:  # what native code printed (converters, XNNPACK): runtime.quiet's log
         logging.getLogger("runtime.quiet").setLevel(logging.DEBUG)
+    stops: list[str] = []
     try:
         if jobs is None:
             jobs = jobs_for(args.formats, args.quantize)
         settings = options(args)
         quiet_tensorflow(args.verbose)
-        batch = export_all(
-            args.model,
-            jobs,
-            out=out,
-            out_dir=out_dir,
-            stem=stem,
-            io=args.io,
-            per_channel=args.per_channel,
-            on_job=lambda f, q: err.print(f"[bold]exporting[/] {f} {q} ..."),
-            **settings,
-        )
+        with _stoppable(stops):
+            batch = export_all(
+                args.model,
+                jobs,
+                out=out,
+                out_dir=out_dir,
+                stem=stem,
+                io=args.io,
+                per_channel=args.per_channel,
+                on_job=lambda f, q: err.print(f"[bold]exporting[/] {f} {q} ..."),
+                **settings,
+            )
     except UserError as e:
         err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         return 2
-    except KeyboardInterrupt:
-        err.print("[red]interrupted[/]: no partial model file was left behind")
-        return 130
+    except Exception:
+        if not stops:  # a bug: keep its traceback
+            raise
+        # An interrupt that lands inside TensorFlow's C++ code can come out as another
+        # exception (a bare TypeError from its nest utilities): it is still the interrupt.
+        return _interrupted(err, stops[0])
+    except KeyboardInterrupt as stop:
+        return _interrupted(err, stop_reason(stop))
     rows = []
     if batch.holdout is not None:
         path = batch.loaded.path
@@ -230,6 +260,35 @@ def run_cli(
         )
         return 1
     return 0
+
+
+def _interrupted(err: Any, reason: str) -> int:
+    err.print(f"[red]interrupted[/] ({reason}): no partial model file was left behind")
+    return stop_exit_code(reason)
+
+
+@contextlib.contextmanager
+def _stoppable(stops: list[str]) -> Iterator[None]:
+    """Within the block SIGTERM stops the export as Ctrl-C does (the temporary files are
+    removed, not left in the output folder), and ``stops`` records which signal arrived."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        term = signum == signal.SIGTERM
+        stops.append("SIGTERM" if term else "Ctrl-C")
+        raise Terminated if term else KeyboardInterrupt
+
+    handled = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where it is ignored
+        handled.append(signal.SIGINT)
+    previous = {s: signal.signal(s, stop) for s in handled}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _model_arg(ap: argparse.ArgumentParser) -> None:
@@ -315,6 +374,14 @@ def main_make_models(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default=None, help="file name stem (default: the run's object class)")
     add_data_args(ap)
     args = ap.parse_args(argv)
+    try:
+        check_not_empty(args)
+        if args.name is not None and not make_models.is_stem(args.name):
+            raise UserError(f"--name {args.name!r} must be a plain file name stem (no folder "
+                            "parts, not hidden), e.g. --name cat")
+    except UserError as e:
+        Console(stderr=True).print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return 2
     run = Path(args.run)
     if not (run / "model.keras").is_file():
         Console(stderr=True).print(

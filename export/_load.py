@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -11,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from runtime.contract import BOX_OUTPUT, SCORE_OUTPUT
+from runtime.contract import BOX_FORMATS, BOX_OUTPUT, NO_OBJECT, SCORE_OUTPUT
 from runtime.errors import UserError
+from runtime.paths import stat_path
 
 MODEL_SUFFIXES = (".tflite", ".onnx")  # what an export writes: replacing one is allowed
 
@@ -79,8 +81,7 @@ def load_model(model: Any) -> LoadedModel:
         return model
     if isinstance(model, (str, os.PathLike)):
         path = Path(model).expanduser()
-        if not path.exists():
-            raise UserError(f"model {path} not found; pass --model RUN_DIR or a .keras file")
+        stat_path(path, "model", "pass --model RUN_DIR or a .keras file")  # also a name too long
         file = path / "model.keras" if path.is_dir() else path
         if file.is_file() and file.suffix == ".keras" and not zipfile.is_zipfile(file):
             raise UserError(
@@ -91,11 +92,48 @@ def load_model(model: Any) -> LoadedModel:
             keras_model, config = load_run(path)
         except (FileNotFoundError, ValueError) as err:
             raise UserError(str(err)) from None
+        check_config(config, file.parent / "config.json")
         loaded = LoadedModel(keras_model, config, file, sha256_file(file))
     else:
         loaded = LoadedModel(model, config_from_model(model), None, None)
     check_outputs(loaded)
     return loaded
+
+
+def check_config(config: Any, where: Path) -> None:
+    """The parts of a run's config.json an export reads must have their types (a hand-edited
+    or damaged file fails here, in one line, not deep in a converter or a data source)."""
+
+    def bad(what: str, value: Any, want: str) -> UserError:
+        shown = json.dumps(value)[:80]
+        return UserError(f"{where}: {what} is {shown}, expected {want}; fix the file or retrain")
+
+    def strings(value: Any) -> bool:
+        items = [value] if isinstance(value, str) else value
+        return isinstance(items, list) and all(isinstance(v, str) and v.strip() for v in items)
+
+    if not isinstance(config, dict):
+        raise bad("the file", config, "a JSON object with 'model' and 'data' sections")
+    for section in ("model", "data"):
+        if not isinstance(config.get(section, {}), dict):
+            raise bad(f"'{section}'", config[section], "an object")
+    spec, data = config.get("model", {}), config.get("data", {})
+    labels = spec.get("labels", [NO_OBJECT, "object"])
+    if (not isinstance(labels, list) or len(labels) < 2 or labels[0] != NO_OBJECT
+            or not strings(labels) or len(set(labels)) != len(labels)):
+        raise bad("model.labels", labels, f"a list of distinct names starting with {NO_OBJECT!r}")
+    if spec.get("box_format", "xyxy") not in BOX_FORMATS:
+        raise bad("model.box_format", spec["box_format"], " or ".join(BOX_FORMATS))
+    if "source" in data and not (strings(data["source"]) or data["source"] in (None, [])):
+        raise bad("data.source", data["source"], "a source name or a list of them")
+    if data.get("data_dir") is not None and not strings(data["data_dir"]):
+        raise bad("data.data_dir", data["data_dir"], "a path or a list of paths")
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise bad("data.seed", seed, "an integer >= 0")
+    fraction = data.get("val_fraction", 0.3)
+    if not isinstance(fraction, (int, float)) or not 0 < fraction < 1:  # also NaN
+        raise bad("data.val_fraction", fraction, "a number between 0 and 1")
 
 
 def check_outputs(loaded: LoadedModel) -> None:

@@ -15,7 +15,7 @@ def target(loaded: LoadedModel, out: str | Path | None, fmt: str, precision: str
     """The output file: ``out`` or RUN/model_<precision>.<fmt>; checked to be writable and
     not one of the run's own files."""
     path = Path(out).expanduser() if out else loaded.default_out(fmt, precision)
-    check_writable(path)
+    check_writable(path, fmt)
     refuse_overwrite(path, loaded.input_files())
     if path.is_file() and is_image_file(path):  # a photo of a CSV's data set, say
         raise UserError(f"--out {path} is an image file; writing a model there would destroy "
@@ -38,15 +38,18 @@ def check_data(out: Path, *sets: Any) -> None:
     refuse_overwrite(out, [f for f in folders if f.is_file()], folders=folders)
 
 
-def check_writable(out: Path) -> None:
+def check_writable(out: Path, fmt: str = "tflite") -> None:
     """Fail early with advice when the output folder cannot take a new file."""
     folder = out.parent
-    if out.is_dir():
-        raise UserError(
-            f"output path {out} is a directory; pass --out FILE.{out.suffix or 'tflite'}"
-        )
-    if not folder.is_dir():
-        what = "is a file, not a folder" if folder.exists() else "does not exist"
+    try:
+        is_dir, folder_is_dir, folder_exists = out.is_dir(), folder.is_dir(), folder.exists()
+    except OSError as err:  # a name too long for the file system, a folder we may not enter
+        raise UserError(f"cannot use output path {out} ({err.strerror}); pass another --out "
+                        f"FILE.{fmt}") from None
+    if is_dir:
+        raise UserError(f"output path {out} is a directory; pass --out FILE.{fmt}")
+    if not folder_is_dir:
+        what = "is a file, not a folder" if folder_exists else "does not exist"
         raise UserError(f"output folder {folder} {what}; create it or pass --out elsewhere")
     probe = temp_name(out)  # named like every temporary file: a killed run's is cleaned later
     try:

@@ -18,8 +18,9 @@ import cv2
 import numpy as np
 
 from data.catalog import SOURCES, open_source
+from data.mix import FILE_FORMATS
 from data.sources import ImageFolder, Sample
-from export.options import DEFAULT_CALIB_SIZE, DEFAULT_SCREEN, CalibrationOptions
+from export.options import DEFAULT_CALIB_SIZE, DEFAULT_SCREEN, CalibrationOptions, check_size
 from runtime.contract import preprocess
 from runtime.errors import UserError
 
@@ -42,6 +43,7 @@ def run_source(
     Returns (source, description): the description goes into the contract.
     """
     data_cfg = config.get("data", {}) or {}
+    given_dir = data_dir  # the user's --calib-dir / --verify-dir, not the run's own
     if spec is None:
         spec = data_cfg.get("source")
         if not spec:
@@ -71,6 +73,16 @@ def run_source(
             )
         if not folder.is_dir():
             raise UserError(f"{folder} is a file; pass a folder of images or a source name")
+    if given_dir is not None and all(n in SOURCES for n in names) and not any(
+        n in FILE_FORMATS for n in names
+    ):  # a synthetic source makes its own images: the folder would be ignored
+        flag, source_flag = ("--calib-dir", "--calib") if split == "train" else (
+            "--verify-dir", "--verify-data")
+        raise UserError(
+            f"{flag} {given_dir} is read only by a file source ({', '.join(FILE_FORMATS)}), "
+            f"but the data source is {spec!r}: pass {source_flag} csv (or voc, ...) with it"
+            + (", or --calib FOLDER for a folder of plain images" if split == "train" else "")
+        )
     options: dict[str, Any] = {"seed": 0, **split_options, "size": size}
     if data_dir is not None:
         desc["data_dir"] = str(data_dir)
@@ -191,8 +203,8 @@ def calibration_set(
     With ``model`` (the Keras model), images on which its activations explode are left out
     (see ``screen``).
     """
-    if size is not None and size < 1:
-        raise UserError(f"--calib-size must be at least 1, got {size}")
+    if size is not None:
+        check_size(size, "--calib-size")
     source, info = run_source(
         spec,
         config=config,

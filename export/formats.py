@@ -73,10 +73,14 @@ def _items(value: str | Sequence[str]) -> list[str]:
 
 def jobs_for(formats: str | Sequence[str], quantize: str | Sequence[str]) -> list[tuple[str, str]]:
     """(format, quantize) pairs; precisions a format lacks (fp16/dynamic for ONNX) are skipped."""
-    fmts = _items(formats)
+    fmts = list(dict.fromkeys(_items(formats)))  # a name given twice is exported once
+    if not fmts:
+        raise UserError(f"--formats is empty; pass a comma list of {', '.join(FORMATS)}")
     for f in fmts:
         get_format(f)
-    precisions = _items(quantize)
+    precisions = list(dict.fromkeys(_items(quantize)))
+    if not precisions:
+        raise UserError(f"--quantize is empty; pass a comma list of {', '.join(all_quantize())}")
     valid = all_quantize()
     for q in precisions:
         check_choice(q, valid, "--quantize")
@@ -127,7 +131,13 @@ def export_all(
     if out and len(jobs) > 1:
         raise UserError("--out names one file; with several exports pass --out-dir FOLDER")
     folder = Path(out_dir).expanduser() if out_dir is not None else None
-    if folder is not None and not folder.is_dir():
+    try:
+        missing = folder is not None and not folder.is_dir()
+    except OSError as err:  # a name too long for the file system
+        raise UserError(
+            f"cannot use --out-dir {folder} ({err.strerror}); pass another folder"
+        ) from None
+    if missing:
         what = "is a file, not a folder" if folder.exists() else "does not exist"
         raise UserError(f"output folder {folder} {what}; create it or pass another --out-dir")
     loaded = load_model(model)

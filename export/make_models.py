@@ -28,9 +28,18 @@ def default_name(run: Path) -> str:
     """The object class of a single-class run (``cat``), else ``model``."""
     try:
         labels = json.loads((run / "config.json").read_text())["model"]["labels"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "model"
-    return str(labels[1]) if len(labels) == 2 else "model"
+        name = str(labels[1]) if len(labels) == 2 else "model"
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return "model"  # a damaged config.json: the export itself says what is wrong
+    return name if is_stem(name) else "model"  # "../x" would write outside --out
+
+
+def is_stem(name: str) -> bool:
+    """Whether ``name`` can start a file name in the output folder: one plain name, no
+    folder parts, not hidden."""
+    return bool(name.strip()) and Path(name).name == name and not name.startswith(".") and (
+        "\\" not in name
+    )
 
 
 if __name__ == "__main__":

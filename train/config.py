@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -404,9 +405,14 @@ def load_config(run_dir: str | Path) -> dict[str, Any]:
     """Read ``config.json`` from a run directory (raises FileNotFoundError/ValueError)."""
     path = Path(run_dir) / CONFIG_FILE
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # a damaged or binary file
         raise ValueError(f"{path} is not valid JSON ({err}); retrain or fix the file") from None
+    except FileNotFoundError:
+        raise
+    except OSError as err:  # no permission, a broken or looping link
+        raise ValueError(f"cannot read {path} ({err.strerror or err}); fix the file's "
+                         "permissions or retrain") from None
 
 
 def load_run(path: str | Path, *, compile: bool = False) -> tuple[Any, dict[str, Any]]:
@@ -442,6 +448,9 @@ def load_run(path: str | Path, *, compile: bool = False) -> tuple[Any, dict[str,
     cfg_dir = model_path.parent
     if (cfg_dir / CONFIG_FILE).is_file():
         config = load_config(cfg_dir)
+    elif os.path.lexists(cfg_dir / CONFIG_FILE):  # not "no config": a made-up one would guess
+        raise ValueError(f"{cfg_dir / CONFIG_FILE} is not a regular file (a folder, a FIFO or "
+                         "a broken link); restore the run's config.json or retrain")
     else:
         config = config_from_model(model)
     return model, config
