@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import math
+import stat
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -119,22 +120,69 @@ def validate(data: Any, source: str = "results") -> dict[str, Any]:
     return data
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_fields(data: dict[str, Any], source: str) -> None:
+    """The types the report and its plots read: a hand-edited or damaged file is refused
+    with the field it got wrong, not a traceback deep in a table or a plot."""
+    device = data["device"]
+    if not isinstance(device, dict) or not isinstance(device.get("name"), str):
+        raise ResultsError(f"{source}: 'device' must be an object with a 'name' string; "
+                           "it is damaged or hand-edited: rerun benchmarks.latency")
+    if not isinstance(device.get("fingerprint", {}), dict):
+        raise ResultsError(f"{source}: device 'fingerprint' must be an object; rerun benchmarks.latency")
+    for i, cell in enumerate(data["cells"]):
+        wrong = [key for key in ("variant",) if not isinstance(cell[key], str)]
+        wrong += [key for key in ("backend", "provider") if cell[key] is not None
+                  and not isinstance(cell[key], str)]
+        wrong += [key for key in ("threads",) if cell[key] is not None
+                  and (not isinstance(cell[key], int) or isinstance(cell[key], bool))]
+        wrong += [key for key in ("mean_iou", "corloc", "iou_drop", "fps", "load_ms", "first_ms")
+                  if cell[key] is not None and not _number(cell[key])]
+        wrong += [key for key in ("est_pi4_ms", "est_pi5_ms") if cell[key] is not None and not (
+            isinstance(cell[key], list) and len(cell[key]) == 2 and all(map(_number, cell[key])))]
+        lat = cell["latency_ms"]
+        if isinstance(lat, dict):
+            q = lat.get("quantiles")
+            if not _number(lat.get("p50")) or lat["p50"] < 0:
+                wrong.append("latency_ms.p50")
+            if q is not None and not (isinstance(q, list) and len(q) == 101 and all(map(_number, q))):
+                wrong.append("latency_ms.quantiles")
+        elif lat is not None:
+            wrong.append("latency_ms")
+        if wrong:
+            raise ResultsError(f"{source}: cell {i} has a bad {', '.join(wrong)}; the file is "
+                               "damaged or hand-edited: rerun benchmarks.latency")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def load(path: str | Path) -> dict[str, Any]:
     """Read and validate one results file."""
     path = Path(path)
     try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read, /dev/zero never end
+            raise ResultsError(f"results file {path} is not a regular file (a folder, FIFO or "
+                               "device); pass JSON files written by benchmarks.latency")
         text = path.read_text()
     except FileNotFoundError:
         raise ResultsError(f"results file {path} not found") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ResultsError(f"cannot read results file {path}: {err}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
+    try:  # NaN/Infinity: Python's json reads them, the writer never writes them
+        data = json.loads(text, parse_constant=_no_constant)
+    except (json.JSONDecodeError, ValueError, RecursionError) as err:
         raise ResultsError(
             f"{path} is not JSON ({err}); pass files written by benchmarks.latency"
         ) from None
-    return validate(data, str(path))
+    validate(data, str(path))
+    _check_fields(data, str(path))
+    return data
 
 
 def _clean(value: Any) -> Any:

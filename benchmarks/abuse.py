@@ -20,7 +20,6 @@ import argparse
 import json
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,9 @@ from typing import Any
 from benchmarks import _findings
 from benchmarks._mutants import OUTCOMES, fuzz
 from benchmarks._sealed import sealed_copy, unsealed_bytes
+from runtime.atomic import refuse_overwrite, scratch_dir, write_text
+from runtime.errors import UserError
+from runtime.paths import check_output_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,6 +132,27 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_inputs(args: argparse.Namespace) -> list[Path]:
+    """The models to damage (each must load undamaged) and the output files, before the run:
+    --markdown or --json onto a model would destroy it, and a missing folder would lose
+    the report at the end."""
+    from runtime.contract import sidecar_path
+    from runtime.localizer import Localizer
+
+    models = args.model or default_models()
+    if not args.skip_fuzz:
+        for model in models:
+            Localizer.load(model, threads=1)  # UserError: missing, a FIFO, damaged, not a model
+    outputs = [(flag, path) for flag, path in (("--markdown", args.markdown), ("--json", args.json))
+               if path is not None]
+    for flag, path in outputs:
+        check_output_file(path, flag)
+        refuse_overwrite(path, [f for m in models for f in (m, sidecar_path(m))], flag)
+    if len(outputs) == 2 and args.markdown.resolve() == args.json.resolve():
+        raise UserError(f"--markdown and --json are both {args.json}; pass two file names")
+    return models
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.abuse",
                                      description=__doc__.split("\n\n")[0])
@@ -145,17 +168,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the raw report here")
     _findings.let_ctrl_c_through()  # the Ctrl-C findings need it when started with `&`
     args = parser.parse_args(argv)
+    if args.skip_fuzz and args.skip_findings:
+        parser.error("--skip-fuzz and --skip-findings leave nothing to run; pass at most one")
+    if not args.skip_fuzz and args.mutants < 1:  # 0 mutants: a table of zeros that "passes"
+        parser.error(f"--mutants must be at least 1, got {args.mutants}")
+    if not 0 < args.header_timeout <= 600:  # NaN or inf: the server checks would wait forever
+        parser.error(f"--header-timeout must be 0-600 seconds, got {args.header_timeout}")
+    try:
+        models = check_inputs(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     report: dict[str, Any] = {
         "command": "python -m benchmarks.abuse " + " ".join(argv if argv is not None
                                                             else sys.argv[1:]),
         "machine": machine(), "mutants": args.mutants, "fuzz": [], "findings": {},
     }
-    with tempfile.TemporaryDirectory(prefix="edgeloc-abuse-") as tmp:
+    with scratch_dir("abuse") as tmp:  # a killed run's copies go on the next run
         if not args.skip_fuzz:
             print("part 1: damaged models", file=sys.stderr)
-            report["fuzz"] = run_fuzz(args.model or default_models(), args.mutants,
-                                      args.seed, Path(tmp))
+            report["fuzz"] = run_fuzz(models, args.mutants, args.seed, Path(tmp))
         if not args.skip_findings:
             print("part 2: the findings", file=sys.stderr)
             report["findings"] = run_findings(Path(tmp), args.header_timeout)
@@ -163,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(report)
     print(text)
     if args.markdown:
-        args.markdown.write_text(text)
+        write_text(args.markdown, text)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
+        write_text(args.json, json.dumps(report, indent=1))
     sealed_bad = sum(row["counts"][o] for row in report["fuzz"] if row["file"] == "sealed"
                      for o in ("silently different", "traceback", "crash", "hang"))
     failed = [n for n, r in report["findings"].items() if not r["ok"]]

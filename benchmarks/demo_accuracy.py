@@ -28,8 +28,10 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks._realdata import add_real_data_args, bad_real_data
+from benchmarks._realdata import add_real_data_args, bad_out, bad_real_data
 from runtime.atomic import write_json
+from runtime.errors import UserError
+from runtime.paths import check_output_folder
 
 TARGET_IOU, TARGET_CORLOC, TARGET_SECONDS = 0.80, 0.95, 15 * 60
 # The real sets hold ~130 training images and ~28 validation images: a fixed 600 steps
@@ -220,9 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_real_data_args(p)
     args = p.parse_args(argv)
     console = Console()
-    if bad_real_data(args, console):
+    if bad_real_data(args, console) or bad_out(args, console):
         return 2
-    result = run(Path(args.out), args.cats_dir, args.faces_dir, console)
+    try:
+        out = check_output_folder(args.out, "--out")  # a file there was a traceback
+        result = run(out, args.cats_dir, args.faces_dir, console)
+    except UserError as err:  # from training: a run folder it may not use, say
+        console.print(f"[red]error:[/red] {err}", highlight=False)
+        return 2
     return 0 if result["results"][0]["meets_target"] else 1
 
 

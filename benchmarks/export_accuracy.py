@@ -198,6 +198,21 @@ def folder_names(runs: Sequence[str]) -> list[str]:
     return names
 
 
+def check_out(runs: Sequence[str], out: str | Path) -> Path:
+    """``out`` (created) before any export: never one of the runs, whose own gated exports
+    (RUN/model_int8.tflite, ...) the ungated variants written here would replace."""
+    from runtime.errors import UserError
+    from runtime.paths import check_output_folder
+
+    out_dir = Path(out).expanduser()
+    for r, name in zip(runs, folder_names(runs)):
+        if (out_dir / name).resolve() == Path(r).expanduser().resolve():
+            raise UserError(f"--out {out} would put the variants of {r} into that run's own "
+                            f"folder, over its exported models; pass a folder such as "
+                            f"{out_dir / 'bench-export'}")
+    return check_output_folder(out_dir, "--out")
+
+
 def run(
     runs: Sequence[str],
     out: str,
@@ -209,7 +224,7 @@ def run(
 ) -> tuple[list[dict[str, Any]], bool]:
     """Measure every run; write OUT/export_accuracy.{json,md}; returns (results, targets met)."""
     console = console or Console()
-    out_dir = Path(out)
+    out_dir = check_out(runs, out)
     results = []
     for r, name in zip(runs, folder_names(runs)):
         run_dir = Path(r)
@@ -271,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true", help="TensorFlow's own output too")
     args = ap.parse_args(argv)
     from export._graph import quiet_tensorflow
+    from export.options import check_size
     from runtime.errors import UserError
 
     quiet_tensorflow(args.verbose)
@@ -284,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
+        check_size(args.verify_size, "--verify-size")  # before a run is loaded and exported
+        if args.calib_size is not None:
+            check_size(args.calib_size, "--calib-size")
+        check_out(args.run, args.out)
         _, met = run(
             args.run,
             args.out,

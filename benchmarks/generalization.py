@@ -45,7 +45,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks._fingerprint import cpu_model
-from benchmarks._realdata import add_real_data_args, bad_real_data
+from benchmarks._realdata import add_real_data_args, bad_out, bad_real_data
 from data.sources import Sample
 from runtime.errors import UserError
 
@@ -439,6 +439,38 @@ def bad_train_flags(args: argparse.Namespace, console: Console) -> bool:
     except UserError as err:
         console.print(f"[red]error:[/red] --train-flags: {err}")
         return True
+    if args.baseline:  # trained first: a typo there stopped the run with train's usage
+        try:
+            config_from_args(parse_args(["--preset", args.baseline, "--out", "-"]))
+        except (SystemExit, UserError):
+            console.print(f"[red]error:[/red] --baseline {args.baseline!r} is not a preset of "
+                          "`python -m train` (see python -m train --help)")
+            return True
+    return False
+
+
+def bad_inputs(args: argparse.Namespace, console: Console) -> bool:
+    """Something to train on, the default models (scored last, after every run: a damaged
+    one was found there) and a usable --out folder, before anything trains."""
+    from runtime.localizer import Localizer
+    from runtime.paths import check_output_folder
+
+    if not args.cats_dir and not args.faces_dir:
+        console.print("[red]error:[/red] nothing to measure: pass --cats-dir and/or --faces-dir")
+        return True
+    models = [(f, m) for f, m in (("--default-model", args.default_model),
+                                  ("--default-before", args.default_before)) if m]
+    if models and not args.cats_dir:
+        console.print(f"[red]error:[/red] {models[0][0]} is scored on the real cats; pass "
+                      "--cats-dir too")
+        return True
+    try:
+        for _, model in models:
+            Localizer.load(model, threads=1)
+        check_output_folder(args.out, "--out")
+    except UserError as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False)
+        return True
     return False
 
 
@@ -457,20 +489,6 @@ def bad_groups(args: argparse.Namespace, console: Console) -> bool:
         if captures < 1:
             console.print(f"[red]error:[/red] {flag} {pattern!r} needs a group in parentheses: its "
                           "first group names a file's group, e.g. '([A-Za-z]+)_'")
-            return True
-    return False
-
-
-def bad_out(args: argparse.Namespace, console: Console) -> bool:
-    """--out may not overlap a data folder: runs and group subsets are rebuilt under it."""
-    out = Path(args.out).expanduser().resolve()
-    for flag, given in (("--cats-dir", args.cats_dir), ("--faces-dir", args.faces_dir)):
-        if not given:
-            continue
-        data = Path(given).expanduser().resolve()  # a folder (bad_real_data checked)
-        if out == data or data in out.parents or out in data.parents:
-            console.print(f"[red]error:[/red] --out {args.out} overlaps {flag} {given}; the "
-                          "benchmark rebuilds folders under --out: pass a folder outside the data")
             return True
     return False
 
@@ -503,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     console = Console()
     if (bad_real_data(args, console) or bad_out(args, console) or bad_groups(args, console)
-            or bad_train_flags(args, console)):
+            or bad_train_flags(args, console) or bad_inputs(args, console)):
         return 2
     t0 = time.perf_counter()
     run(args, console)

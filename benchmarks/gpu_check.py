@@ -66,11 +66,31 @@ def ensure_venv(venv: Path, python: str = sys.executable) -> Path:
     bin_python = venv / "bin" / "python"
     if bin_python.is_file() and stamp.is_file() and stamp.read_text() == want:
         return bin_python
-    subprocess.run([python, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(bin_python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
-    subprocess.run([str(bin_python), "-m", "pip", "install", "-q", "-e", f"{REPO}[gpu]"], check=True)
+    for cmd in ([python, "-m", "venv", str(venv)],
+                [str(bin_python), "-m", "pip", "install", "-q", "--upgrade", "pip"],
+                [str(bin_python), "-m", "pip", "install", "-q", "-e", f"{REPO}[gpu]"]):
+        code = subprocess.run(cmd).returncode
+        if code:  # its own output (pip's network error, say) is just above
+            raise SetupError(f"`{' '.join(cmd[1:4])}` for --venv {venv} failed (exit {code}, "
+                             "above); fix that (network, disk space) and run the check again")
     stamp.write_text(want)
     return bin_python
+
+
+class SetupError(Exception):
+    """Steps 1-2 cannot go on (a bad --out or --venv, an install that failed): one line, exit 2."""
+
+
+def check_paths(out: Path, venv: Path) -> None:
+    """--out and --venv before minutes of installing (stdlib only: numpy may not exist yet)."""
+    for flag, path in (("--out", out), ("--venv", venv)):
+        file = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        if file is not None:
+            raise SetupError(f"{flag} {path}: {file} is a file, not a folder; pass a folder")
+    if venv.resolve() in (REPO, *REPO.parents) or (
+            venv.is_dir() and any(venv.iterdir()) and not (venv / "pyvenv.cfg").is_file()):
+        raise SetupError(f"--venv {venv} is a folder that is not a venv; pass a new folder "
+                         "name (default .venv-gpu): the gpu extra is installed there")
 
 
 # ------------------------------------------------------------------------------ the checks
@@ -114,10 +134,11 @@ def training(run_dir: Path, mixed: bool, quick: bool, timeout: float, python: st
     """2 short epochs; images/s of the second (the first includes tracing and the cache)."""
     flags = QUICK_FLAGS if quick else TRAIN_FLAGS
     flag = "--mixed-precision" if mixed else "--no-mixed-precision"
+    history = run_dir / "history.json"
+    history.unlink(missing_ok=True)  # an earlier check's figures, never reported as this one's
     step = _run([python, "-m", "train", *flags, flag, "--out", str(run_dir)], timeout,
                 run_dir.with_suffix(".log"))
     out = {"mixed_precision": mixed, **step}
-    history = run_dir / "history.json"
     if history.is_file():
         rows = json.loads(history.read_text())
         config = json.loads((run_dir / "config.json").read_text())["training"]
@@ -136,6 +157,7 @@ def latency(models: Path, keras_model: Path, out: Path, timeout: float, python: 
            "--out", str(out)]
     if keras_model.is_file():
         cmd += ["--extra", str(keras_model)]
+    out.unlink(missing_ok=True)  # an earlier check's cells, never reported as this one's
     step = _run(cmd, timeout, out.with_suffix(".log"))
     cells = []
     if out.is_file():
@@ -228,7 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(report))
         return 0 if all(t["status"] == "ok" for t in report["training"]) else 1
     t0 = time.perf_counter()
-    python = ensure_venv(Path(args.venv))
+    try:
+        check_paths(out, Path(args.venv))
+        python = ensure_venv(Path(args.venv))
+    except SetupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"gpu extra installed in {args.venv} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return subprocess.run([str(python), "-m", "benchmarks.gpu_check", "--_inside", "--out", str(out)],
                           cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}).returncode

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from benchmarks import _plots, _schema
 from benchmarks._schema import ResultsError, fmt, fmt_range
 from runtime.atomic import refuse_overwrite
 from runtime.errors import UserError
+from runtime.paths import check_output_folder
 
 log = logging.getLogger(__name__)
 
@@ -176,11 +178,30 @@ def run(
     paths: list[str | Path], out_dir: str | Path = "results/report", plots: bool = True
 ) -> tuple[list, list[Path]]:
     """Load, merge and write; returns (runs, written paths)."""
-    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+    if not str(out_dir).strip():  # Path("") is the current folder: say so, do not guess
+        raise UserError("--out is empty; pass a folder for the report (created if missing)")
+    try:
+        is_file = Path(out_dir).exists() and not Path(out_dir).is_dir()
+    except OSError as err:  # a name too long for the file system
+        raise UserError(f"cannot use --out {out_dir}: {err.strerror or err}; pass another "
+                        "folder") from None
+    if is_file:
         raise UserError(f"--out {out_dir} is a file; pass a folder for the report (created if missing)")
-    refuse_overwrite([Path(out_dir) / name for name in REPORT_FILES], [Path(p) for p in paths])
+    targets = [Path(out_dir) / name for name in REPORT_FILES]
+    refuse_overwrite(targets, [Path(p) for p in paths])
     runs = load_runs(paths)
-    return runs, write_report(runs, out_dir, plots)
+    out_dir = check_output_folder(out_dir, "--out")
+    folder = next((t for t in targets if t.is_dir()), None)
+    if folder is not None:
+        raise UserError(f"--out {out_dir} holds a folder {folder.name} where the report writes "
+                        "a file; remove it or pass another --out folder")
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UserError(f"--out folder {out_dir} is not writable; pass a writable folder")
+    try:
+        return runs, write_report(runs, out_dir, plots)
+    except OSError as err:  # a full disk, a folder made read-only meanwhile
+        raise UserError(f"cannot write the report into {out_dir}: {err.strerror or err}; "
+                        "pass --out in a writable folder with free space") from None
 
 
 def main(argv: list[str] | None = None) -> int:

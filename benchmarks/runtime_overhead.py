@@ -35,10 +35,12 @@ import numpy as np
 
 from benchmarks._fingerprint import fingerprint
 from benchmarks._standins import build_standins
-from runtime.atomic import refuse_overwrite, write_json
+from runtime.atomic import refuse_overwrite, scratch_dir, write_json
 from runtime.contract import sidecar_path
 from runtime.errors import UserError
+from runtime.localizer import Localizer
 from runtime.models import MODELS_DIR
+from runtime.paths import check_output_file
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = [MODELS_DIR / "cat_int8.tflite", MODELS_DIR / "cat_int8.onnx"]
@@ -269,7 +271,8 @@ def rss_run(model: Path, video: Path, frames: int, threads: int) -> dict[str, An
     data = _fresh(_RSS, model, video, frames, threads)
     n, _, mb = (np.array(c, float) for c in zip(*data["samples"]))
     warm = n >= min(1000, n.max())  # after the first 1000 frames: allocators have settled
-    slope = float(np.polyfit(n[warm], mb[warm], 1)[0] * 1000) if warm.sum() > 2 else float("nan")
+    # Too few samples for a slope (under ~1500 frames): None, not a NaN in the JSON.
+    slope = float(np.polyfit(n[warm], mb[warm], 1)[0] * 1000) if warm.sum() > 2 else None
     return {
         "frames": int(data["summary"]["frames"]),
         "fps": data["summary"]["fps"],
@@ -280,6 +283,10 @@ def rss_run(model: Path, video: Path, frames: int, threads: int) -> dict[str, An
         "growth_mb_per_1000_frames": slope,
         "samples": data["samples"],
     }
+
+
+def _growth(slope: float | None) -> str:
+    return "- (too few frames)" if slope is None else f"{slope:+.3f} MB"
 
 
 def machine() -> dict[str, Any]:
@@ -332,24 +339,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     missing = [str(m) for m in models if not m.is_file()]
     if missing:
-        parser.error(f"--model {missing[0]}: no such model file")
-    if args.json:
-        try:
-            if Path(args.json).is_dir():
-                raise UserError(f"--json {args.json} is a folder; pass a file name")
+        what = "not a model file" if Path(missing[0]).exists() else "no such model file"
+        parser.error(f"--model {missing[0]}: {what}")
+    try:
+        if args.json:  # before measuring: a bad --json found after it threw the figures away
+            check_output_file(args.json, "--json")
             refuse_overwrite(args.json, [f for m in models for f in (m, sidecar_path(m))], "--json")
-        except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-    if args.standin:
-        models += build_standins(Path(tempfile.gettempdir()) / "edgeloc-standins")
-    if not models:
-        print("no models: run `make models`, pass --model PATH or --standin", file=sys.stderr)
+        if args.standin:
+            models += build_standins(Path(tempfile.gettempdir()) / "edgeloc-standins")
+        if not models:
+            raise UserError("no models: run `make models`, pass --model PATH or --standin")
+        for model in models:  # a damaged second model found before the first is measured
+            Localizer.load(model, threads=args.threads)
+        # Scratch under runtime.atomic's folder: a killed run's clip goes on the next run.
+        with scratch_dir("overhead") as work:
+            report = _measure(models, work, args)
+        if args.json:
+            write_json(args.json, report, indent=1)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="edgeloc-overhead-") as work:
-        report = _measure(models, Path(work), args)
-    if args.json:
-        write_json(args.json, report, indent=1)
     return 0
 
 
@@ -398,7 +407,7 @@ def _measure(models: list[Path], work: Path, args: argparse.Namespace) -> dict[s
         print(
             f"| {r['rss_first_mb']:.1f} MB | {r['rss_at_1000_mb']:.1f} MB | "
             f"{r['rss_max_mb']:.1f} MB | "
-            f"{r['rss_last_mb']:.1f} MB | {r['growth_mb_per_1000_frames']:+.3f} MB |"
+            f"{r['rss_last_mb']:.1f} MB | {_growth(r['growth_mb_per_1000_frames'])} |"
         )
     return report
 

@@ -28,9 +28,14 @@ def stat_path(path: str | Path, what: str, hint: str = "") -> os.stat_result:
 def check_output_file(path: str | Path, flag: str) -> Path:
     """An output file name: not a folder, in a folder that exists."""
     path = Path(path).expanduser()
-    if path.is_dir():
+    try:
+        is_dir, parent_is_dir = path.is_dir(), path.parent.is_dir()
+    except OSError as err:  # a name too long for the file system
+        raise UserError(f"cannot use {flag} {path}: {err.strerror or err}; pass another "
+                        "name") from None
+    if is_dir:
         raise UserError(f"{flag} {path} is a folder; pass a file name such as {path / 'out'}")
-    if not path.parent.is_dir():
+    if not parent_is_dir:
         raise UserError(f"folder {path.parent} for {flag} does not exist; create it first")
     return path
 
@@ -38,11 +43,11 @@ def check_output_file(path: str | Path, flag: str) -> Path:
 def check_output_folder(path: str | Path, flag: str) -> Path:
     """An output folder, created when missing; an existing file there is an error."""
     path = Path(path).expanduser()
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{flag} {path} is a file, not a folder; pass a folder name")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
+        path.mkdir(parents=True, exist_ok=True)  # FileExistsError: a file of that name
+    except FileExistsError:
+        raise UserError(f"{flag} {path} is a file, not a folder; pass a folder name") from None
+    except OSError as err:  # a name too long, a read-only or missing parent, a file above
         raise UserError(f"cannot create folder {path} for {flag}: {err.strerror or err}") from None
     return path
 

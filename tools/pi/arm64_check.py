@@ -84,6 +84,8 @@ def resolve_models(specs: list[str], repo: Path) -> list[Path]:
     """Model files from files or folders (all .tflite/.onnx inside); ValueError when none."""
     models: list[Path] = []
     for spec in specs:
+        if not spec.strip():  # Path("") is the current folder
+            raise ValueError("--models got an empty name; pass model files or a folder")
         path = Path(spec) if Path(spec).is_absolute() else (Path.cwd() / spec)
         if not path.exists() and (repo / spec).exists():
             path = repo / spec
@@ -97,6 +99,34 @@ def resolve_models(specs: list[str], repo: Path) -> list[Path]:
     if not models:
         raise ValueError(f"no .tflite or .onnx model in {', '.join(specs)}; pass --models DIR")
     return [m.resolve() for m in models]
+
+
+def check_flags(args: argparse.Namespace, models: list[Path]) -> None:
+    """Thresholds, the models and the output paths before minutes of building the emulated
+    Pis: a damaged model would only fail there, a report onto a model would destroy it."""
+    from runtime.atomic import refuse_overwrite
+    from runtime.contract import sidecar_path
+    from runtime.localizer import Localizer
+
+    if not (0 <= args.iou_min <= 1 and 0 <= args.score_tol <= 1):  # NaN fails both
+        raise ValueError(f"--iou-min and --score-tol must be within 0-1, got {args.iou_min} "
+                         f"and {args.score_tol}")
+    if not 0 <= args.latency_runs <= 10_000:
+        raise ValueError(f"--latency-runs must be 0-10000 (0 skips it), got {args.latency_runs}")
+    for model in models:
+        Localizer.load(model, threads=1)  # UserError: damaged, not a model, a FIFO
+    outputs = [(f, p) for f, p in (("--out", args.out), ("--markdown", args.markdown)) if p]
+    for flag, path in [*outputs, ("--cache", args.cache / "run")]:
+        path = path.expanduser()
+        file = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if file is not None:
+            raise ValueError(f"{flag} {path}: {file} is a file, not a folder; pass another path")
+    for flag, path in outputs:
+        if path.is_dir():
+            raise ValueError(f"{flag} {path} is a folder; pass a file name")
+        refuse_overwrite(path, [f for m in models for f in (m, sidecar_path(m))], flag)
+    if len(outputs) == 2 and args.out.resolve() == args.markdown.resolve():
+        raise ValueError(f"--out and --markdown are both {args.out}; pass two file names")
 
 
 def _tail(proc: subprocess.CompletedProcess[str], n: int = 15) -> str:
@@ -281,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (repo / "runtime").is_dir():
             raise ValueError(f"--repo {args.repo} has no runtime/ folder; pass a project checkout")
         models = resolve_models(args.models, repo)
-    except ValueError as err:
+        check_flags(args, models)
+    except ValueError as err:  # UserError too
         console.print(f"[red]error:[/] {err}")
         return 2
     try:
