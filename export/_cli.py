@@ -40,6 +40,7 @@ from export.options import (
     CalibrationOptions,
     OnnxOptions,
     VerifyOptions,
+    check_not_empty,
 )
 from runtime._cli import Terminated, stop_exit_code, stop_reason
 from runtime.errors import UserError
@@ -149,22 +150,6 @@ def add_onnx_args(ap: argparse.ArgumentParser) -> None:
         help="ONNX int8 activations: uint8 (default; the same integer graph on x86 and ARM) or "
         "int8 (ONNX Runtime's S8S8; boxes differ between x86 and ARM, overflow on Pi 4)",
     )
-
-
-# Flags naming a path or a source: an empty value (an unset shell variable) would mean the
-# current folder (--out-dir "" wrote there, --calib "" calibrated on its pictures).
-_PATH_FLAGS = ("model", "run", "out", "out_dir", "calib", "calib_dir", "verify_data",
-               "verify_dir", "name")
-
-
-def check_not_empty(args: argparse.Namespace) -> None:
-    """UserError for a path or source flag given as an empty string."""
-    for name in _PATH_FLAGS:
-        value = getattr(args, name, None)
-        if value is not None and not str(value).strip():
-            flag = "--" + name.replace("_", "-")
-            raise UserError(f"{flag} is empty (an unset shell variable?); pass a value or "
-                            "leave the flag out")
 
 
 def options(args: argparse.Namespace) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runtime.errors import UserError
 
@@ -57,6 +58,22 @@ def check_size(size: int, flag: str) -> int:
         raise UserError(f"{flag} must be at most {MAX_SAMPLES} (the images are held in memory), "
                         f"got {size}")
     return size
+
+
+# Flags naming a path or a source: an empty value (an unset shell variable) would mean the
+# current folder (--out-dir "" wrote there, --calib "" calibrated on its pictures).
+_PATH_FLAGS = ("model", "run", "out", "out_dir", "calib", "calib_dir", "verify_data",
+               "verify_dir", "name")
+
+
+def check_not_empty(args: Any) -> None:
+    """UserError for a path or source flag (of parsed arguments) given as an empty string."""
+    for name in _PATH_FLAGS:
+        value = getattr(args, name, None)
+        if value is not None and not str(value).strip():
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} is empty (an unset shell variable?); pass a value or "
+                            "leave the flag out")
 
 
 @dataclass(frozen=True)
@@ -148,5 +165,6 @@ __all__ = [
     "PRECISIONS",
     "VerifyOptions",
     "check_choice",
+    "check_not_empty",
     "check_size",
 ]
