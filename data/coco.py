@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from data.files import Entry, FileSource, read_annotation, require_data
+from data.files import Entry, FileSource, is_file, outside, read_annotation, require_data
 from data.images import MAX_FILE_BYTES
 from data.sources import SourceOptions
 
@@ -28,7 +28,9 @@ def coco_source(options: SourceOptions) -> FileSource:
             raise ValueError(f"{path} holds {len(found)} JSON files; pass the COCO JSON file itself")
         path = found[0]
     images, anns, cats = _load(path)
-    folders = [path.parent, path.parent / "images", path.parent.parent / "images", path.parent.parent]
+    folders = [path.parent, path.parent / "images"]
+    if path.parent.name.lower() == "annotations":  # the dataset folder is the one above it
+        folders += [path.parent.parent / "images", path.parent.parent]
     records, problems = [], []
     for img in images:
         try:
@@ -41,11 +43,16 @@ def coco_source(options: SourceOptions) -> FileSource:
     ids = Counter(image_id for image_id, _, _ in records)
     entries: dict[int, Entry] = {}
     for image_id, name, size in records:
-        where = f"{path.name}: image {image_id} ({name})"
+        shown = name[:80] if name.isprintable() else repr(name[:80])  # one line in the warning
+        where = f"{path.name}: image {image_id} ({shown})"
         if ids[image_id] > 1:  # which image do its annotations belong to? neither is safe
             problems.append(f"{where}: {ids[image_id]} images have id {image_id}; give each its own id")
             continue
-        file = next((f / name for f in folders if (f / name).is_file()), path.parent / name)
+        if outside(name):
+            problems.append(f"{where}: file_name points outside the dataset; write the image's path "
+                            "relative to the JSON's folder (or images/)")
+            continue
+        file = next((f / name for f in folders if is_file(f / name)), path.parent / name)
         size = size if size and min(size) > 0 else None  # 0: unknown, as some exporters write
         entries[image_id] = Entry(file, [], where, size=size)
     seen = set(ids)
@@ -126,6 +133,11 @@ def _add_annotation(ann: object, entries: dict[int, Entry], seen: set[int], cats
             name = cats[_int(ann.get("category_id"))]
         except (KeyError, TypeError, ValueError):
             return image_id, f"category_id {ann.get('category_id')!r} is not among the categories"
+    elif ann.get("category_id") is not None:  # no names: one class per id, as YOLO's class0
+        try:
+            name = f"class{_int(ann['category_id'])}"
+        except (TypeError, ValueError):
+            return image_id, f"category_id {ann['category_id']!r} is not a whole number"
     x, y, w, h = (float(v) for v in bbox)
     entries[image_id].objects.append(((x, y, x + w, y + h), name))
     return image_id, None

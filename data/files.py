@@ -81,6 +81,22 @@ def read_text(path: Path, what: str) -> str:
                          "re-save it as UTF-8") from None
 
 
+def outside(name: str) -> bool:
+    """Whether a file name written in an annotation leaves the dataset folder: an absolute
+    path (``/x``, ``C:\\x``) or one with a ``..`` part (``\\`` read as ``/``)."""
+    text = name.strip().replace("\\", "/")
+    return text.startswith("/") or bool(re.match(r"[A-Za-z]:/", text)) or ".." in text.split("/")
+
+
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, also False for a name the system refuses (over its length limit),
+    where pathlib raises: a name written in an annotation is a problem, never the run."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def number(text: str) -> float:
     """A decimal number written in an annotation; ValueError for anything else."""
     if not re.fullmatch(NUMBER, text.strip()):
@@ -109,7 +125,7 @@ def _split(n: int, options: SourceOptions, what: str) -> np.ndarray:
     held = int(round(n * float(options.val_fraction)))
     if options.val_fraction > 0 and n >= 2:
         held = min(max(held, 1), n - 1)
-    if held == 1:  # one image cannot be split: validation and test share it
+    if held == 1 and options.split != "all":  # one image cannot be split: validation and test share it
         log.warning("%s: only 1 held-out image, used for both val and test; raise val_fraction", what)
         val = test = order[:1]
     else:
@@ -252,9 +268,13 @@ def _merge(entries: list[Entry]) -> tuple[list[Entry], list[str]]:
     both with boxes and as a negative is a problem and dropped.
     """
     groups: dict[Path, list[Entry]] = {}
-    for entry in entries:
-        groups.setdefault(Path(os.path.realpath(entry.path)), []).append(entry)
     merged, problems = [], []
+    for entry in entries:
+        try:
+            groups.setdefault(Path(os.path.realpath(entry.path)), []).append(entry)
+        except ValueError as err:  # a NUL byte in a name written in the annotations
+            problems.append(f"{entry.where or entry.path}: image path {str(entry.path)[-60:]!r}: {err}; "
+                            "fix the file name")
     for group in groups.values():
         if any(e.broken for e in group):
             continue
@@ -316,6 +336,8 @@ def _choose(entry: Entry, size: tuple[int, int], multi: str) -> tuple[Path, np.n
             return checked
         if name.strip().lower() == NO_OBJECT:
             return f"class name {name!r} is reserved for 'no object' (label 0); rename the class"
+        if not name.isprintable():  # a label is one line of every table, plot and output line
+            return f"class name {name[:40]!r} holds a line break or control character; rename the class"
         boxes.append((checked, name))
     if not boxes:
         return entry.path, None, None  # explicitly annotated with no object: a negative

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from data.coco import coco_source
-from data.files import NUMBER, Entry, FileSource, number, read_annotation, require_data
+from data.files import NUMBER, Entry, FileSource, is_file, number, outside, read_annotation, require_data
 from data.images import IMAGE_EXTS, MAX_FILE_BYTES, is_image_name
 from data.sources import SourceOptions
 from data.yolo import yolo_source
@@ -69,6 +69,10 @@ def _header_columns(row: list[str], path: Path) -> dict[str, int] | None:
 
     Raises ValueError naming the file when the header names columns this reader cannot map.
     """
+    split_by = next((d for d in ";\t|" if d in row[0]), None) if len(row) == 1 else None
+    if split_by:  # Excel in many locales saves "CSV" with semicolons
+        raise ValueError(f"CSV {path}: the first row {row[0][:60]!r} has no comma but {split_by!r}; "
+                         "save the file with commas between the columns (the bbox in quotes)")
     roles: dict[str, int] = {}
     for i, cell in enumerate(c.strip().lower() for c in row):
         role = next((r for r, names in _COLUMNS.items() if cell in names), None)
@@ -273,15 +277,15 @@ def _voc_size(tree: ET.Element) -> tuple[int, int] | None:
 def _voc_image(filename: str, xml_path: Path, folders: list[Path]) -> Path:
     """The image an XML names: its bare <filename> next to the XML or in the image folders;
     without a <filename>, the XML's own name with an image extension."""
-    text = filename.strip().replace("\\", "/")
-    if text.startswith("/") or re.match(r"[A-Za-z]:/", text) or ".." in text.split("/"):
+    if outside(filename):
         raise ValueError(f"<filename> {filename.strip()!r} points outside the dataset; "
                          "write the image's bare file name")
-    name = text.rsplit("/", 1)[-1]  # VOC's <filename> is a bare name; a folder in it is ignored
+    # VOC's <filename> is a bare name; a folder in it is ignored
+    name = filename.strip().replace("\\", "/").rsplit("/", 1)[-1]
     names = [name] if name not in ("", ".") else [xml_path.stem + ext for ext in IMAGE_EXTS]
     for folder in [xml_path.parent, *folders]:
         for candidate in names:
-            if (folder / candidate).is_file():
+            if is_file(folder / candidate):
                 return folder / candidate
     if name in ("", "."):
         raise ValueError(f"no <filename>, and no image named {xml_path.stem} "

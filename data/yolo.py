@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from data.files import Entry, FileSource, number, read_text, require_data
-from data.images import list_images
+from data.images import IMAGE_EXTS, list_images
 from data.sources import SourceOptions
 
 
@@ -43,7 +43,18 @@ def yolo_source(options: SourceOptions) -> FileSource:
         entries.append(Entry(image, objects, where, normalized=True))
     if not any(_yolo_label_path(root, e.path).is_file() for e in entries) and not problems:
         raise ValueError(f"no YOLO label file (labels/NAME.txt) for any image under {root}")
+    problems += _orphans(root, {_yolo_label_path(root, image) for image in images})
     return FileSource("yolo", root, entries, problems, options)
+
+
+def _orphans(root: Path, used: set[Path]) -> list[str]:
+    """Problems for the label files under a ``labels`` folder that no image uses: their
+    objects would be lost without a word (an image renamed, deleted or of another type)."""
+    top = root / "labels" if (root / "images").is_dir() else root
+    found = sorted(t for t in top.rglob("*.txt") if t not in used and t.name != "classes.txt"
+                   and "labels" in t.relative_to(root).parts[:-1])
+    return [f"{t.relative_to(root)}: no image named {t.stem} ({', '.join(IMAGE_EXTS[:3])}, ...) for this "
+            "label file; add the image or remove the label" for t in found]
 
 
 def _yolo_label_path(root: Path, image: Path) -> Path:
@@ -69,6 +80,9 @@ def _yolo_object(line: str, names: dict[int, str], names_file: str
     if names and cls not in names:
         raise ValueError(f"class {cls} is not among the {len(names)} names of {names_file} "
                          f"(ids {min(names)}-{max(names)}); fix the label or add the name")
+    if any(abs(v) > 2 for v in values):  # a box sticking out by more than a whole image
+        raise ValueError(f"line {line.strip()[:60]!r} has values above 1: YOLO boxes are fractions of "
+                         "the image size (0-1), not pixels; divide by the image's width and height")
     if len(values) == 4:
         cx, cy, w, h = values
         box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
