@@ -239,8 +239,12 @@ def test_arm64_check_flags_and_paths_are_checked_before_building(tmp_path, capsy
 # ---- export_accuracy, demo_accuracy, generalization: checked before anything trains ----------
 
 
-def test_export_accuracy_never_exports_into_the_run_folder(tmp_path, capsys):
+def test_export_accuracy_never_exports_into_the_run_folder(tmp_path, capsys, monkeypatch):
     from benchmarks import export_accuracy
+
+    # main() turns oneDNN off for the TensorFlow it imports: here it stays as the rest of
+    # the suite has it, so the order of tests does not decide later models' numerics.
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1"))
 
     run = tmp_path / "demo"
     run.mkdir()
