@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="runs/bench-demo", help="folder for the runs and the JSON")
     add_real_data_args(p)
     args = p.parse_args(argv)
-    console = Console()
+    console = Console(soft_wrap=True)  # errors stay one line when piped
     if bad_real_data(args, console) or bad_out(args, console):
         return 2
     try:

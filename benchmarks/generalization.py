@@ -519,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--retrain", action="store_true", help="train again even if the run finished")
     p.add_argument("--out", default="results/generalization", help="folder for runs and results")
     args = p.parse_args(argv)
-    console = Console()
+    console = Console(soft_wrap=True)  # errors stay one line when piped
     if (bad_real_data(args, console) or bad_out(args, console) or bad_groups(args, console)
             or bad_train_flags(args, console) or bad_inputs(args, console)):
         return 2

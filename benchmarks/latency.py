@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                 on_cell=bar,
             )
     except UserError as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
         return 2
     out = out or _output.default_out(results["device"]["name"])
     paths = _output.write_all(results, out, plots=not args.no_plots)

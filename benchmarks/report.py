@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs, paths = run(args.results, args.out, plots=not args.no_plots)
     except (ResultsError, UserError) as err:
-        con.print(f"[red]error:[/red] {err}")
+        con.print(f"[red]error:[/red] {err}", soft_wrap=True)
         return 2
     header, rows = comparison(runs)
     table = Table(title=f"{len(runs)} device(s)", title_justify="left", header_style="bold")

@@ -186,7 +186,7 @@ def run_cli(
     from rich.console import Console
 
     console = Console(stderr=False, width=None if sys.stdout.isatty() else 132)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -372,14 +372,15 @@ def main_make_models(argv: list[str] | None = None) -> int:
         Console(stderr=True).print(
             f"[red]error:[/] no trained model at {run}/model.keras; train "
             "the demo first (make demo) or pass --run RUN_DIR",
-            highlight=False,
+            highlight=False, soft_wrap=True,
         )
         return 2
     try:
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a file of that name, or no permission
         Console(stderr=True).print(f"[red]error:[/] cannot use --out-dir {args.out_dir} as a "
-                                   f"folder ({err.strerror}); pass another one", highlight=False)
+                                   f"folder ({err.strerror}); pass another one", highlight=False,
+                                   soft_wrap=True)
         return 2
     args.model, args.io = str(run), "uint8"
     stem = args.name or make_models.default_name(run)

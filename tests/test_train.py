@@ -187,6 +187,17 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, flags, message):
     assert not (tmp_path / "run" / "config.json").exists()
 
 
+def test_cli_errors_stay_one_line_when_piped(tmp_path, capsys):
+    """rich wraps at 80 columns when the output is not a terminal: a long path split the
+    one-line message over three lines in logs and pipes."""
+    deep = tmp_path / ("a-rather-long-folder-name-" * 4) / "data"
+    assert train_main(["--data", "csv", "--data-dir", str(deep), "--out", str(tmp_path / "run")]) == 2
+    assert evaluate_main(["--model", str(deep / "run")]) == 2
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 2 and all(line.startswith("error:") for line in lines), lines
+    assert all(str(deep) in line for line in lines)
+
+
 def test_evaluate_cli_bad_model_exits_2(tmp_path, capsys):
     assert evaluate_main(["--model", str(tmp_path / "missing")]) == 2
     assert "no trained model" in capsys.readouterr().out

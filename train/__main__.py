@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(argv)
     except SystemExit as exit_:  # argparse printed its one-line usage error (or --help)
         return int(exit_.code or 0)
-    console = Console()
+    console = Console(soft_wrap=True)  # an error stays one line when piped (rich wraps at 80)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

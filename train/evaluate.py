@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(args.model, data=args.data, data_dir=args.data_dir, split=args.split, size=args.size,
             seed=args.seed, out=args.out, console=console)
     except UserError as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {err}", soft_wrap=True)  # one line when piped
         return 2
     return 0
 

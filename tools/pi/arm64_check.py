@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         models = resolve_models(args.models, repo)
         check_flags(args, models)
     except ValueError as err:  # UserError too
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {err}", soft_wrap=True)
         return 2
     try:
         report, rows = run(models, suites=suites, cpus=cpus, repo=repo, cache=args.cache,
