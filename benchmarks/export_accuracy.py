@@ -303,7 +303,6 @@ def main(argv: list[str] | None = None) -> int:
         check_size(args.verify_size, "--verify-size")  # before a run is loaded and exported
         if args.calib_size is not None:
             check_size(args.calib_size, "--calib-size")
-        check_out(args.run, args.out)
         _, met = run(
             args.run,
             args.out,
