@@ -136,7 +136,7 @@ def check_inputs(args: argparse.Namespace) -> list[Path]:
     """The models to damage (each must load undamaged) and the output files, before the run:
     --markdown or --json onto a model would destroy it, and a missing folder would lose
     the report at the end."""
-    from runtime.contract import sidecar_path
+    from runtime.contract import model_files
     from runtime.localizer import Localizer
 
     models = args.model or default_models()
@@ -147,7 +147,7 @@ def check_inputs(args: argparse.Namespace) -> list[Path]:
                if path is not None]
     for flag, path in outputs:
         check_output_file(path, flag)
-        refuse_overwrite(path, [f for m in models for f in (m, sidecar_path(m))], flag)
+        refuse_overwrite(path, model_files(models), flag)
     if len(outputs) == 2 and args.markdown.resolve() == args.json.resolve():
         raise UserError(f"--markdown and --json are both {args.json}; pass two file names")
     return models

@@ -36,7 +36,7 @@ import numpy as np
 from benchmarks._fingerprint import fingerprint
 from benchmarks._standins import build_standins
 from runtime.atomic import refuse_overwrite, scratch_dir, write_json
-from runtime.contract import sidecar_path
+from runtime.contract import model_files
 from runtime.errors import UserError
 from runtime.localizer import Localizer
 from runtime.models import MODELS_DIR
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.json:  # before measuring: a bad --json found after it threw the figures away
             check_output_file(args.json, "--json")
-            refuse_overwrite(args.json, [f for m in models for f in (m, sidecar_path(m))], "--json")
+            refuse_overwrite(args.json, model_files(models), "--json")
         if args.standin:
             models += build_standins(Path(tempfile.gettempdir()) / "edgeloc-standins")
         if not models:

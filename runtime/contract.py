@@ -21,7 +21,7 @@ import math
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import cv2
 import numpy as np
@@ -234,6 +234,11 @@ class Contract:
 def sidecar_path(model_path: str | Path) -> Path:
     """The JSON file that carries a model's contract next to it (same stem)."""
     return Path(model_path).with_suffix(".json")
+
+
+def model_files(models: Iterable[str | Path]) -> list[Path]:
+    """Each model file and its sidecar contract: the inputs an output may never replace."""
+    return [f for m in models for f in (Path(m), sidecar_path(m))]
 
 
 def read_tflite_metadata(data: bytes) -> dict[str, bytes]:

@@ -105,7 +105,7 @@ def check_flags(args: argparse.Namespace, models: list[Path]) -> None:
     """Thresholds, the models and the output paths before minutes of building the emulated
     Pis: a damaged model would only fail there, a report onto a model would destroy it."""
     from runtime.atomic import refuse_overwrite
-    from runtime.contract import sidecar_path
+    from runtime.contract import model_files
     from runtime.localizer import Localizer
 
     if not (0 <= args.iou_min <= 1 and 0 <= args.score_tol <= 1):  # NaN fails both
@@ -124,7 +124,7 @@ def check_flags(args: argparse.Namespace, models: list[Path]) -> None:
     for flag, path in outputs:
         if path.is_dir():
             raise ValueError(f"{flag} {path} is a folder; pass a file name")
-        refuse_overwrite(path, [f for m in models for f in (m, sidecar_path(m))], flag)
+        refuse_overwrite(path, model_files(models), flag)
     if len(outputs) == 2 and args.out.resolve() == args.markdown.resolve():
         raise ValueError(f"--out and --markdown are both {args.out}; pass two file names")
 
