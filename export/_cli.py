@@ -14,12 +14,8 @@ was not written); 2 a user mistake (bad path, file or flag value), one line, no 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import signal
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +38,7 @@ from export.options import (
     VerifyOptions,
     check_not_empty,
 )
-from runtime._cli import Terminated, stop_exit_code, stop_reason
+from runtime._cli import sigterm_stops, stop_exit_code, stop_reason
 from runtime.errors import UserError
 
 IO_HELP = "input dtype (and int8 model outputs): uint8 raw pixels (default), int8, float32"
@@ -199,7 +195,7 @@ def run_cli(
             jobs = jobs_for(args.formats, args.quantize)
         settings = options(args)
         quiet_tensorflow(args.verbose)
-        with _stoppable(stops):
+        with sigterm_stops(stops):
             batch = export_all(
                 args.model,
                 jobs,
@@ -250,30 +246,6 @@ def run_cli(
 def _interrupted(err: Any, reason: str) -> int:
     err.print(f"[red]interrupted[/] ({reason}): no partial model file was left behind")
     return stop_exit_code(reason)
-
-
-@contextlib.contextmanager
-def _stoppable(stops: list[str]) -> Iterator[None]:
-    """Within the block SIGTERM stops the export as Ctrl-C does (the temporary files are
-    removed, not left in the output folder), and ``stops`` records which signal arrived."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        term = signum == signal.SIGTERM
-        stops.append("SIGTERM" if term else "Ctrl-C")
-        raise Terminated if term else KeyboardInterrupt
-
-    handled = [signal.SIGTERM]
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where it is ignored
-        handled.append(signal.SIGINT)
-    previous = {s: signal.signal(s, stop) for s in handled}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _model_arg(ap: argparse.ArgumentParser) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 from export._load import LoadedModel
 from export.calib import draw, run_source
 from export.options import DEFAULT_MAX_IOU_DROP, VerifyOptions
+from runtime._cli import raise_if_stopped
 from runtime.atomic import staged
 from runtime.contract import Contract, box_iou, to_xyxy
 from runtime.errors import UserError
@@ -245,6 +246,7 @@ def write_verified(
         result.seconds = time.perf_counter() - t0
         if not result.ok:
             raise VerificationFailed(result)
+        raise_if_stopped()  # a SIGTERM or Ctrl-C that TensorFlow swallowed still stops it
     log.info("wrote %s (%d bytes, %.1f s)", out, len(data), result.seconds)
     return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import logging
@@ -11,6 +12,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 from rich.console import Console
@@ -130,21 +132,75 @@ def stop_exit_code(reason: str) -> int:
     return EXIT_SIGTERM if reason == "SIGTERM" else EXIT_CTRL_C
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated
+# The stop lists of the sigterm_stops blocks now running (innermost last).
+_ACTIVE: list[list[str]] = []
+
+
+def _interrupt(reason: str) -> KeyboardInterrupt:
+    return Terminated() if reason == "SIGTERM" else KeyboardInterrupt()
+
+
+def _native_caller(frame: Any) -> bool:
+    """Is Python at a frame that TensorFlow's C++ code may be calling into? Its nest utilities
+    call ``isinstance`` (an ABC's ``__instancecheck__``) and ``__import__`` from C++: an
+    exception raised there comes out as a printed SystemError traceback, or not at all."""
+    while frame is not None and frame.f_code.co_filename.startswith("<frozen "):  # abc, importlib
+        frame = frame.f_back
+    return frame is not None and f"{os.sep}tensorflow{os.sep}" in frame.f_code.co_filename
 
 
 @contextlib.contextmanager
-def sigterm_stops() -> Iterator[None]:
-    """Within the block SIGTERM raises ``Terminated`` (main thread only); restored after."""
+def sigterm_stops(stops: list[str] | None = None) -> Iterator[None]:
+    """Within the block SIGTERM raises ``Terminated`` (main thread only); restored after.
+
+    With ``stops``, Ctrl-C is taken too (unless ignored) and each stop's reason ("SIGTERM",
+    "Ctrl-C") is appended: where library code turns the interrupt into another exception,
+    the caller still knows it was one. A stop that arrives where TensorFlow's native code
+    may be the caller is raised a moment later instead, outside it (or as the block ends),
+    and ``raise_if_stopped`` raises a stop that native code swallowed anyway, at the points
+    where a file would be committed.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    recorded: list[str] = [] if stops is None else stops
+    waiting: list[threading.Timer] = []  # a deferred stop not raised yet
+
+    def stop(signum: int, frame: Any) -> None:
+        reason = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        if not waiting:  # (a deferred stop raised again is the same stop)
+            recorded.append(reason)
+        waiting.clear()
+        if _native_caller(frame):
+            waiting.append(threading.Timer(0.05, _thread.interrupt_main, (signum,)))
+            waiting[0].daemon = True
+            waiting[0].start()
+            return
+        raise _interrupt(reason)
+
+    handled = [signal.SIGTERM]
+    if stops is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        handled.append(signal.SIGINT)
+    previous = {s: signal.signal(s, stop) for s in handled}
+    _ACTIVE.append(recorded)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for timer in waiting:
+            timer.cancel()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _ACTIVE.pop()
+    if waiting:  # the block ended while a deferred stop waited: it still stops the run
+        raise _interrupt(recorded[-1])
+
+
+def raise_if_stopped() -> None:
+    """Raise the stop a running ``sigterm_stops`` block recorded, if any: call it before
+    committing a result, so a stop that library code swallowed does not end as a success."""
+    for recorded in _ACTIVE:
+        if recorded:
+            raise _interrupt(recorded[0])
 
 
 def fail(err: BaseException) -> int:

@@ -278,3 +278,55 @@ def test_sigterm_mid_export_leaves_no_temporary_files(run_dir, tmp_path):
     assert "interrupted (SIGTERM)" in err and "Traceback" not in err
     assert list(out.iterdir()) == []
     assert not any(p.name.startswith(mine) for p in scratch.iterdir())
+
+
+def test_a_stop_that_library_code_swallows_still_stops_the_export(tmp_path):
+    """A SIGTERM landing inside TensorFlow's C++ code was swallowed there (printed as a
+    SystemError or not at all) and the export went on to write its model with exit 0: the
+    stop is recorded and raised again before a model file is committed."""
+    from runtime._cli import Terminated, raise_if_stopped, sigterm_stops
+
+    before = signal.getsignal(signal.SIGTERM)
+    stops: list[str] = []
+    with pytest.raises(Terminated), sigterm_stops(stops):
+        try:  # what native code did with the interrupt
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        except BaseException:  # noqa: BLE001
+            pass
+        raise_if_stopped()
+    assert stops == ["SIGTERM"]
+    raise_if_stopped()  # outside the block nothing is pending
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_stop_where_tensorflow_may_be_the_caller_is_raised_a_moment_later():
+    """Raised in a TensorFlow frame called from its C++ code (or an import it started), the
+    interrupt came out as a printed SystemError traceback: it is raised just after, outside
+    such frames, or when the block ends."""
+    from types import SimpleNamespace
+
+    from runtime._cli import Terminated, sigterm_stops
+
+    def frame(file: str, caller: object = None) -> SimpleNamespace:
+        return SimpleNamespace(f_code=SimpleNamespace(co_filename=file), f_back=caller)
+
+    nest = frame(f"{os.sep}venv{os.sep}tensorflow{os.sep}python{os.sep}util{os.sep}nest_util.py")
+    from_cxx = frame("<frozen abc>", frame("<frozen abc>", nest))  # isinstance from C++
+    stops: list[str] = []
+    with sigterm_stops(stops):
+        handler = signal.getsignal(signal.SIGTERM)
+        handler(signal.SIGTERM, from_cxx)  # returns: deferred
+        with pytest.raises(Terminated):
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+    assert stops == ["SIGTERM"]  # one stop, though raised twice
+
+    with pytest.raises(Terminated), sigterm_stops():
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, from_cxx)
+    # the block ended before the deferred stop was raised: it is raised as the block ends
+
+    with pytest.raises(Terminated), sigterm_stops():  # elsewhere: at once
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, frame("<frozen abc>", frame("/a/b.py")))
+        time.sleep(5)
