@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from data.images import DEFAULT_MAX_PIXELS
 from runtime.errors import UserError
-from runtime.modelfile import MAX_THREADS
+from runtime.modelfile import MAX_THREADS, check_model_path
 
 from runtime.models import DEFAULT_MODEL, SHIPPED, shipped  # package data: found after any install
 
@@ -111,7 +111,9 @@ def resolve_model(model: str | None) -> Path:
     """``--model`` (a path, or the name of a shipped model: ``cat``, ``face``) or the default
     int8 model; a missing shipped model says how to build it."""
     if model and (model not in SHIPPED or Path(model).exists()):  # a file named "face" wins
-        return Path(model).expanduser()
+        path = Path(model).expanduser()
+        check_model_path(path)  # `--model .` is no file to name a sidecar or an output after
+        return path
     path = shipped(model) if model else DEFAULT_MODEL
     if not path.is_file():
         raise UserError(f"shipped model {path} is missing; run `make models` or pass --model PATH")

@@ -46,6 +46,8 @@ class InputConverter:
         else:
             self.mode = "float"
         self.scale, self.zero = float(scale), int(zero)
+        if self.mode == "quant":
+            _check_pixel_range(info, self.scale, self.zero)
         self._buf: np.ndarray | None = None
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
@@ -62,6 +64,19 @@ class InputConverter:
             q = np.rint(pixels.astype(np.float32) / self.scale + self.zero)
             np.copyto(self._buf, np.clip(q, info.min, info.max), casting="unsafe")
         return self._buf
+
+
+def _check_pixel_range(info: TensorInfo, scale: float, zero: int) -> None:
+    """Refuse a quantized input that cannot hold raw pixels: a model from another tool that
+    expects normalized values ([0, 1], [-1, 1]) would see every pixel clipped to its top."""
+    limits = np.iinfo(np.dtype(info.dtype))
+    top = (limits.max - zero) * scale
+    if scale <= 0 or top < 128:  # edgeloc's int8 inputs hold 0..255 (scale 1)
+        raise UserError(
+            f"model input {info.name!r} is quantized for values up to {top:.3g} (scale "
+            f"{scale:.4g}, zero point {zero}), but edgeloc feeds raw pixels 0..255: the model "
+            "expects normalized input; re-export it with edgeloc's exporter (raw pixels in)"
+        )
 
 
 def dequantize(values: np.ndarray, quant: tuple[float, int]) -> np.ndarray:

@@ -9,7 +9,9 @@ Runtime providers a session gets (aliases, CPU fallback, GPU preload) is ``runti
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import logging
 import warnings
 from collections.abc import Callable
@@ -208,19 +210,23 @@ class OnnxBackend(Backend):
             raise UserError(
                 f"{path} has {len(inputs)} inputs; an edgeloc localizer has one image input"
             )
+        what = "metadata"  # names and metadata are decoded only when read
         try:
             meta = session.get_modelmeta().custom_metadata_map
-        except UnicodeDecodeError as err:  # metadata bytes that are not UTF-8
+            what = "a tensor name"
+            info_in = _onnx_info(inputs[0], path)
+            info_out = [_onnx_info(o, path) for o in outputs]
+        except UnicodeDecodeError as err:  # bytes that are not UTF-8
             raise UserError(
-                f"{path} has metadata that is not UTF-8 text ({err.reason} at byte "
+                f"{path} has {what} that is not UTF-8 text ({err.reason} at byte "
                 f"{err.start}); the file is damaged: re-export it"
             ) from None
         super().__init__(
             name="onnxruntime",
             provider=session.get_providers()[0],
             path=path,
-            input=_onnx_info(inputs[0], path),
-            outputs=[_onnx_info(o, path) for o in outputs],
+            input=info_in,
+            outputs=info_out,
             metadata={k: v.encode() for k, v in meta.items()},
             supports_batch=not isinstance(inputs[0].shape[0], int) or inputs[0].shape[0] != 1,
         )
@@ -263,11 +269,18 @@ def _onnx_factory(path: Path, data: bytes, threads: int, providers: Any, name: s
     opts.log_severity_level = 4  # fatal only: errors come back as exceptions, named by us
     chosen = resolve_providers(providers, ort.get_available_providers())
     preload_gpu_libraries(ort, chosen)
+    banner = io.StringIO()
     try:
-        session = ort.InferenceSession(data, sess_options=opts, providers=chosen)
+        # A session that fails to build is retried on the CPU after a banner that ONNX
+        # Runtime prints (Python's print) on stdout, where infer writes its JSON lines.
+        with contextlib.redirect_stdout(banner):
+            session = ort.InferenceSession(data, sess_options=opts, providers=chosen)
     except Exception as err:  # onnxruntime raises its own InvalidProtobuf, Fail, ... types
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise UserError(f"{path} is not a loadable ONNX model ({first}); re-export it") from None
+    finally:
+        if banner.getvalue().strip():
+            log.debug("onnxruntime printed:\n%s", banner.getvalue().strip())
     warn_dropped(chosen, session.get_providers())
     return OnnxBackend(session, path, _onnx_errors())
 
@@ -351,12 +364,17 @@ def open_backend(
     if key in BACKENDS:
         if BACKENDS[key].format != fmt:
             raise UserError(
-                f"backend {key} runs {BACKENDS[key].format} models but {path} is {fmt}"
+                f"backend {key} runs {BACKENDS[key].format} models but {path} is {fmt}; "
+                "leave --backend out (auto picks by format) or pass a "
+                f".{BACKENDS[key].format} model"
             )
         candidates = [key]
     else:
         if key in FORMATS and key != fmt:
-            raise UserError(f"backend {backend!r} was asked for but {path} is a {fmt} model")
+            raise UserError(
+                f"backend {backend!r} was asked for but {path} is a {fmt} model; leave "
+                f"--backend out (auto picks by format) or pass a .{key} model"
+            )
         candidates = [n for n, e in BACKENDS.items() if e.format == fmt]
     sealed = verify_digest(path, data) if verify else False
     for name in candidates:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ BOX_FORMATS = ("xyxy", "xywh")
 # where the ratio is not an integer); on a sub-millisecond model that difference is the
 # whole runtime overhead. Training sees the same interpolation, so the model learns it.
 RESIZE = "linear"
+# A contract's input side above this is refused: edgeloc's models take 96-320 px, and a
+# damaged size would make every frame allocate gigabytes before the model sees it.
+MAX_INPUT_SIDE = 4096
 
 
 def preprocess(image: np.ndarray, size: int | tuple[int, int], *, bgr: bool = False) -> np.ndarray:
@@ -214,21 +218,52 @@ class Contract:
             raise UserError("model contract must be a JSON object")
         try:
             version = int(data.get("version", 0))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise UserError(f"model contract version {data['version']!r} is not a number") from None
         if version > CONTRACT_VERSION:
             raise UserError(
                 f"model contract version {data['version']} is newer than this edgeloc "
                 f"({CONTRACT_VERSION}); upgrade edgeloc"
             )
+        _check_fields(data)
         known = set(cls.__dataclass_fields__)
         try:
-            contract = cls(**{k: v for k, v in data.items() if k in known})
+            return cls(**{k: v for k, v in data.items() if k in known})
         except (TypeError, ValueError, IndexError) as err:  # missing or mistyped fields
             raise UserError(f"model contract is incomplete or malformed: {err}") from None
-        if min(contract.input_size) < 1 or not isinstance(contract.extra, dict):
-            raise UserError(f"model contract is malformed (input_size {contract.input_size})")
-        return contract
+
+
+def _check_fields(data: dict[str, Any]) -> None:
+    """Refuse contract fields the runtime would read wrongly rather than trust them: a size
+    "64" would be read as 6x4, a label 5 printed as a number, a BGR model fed RGB."""
+    size = data.get("input_size", [1, 1])  # a missing field is the constructor's error
+    if not (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(type(v) in (int, float) and 1 <= v <= MAX_INPUT_SIDE and v == int(v)
+                for v in size)  # (32.0 from another tool is 32; NaN fails the range)
+    ):
+        raise UserError(
+            f"model contract input_size {reprlib.repr(size)} is not [height, width] in pixels "
+            f"(1..{MAX_INPUT_SIDE})"
+        )
+    labels = data.get("labels", [])
+    if not (
+        isinstance(labels, list)
+        and all(isinstance(v, str) and v.strip() for v in labels)
+        and len(set(labels)) == len(labels)
+    ):
+        raise UserError(
+            f"model contract labels {reprlib.repr(labels)} are not a list of distinct names"
+        )
+    if data.get("color", "RGB") != "RGB":
+        raise UserError(
+            f"model contract color {reprlib.repr(data['color'])}: edgeloc feeds RGB pixels only"
+        )
+    if not isinstance(data.get("extra", {}), dict):
+        raise UserError(
+            f"model contract extra {reprlib.repr(data['extra'])} is not a JSON object"
+        )
 
 
 def sidecar_path(model_path: str | Path) -> Path:

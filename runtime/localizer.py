@@ -82,7 +82,14 @@ class Localizer:
         self.threshold = float(threshold)
         self.backend_name = backend.name
         self.provider = backend.provider
-        self._box_i, self._score_i = _pick_outputs(backend.outputs, len(contract.labels))
+        self._box_i, self._score_i = _pick_outputs(backend.outputs)
+        for out in backend.outputs:  # integers with no scale: codes 0..255 read as a box
+            if np.dtype(out.dtype).kind in "iu" and not out.quant[0]:
+                raise UserError(
+                    f"{path}: output {out.name!r} is {out.dtype} without a quantization "
+                    "scale, so it cannot be read as a box or probabilities; re-export the "
+                    "model with float outputs (edgeloc's exporters do)"
+                )
         box_width = (backend.outputs[self._box_i].shape or (-1,))[-1]
         width = (backend.outputs[self._score_i].shape or (-1,))[-1]
         if box_width > 0 and box_width != 4:
@@ -137,7 +144,14 @@ class Localizer:
     def invoke(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run preprocessed (N, H, W, 3) uint8 pixels: raw (box, score) in contract form."""
         out = self._backend.run(tensor)
-        return out[self._box_i], out[self._score_i]
+        box, score = out[self._box_i], out[self._score_i]
+        rows = (len(tensor),)
+        if np.shape(box)[:1] != rows or np.shape(score)[:1] != rows:  # a broken dynamic batch
+            raise ModelError(
+                f"model {self.path} returned box {np.shape(box)} and score {np.shape(score)} "
+                f"for {rows[0]} images; the model is broken: re-export it"
+            )
+        return box, score
 
     def prepare(self, image: np.ndarray, *, bgr: bool = False) -> np.ndarray:
         """The contract's preprocessing alone: (1, H, W, 3) uint8 model pixels for ``predict``."""
@@ -241,7 +255,7 @@ def _infer_contract(path: Path, engine: Backend) -> Contract:
             f"{path} has no edgeloc contract and its input shape {shape} has no fixed size; "
             f"re-export it with edgeloc or write a contract to {sidecar_path(path)}"
         )
-    box_i, score_i = _pick_outputs(engine.outputs, None)
+    box_i, score_i = _pick_outputs(engine.outputs)
     k = int(engine.outputs[score_i].shape[-1])
     labels = [NO_OBJECT, "object"] if k == 2 else [NO_OBJECT] + [f"class{i}" for i in range(1, k)]
     contract = Contract(
@@ -267,6 +281,11 @@ def _check_layout(info: TensorInfo, path: Path) -> None:
             f"{path} input {info.name!r} has shape {shape}{layout}; "
             "expected (1, H, W, 3) RGB: re-export the model with edgeloc"
         )
+    if shape[0] not in (1, -1):  # a fixed batch of N fails on every single image at run time
+        raise UserError(
+            f"{path} input {info.name!r} has a fixed batch of {shape[0]} images {shape}; "
+            "edgeloc runs one image at a time: re-export the model with batch 1 or a dynamic batch"
+        )
 
 
 def _check_input(info: TensorInfo, contract: Contract, path: Path) -> None:
@@ -285,7 +304,7 @@ def _check_input(info: TensorInfo, contract: Contract, path: Path) -> None:
         )
 
 
-def _pick_outputs(outputs: list[TensorInfo], k: int | None) -> tuple[int, int]:
+def _pick_outputs(outputs: list[TensorInfo]) -> tuple[int, int]:
     """Indices of the box and score outputs: by name, else by shape (4 vs K)."""
     if len(outputs) != 2:
         raise UserError(
@@ -299,15 +318,13 @@ def _pick_outputs(outputs: list[TensorInfo], k: int | None) -> tuple[int, int]:
         return box[0], score[0]
     last = [o.shape[-1] if o.shape else -1 for o in outputs]
     fours = [i for i, d in enumerate(last) if d == 4]
-    if k is not None and k != 4 and len(fours) == 1 and k in last:
+    if len(fours) == 1:  # the other one is the score (its width is checked against the labels)
         return fours[0], 1 - fours[0]
-    if k is None and len(fours) == 1:
-        return fours[0], 1 - fours[0]
-    if fours:
-        log.warning(
-            "outputs %s are not named box/score; taking the first 4-wide one as the box", names
+    if fours:  # both 4 wide (4 labels) and neither named: a guess would be a coin flip
+        raise UserError(
+            f"cannot tell the box output from the score output among {names}: both have 4 "
+            "values; name them 'box' and 'score' (edgeloc's exporters do) and re-export"
         )
-        return fours[0], 1 - fours[0]
     raise UserError(
         f"cannot tell the box output among {names} with shapes {[o.shape for o in outputs]}"
     )

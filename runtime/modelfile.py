@@ -40,6 +40,16 @@ def read_model(path: str | Path) -> bytes:
     device (those are refused from ``stat``, before anything could block or stream)."""
     from data.images import read_bytes  # the one bounded, non-blocking file reader
 
+    check_model_path(path)
+    try:
+        return read_bytes(path, what="model file", limit=MAX_MODEL_BYTES)
+    except UserError as err:  # unreadable (permissions), or swapped for a FIFO meanwhile
+        raise UserError(f"{err}; {_HINT}") from None
+
+
+def check_model_path(path: str | Path) -> None:
+    """Refuse a model path that is missing, a folder, a FIFO or device, or over the size
+    limit, from ``stat`` alone (CLIs call it before they derive names from the path)."""
     info = stat_path(path, "model file", _HINT)
     if stat.S_ISDIR(info.st_mode):
         raise UserError(f"model path {path} is a directory; {_HINT}")
@@ -52,10 +62,6 @@ def read_model(path: str | Path) -> bytes:
             f"{MAX_MODEL_BYTES / 2**30:.0f} GiB limit (edgeloc models are a few MB and one "
             "ONNX protobuf cannot pass 2 GiB); pass the exported .tflite or .onnx model"
         )
-    try:
-        return read_bytes(path, what="model file", limit=MAX_MODEL_BYTES)
-    except UserError as err:  # unreadable (permissions), or swapped for a FIFO meanwhile
-        raise UserError(f"{err}; {_HINT}") from None
 
 
 def sniff_format(path: str | Path) -> tuple[str, bytes]:
@@ -126,5 +132,5 @@ def default_threads() -> int:
     return max(1, min(4, cores))
 
 
-__all__ = ["MAX_MODEL_BYTES", "MAX_THREADS", "check_threads", "default_threads", "read_model",
-           "sniff_format", "verify_digest"]
+__all__ = ["MAX_MODEL_BYTES", "MAX_THREADS", "check_model_path", "check_threads",
+           "default_threads", "read_model", "sniff_format", "verify_digest"]
