@@ -318,6 +318,11 @@ def _main(args: argparse.Namespace) -> InferSummary:
         return summary
     out_path = check_output_file(args.out, "--out")
     refuse_overwrite([out_path], inputs, "--out")
+    if out_path.resolve() == sidecar_path(model).resolve():  # not there yet, read next time
+        raise UserError(
+            f"--out {out_path} is where {model.name}'s contract is looked for on the next run; "
+            "write the results under another name"
+        )
     _refuse_drawing_over(out_path, images, drawings)
     check_results_name(out_path)
     results = None

@@ -79,6 +79,19 @@ def test_a_model_path_without_a_file_name_is_one_line_not_a_traceback(tmp_path, 
         assert main(["a.png", "--model", model]) == 2
 
 
+def test_results_are_not_written_where_the_models_contract_is_looked_for(tmp_path, monkeypatch):
+    """`infer --out bare.json` beside a model without an embedded contract wrote the results
+    where the next run reads the contract from: every later run failed to load the model."""
+    from runtime.infer import main
+
+    monkeypatch.chdir(tmp_path)
+    cv2.imwrite("a.png", np.zeros((8, 8, 3), np.uint8))
+    onnx_model(tmp_path / "bare.onnx")
+    assert main(["a.png", "--model", "bare.onnx", "--out", "bare.json"]) == 2
+    assert not (tmp_path / "bare.json").exists()
+    assert main(["a.png", "--model", "bare.onnx", "--out", "results.json"]) == 0
+
+
 def test_a_fixed_batch_of_two_is_refused_at_load(tmp_path):
     """It failed on every image at run time ("Got invalid dimensions") instead."""
     path = onnx_model(tmp_path / "b2.onnx", in_shape=(2, 32, 32, 3),
