@@ -173,6 +173,7 @@ def summary_table(summary: dict[str, Any], config: Any, out: str | Path) -> Tabl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from runtime._cli import refuse_empty
     from runtime.quiet import quiet_tensorflow
 
     # Before anything imports TensorFlow (the registries behind --help do): its start-up
@@ -187,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        refuse_empty(args)  # an unset shell variable: --init "" trained from scratch silently
         run(args, console)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/yellow]; rerun the same command to resume {args.out} "

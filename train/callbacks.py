@@ -4,6 +4,7 @@ state written after every epoch, and a rich progress display."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import time
@@ -39,6 +40,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         self.path, self.monitor, self.mode, self.keep = Path(path), monitor, mode, keep
         self.best, self.defer, self.pending = best, defer, False
         self.best_epoch: int | None = None
+        self.sha256: str | None = None  # of the file last saved: the resume state records it
 
     def _better(self, value: float) -> bool:
         if self.best is None or math.isnan(self.best):
@@ -60,6 +62,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         """Write the pending model file (a no-op when the last epoch did not improve)."""
         if self.pending:
             save_model_atomic(self.model, self.path)
+            self.sha256 = sha256_file(self.path)
             self.pending = False
 
 
@@ -73,6 +76,16 @@ def save_model_atomic(model: keras.Model, path: Path) -> None:
 
     with atomic.staged(path) as tmp:
         float32_copy(model).save(tmp)
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file: the resume state records those of the weights and model files,
+    so a damaged or swapped one is refused on resume instead of trained on or evaluated."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -123,9 +136,13 @@ class ResumeState(keras.callbacks.Callback):
         with atomic.staged(resume / name) as tmp:
             self.model.save_weights(tmp)
         self.state.update({
-            "epoch": epoch + 1, "weights": name, "history": self.history,
+            "epoch": epoch + 1, "weights": name, "weights_sha256": sha256_file(resume / name),
+            "history": self.history,
             "train_seconds": round(self.state.get("train_seconds", 0.0) + seconds, 2),
-            "checkpoint": {"best": self.checkpoint.best, "best_epoch": self.checkpoint.best_epoch},
+            # sha256: model.keras as on disk now (a pending save replaces it next, see
+            # AtomicCheckpoint; a resumed run re-saves that one from the weights)
+            "checkpoint": {"best": self.checkpoint.best, "best_epoch": self.checkpoint.best_epoch,
+                           "sha256": self.checkpoint.sha256},
             "early_stopping": self.stopper.state() if self.stopper else None,
         })
         write_json_atomic(resume / STATE_FILE, self.state)
@@ -212,4 +229,4 @@ def _num(value: Any) -> Any:
 
 
 __all__ = ["RESUME_DIR", "STATE_FILE", "AtomicCheckpoint", "ResumableEarlyStopping", "ResumeState",
-           "RichProgress", "save_model_atomic", "write_history"]
+           "RichProgress", "save_model_atomic", "sha256_file", "write_history"]

@@ -332,7 +332,8 @@ def resolve_config(preset: str | None = None, **flags: Any) -> RunConfig:
 _RANGES: dict[tuple[str, str], tuple[float, bool, float | None, bool]] = {
     ("training", "epochs"): (1, True, None, True),
     ("training", "steps_per_epoch"): (1, True, None, True),
-    ("training", "batch_size"): (1, True, None, True),
+    # A typo such as --batch-size 1000000000 filled memory for minutes before failing.
+    ("training", "batch_size"): (1, True, 65536, True),
     ("training", "patience"): (0, True, None, True),
     ("training", "freeze_backbone"): (0, True, None, True),
     ("training", "score_weight"): (0, True, None, True),
@@ -342,6 +343,8 @@ _RANGES: dict[tuple[str, str], tuple[float, bool, float | None, bool]] = {
     ("optimizer", "warmup_steps"): (0, True, None, True),
     ("optimizer", "clipnorm"): (0, False, None, True),
     ("model", "alpha"): (0, False, None, True),
+    # Below 8 the input pipeline fails after the data is loaded; 100000 px ran out of memory.
+    ("model", "image_size"): (8, True, 4096, True),
     ("model", "head_units"): (0, True, None, True),
     ("model", "reduce_filters"): (0, True, None, True),
     ("model", "dropout"): (0, True, 1, False),

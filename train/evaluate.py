@@ -143,11 +143,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from runtime._cli import refuse_empty
     from runtime.errors import UserError
 
     args = parse_args(argv)
     console = Console()
     try:
+        refuse_empty(args)  # --data "" fell back to the run's source, --out "" to the default
         run(args.model, data=args.data, data_dir=args.data_dir, split=args.split, size=args.size,
             seed=args.seed, out=args.out, console=console)
     except UserError as err:

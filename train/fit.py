@@ -34,8 +34,8 @@ from train.config import (MODEL_FILE, PLACEMENT_FIELDS, RunConfig, load_config, 
 from train.losses import box_loss, check_loss, score_loss
 from train.metrics import box_metrics, score_metrics
 from train.model import build_model
-from train.rundir import (METRICS_FILE, PLOT_FILE, check_run_dir, clear_run, data_problems,
-                          write_problems)
+from train.rundir import (METRICS_FILE, PLOT_FILE, check_resume_file, check_run_dir, clear_run,
+                          data_problems, read_state, write_problems)
 from train.splits import split_source
 from train.warmstart import FreezeBackbone, warm_start
 
@@ -142,23 +142,6 @@ class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
         return cls(keras.saving.deserialize_keras_object(config["schedule"]), config["steps"])
 
 
-def read_state(run_dir: Path) -> dict | None:
-    """The resume state of a run directory (None: nothing to resume); a damaged one is a
-    UserError naming the file (it is written atomically, so only something else breaks it)."""
-    path = Path(run_dir) / RESUME_DIR / STATE_FILE
-    if not path.is_file():
-        return None
-    try:
-        state = json.loads(path.read_text())
-        why = "no epoch number in it"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        state, why = None, type(err).__name__
-    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
-        raise UserError(f"the resume state {path} is damaged ({why}); pass --overwrite "
-                        "to start the run again, or another --out")
-    return state
-
-
 def check_same_run(run_dir: Path, config: RunConfig) -> None:
     """Refuse to resume a run directory that holds a different configuration."""
     old = load_config(run_dir)
@@ -212,10 +195,15 @@ def train(config: RunConfig, run_dir: str | Path, *, console: Console | None = N
         except (ValueError, OSError) as err:
             raise UserError(str(err)) from None
         done = state.get("stopped_early") or state["epoch"] >= t.epochs
-        if done and state.get("finished") and (run_dir / METRICS_FILE).is_file():
-            console.print(f"{run_dir} already holds a finished run ({state['epoch']} epochs); "
-                          "pass --overwrite to train again")
-            return json.loads((run_dir / METRICS_FILE).read_text())
+        if done and state.get("finished"):
+            try:
+                summary = json.loads((run_dir / METRICS_FILE).read_text())
+            except (OSError, UnicodeDecodeError, ValueError):
+                summary = None  # gone or damaged: the model is evaluated again below
+            if isinstance(summary, dict) and "test" in summary:
+                console.print(f"{run_dir} already holds a finished run ({state['epoch']} epochs); "
+                              "pass --overwrite to train again")
+                return summary
     state = state or {"epoch": 0, "train_seconds": 0.0}
     # A resumed run keeps the precision it started with: its optimizer state depends on it.
     state.setdefault("mixed_precision", distribute.resolve_mixed_precision(t.mixed_precision, on_gpu))
@@ -266,8 +254,10 @@ def _fit(config: RunConfig, prep: Prepared, model: keras.Model, state: dict, run
                                   keep=t.checkpoint, defer=True)
     checkpoint.set_model(model)
     checkpoint.best_epoch = ckpt_state.get("best_epoch")
+    checkpoint.sha256 = ckpt_state.get("sha256")
     if state["epoch"]:
-        weights = run_dir / RESUME_DIR / str(state.get("weights"))
+        weights = check_resume_file(run_dir / RESUME_DIR / state["weights"],
+                                    state.get("weights_sha256"))
         try:
             model.load_weights(weights)
         except (OSError, ValueError) as err:  # truncated, or not this model's weights
@@ -277,6 +267,8 @@ def _fit(config: RunConfig, prep: Prepared, model: keras.Model, state: dict, run
         console.print(f"resuming {run_dir} after epoch {state['epoch']}")
         # Killed after the state but before the model file: write the model file now.
         checkpoint.pending = checkpoint.best_epoch == state["epoch"]
+        if not checkpoint.pending:  # the best epoch's model file is the only copy of it
+            check_resume_file(run_dir / MODEL_FILE, checkpoint.sha256)
         checkpoint.flush()
     elif t.init:
         try:
@@ -302,7 +294,9 @@ def _fit(config: RunConfig, prep: Prepared, model: keras.Model, state: dict, run
     if out != run_dir:  # not the chief: the chief evaluates and writes the summary
         return {"chief": False, "epochs_run": state["epoch"], "train_seconds": state["train_seconds"]}
 
-    best = keras.models.load_model(run_dir / MODEL_FILE, compile=False)
+    # The metrics are of the file this run saved, not of one put in its place meanwhile.
+    best = keras.models.load_model(check_resume_file(run_dir / MODEL_FILE, checkpoint.sha256),
+                                   compile=False)
     report = evaluate_model(best, prep.test_source, image_size=config.model.image_size,
                             box_format=config.model.box_format, labels=config.model.labels)
     images = [prep.test_source[i] for i in range(min(16, len(prep.test_source)))]

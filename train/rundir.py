@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 from runtime.atomic import TMP_MARK, write_text
 from runtime.errors import UserError
-from train.callbacks import RESUME_DIR, STATE_FILE
+from train.callbacks import RESUME_DIR, STATE_FILE, sha256_file
 from train.config import CONFIG_FILE, MODEL_FILE, RunConfig
 
 METRICS_FILE = "metrics.json"
@@ -16,6 +19,8 @@ PLOT_FILE = "predictions.png"
 PROBLEMS_FILE = "data-problems.txt"
 RUN_FILES = (MODEL_FILE, CONFIG_FILE, METRICS_FILE, PLOT_FILE, "history.json", "history.csv",
              PROBLEMS_FILE)
+WEIGHTS_NAME = re.compile(r"epoch-\d{4,}\.weights\.h5")  # ResumeState's names, in resume/
+_FIX = "pass --overwrite to start the run again, or another --out"
 
 
 def is_run(folder: Path) -> bool:
@@ -43,12 +48,86 @@ def check_run_dir(run_dir: Path, config: RunConfig) -> None:
         if real in (data, data.parent if data.is_file() else data):
             raise UserError(f"--out {run_dir} is the folder of --data-dir {given}: the run's files "
                             f"would land among the data; pass another folder (e.g. {run_dir / 'run'})")
-    if run_dir.is_dir() and not is_run(run_dir):
+    resume = run_dir / RESUME_DIR
+    if resume.exists() and not resume.is_dir():
+        raise UserError(f"{resume} is a file where the run keeps its resume state; move it away, "
+                        "or pass another --out")
+    for path in [*(run_dir / n for n in RUN_FILES), resume / STATE_FILE]:
+        if path.exists() and not path.is_file():  # os.replace (and --overwrite) cannot go there
+            raise UserError(f"{path} is not a regular file (a folder, FIFO or device) where the "
+                            "run keeps its own; move it away, or pass another --out")
+    # A run whose config.json is damaged is still a run: resuming names the file, and
+    # --overwrite clears it.
+    if run_dir.is_dir() and not is_run(run_dir) and not (resume / STATE_FILE).is_file():
         others = sorted(p.name for p in run_dir.iterdir() if TMP_MARK not in p.name)
         if others:
             more = ", ..." if len(others) > 3 else ""
             raise UserError(f"--out {run_dir} already holds files that are not an edgeloc run "
                             f"({', '.join(others[:3])}{more}); pass a new or empty folder")
+
+
+def read_state(run_dir: Path) -> dict | None:
+    """The resume state of a run directory (None: nothing to resume). A damaged one (it is
+    written atomically, so only something else breaks it), or a trained model without one,
+    is a UserError naming the file: training from scratch would replace that model."""
+    resume = Path(run_dir) / RESUME_DIR
+    path = resume / STATE_FILE
+    if not os.path.lexists(path):
+        if os.path.lexists(run_dir / MODEL_FILE):  # the model is saved only after a state
+            raise UserError(f"{run_dir} holds a trained model but no resume state {path}; {_FIX}")
+        return None
+    state = None
+    if path.is_symlink() or not path.is_file():
+        why = "not the regular file the run wrote: a link, a folder or a FIFO"
+    else:
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            why = _state_problem(state)
+        except (OSError, UnicodeDecodeError, ValueError) as err:  # JSONDecodeError: a ValueError
+            why = type(err).__name__
+    if why:
+        raise UserError(f"the resume state {path} is damaged ({why}); {_FIX}")
+    return state
+
+
+def _state_problem(state: Any) -> str | None:
+    """What makes a parsed resume state unusable (None: nothing)."""
+    if not isinstance(state, dict):
+        return "not a JSON object"
+    epoch = state.get("epoch")
+    if type(epoch) is not int or epoch < 0:
+        return f"epoch {epoch!r} is not a count of finished epochs"
+    weights = state.get("weights")
+    if epoch and not (isinstance(weights, str) and WEIGHTS_NAME.fullmatch(weights)):
+        return f"weights {weights!r} is not an epoch-NNNN.weights.h5 of {RESUME_DIR}/"
+    seconds = state.get("train_seconds", 0.0)
+    if type(seconds) not in (int, float) or not math.isfinite(seconds) or seconds < 0:
+        return f"train_seconds {seconds!r} is not a duration"
+    history = state.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        return "history is not a list of epoch rows"
+    for key in ("checkpoint", "early_stopping"):
+        part = state.get(key) or {}
+        if not isinstance(part, dict):
+            return f"{key} is not an object of numbers"
+        numbers = [v for k, v in part.items() if k != "sha256"]
+        if not all(v is None or type(v) in (int, float) for v in numbers):
+            return f"{key} is not an object of numbers"
+    for key in ("mixed_precision", "stopped_early", "finished"):
+        if not isinstance(state.get(key, False), bool):
+            return f"{key} {state[key]!r} is not true or false"
+    return None
+
+
+def check_resume_file(path: Path, sha256: str | None) -> Path:
+    """``path`` (resume weights or the best model), refused unless it is a regular file with
+    the SHA-256 the resume state recorded (None: a run from before the digests)."""
+    if not path.is_file():
+        raise UserError(f"{path} is missing or not a regular file; {_FIX}")
+    if sha256 is not None and sha256_file(path) != sha256:
+        raise UserError(f"{path} is not the file this run saved (its SHA-256 differs from the "
+                        f"resume state's: damaged, or another run's); {_FIX}")
+    return path
 
 
 def clear_run(run_dir: Path) -> None:
