@@ -157,3 +157,36 @@ def test_evaluate_refuses_empty_flags(runs, capsys):
         capsys.readouterr()
         assert evaluate_main(["--model", str(runs / "base"), flag, ""]) == 2
         assert f"{flag} is empty" in capsys.readouterr().out
+
+
+def test_sigterm_stops_training_after_a_saved_epoch_and_the_rerun_resumes(tmp_path):
+    """SIGTERM (docker stop, a batch scheduler's time limit) killed training outright: no
+    "rerun to resume" line, and an exit code that did not say it was stopped."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "run"
+    def cmd(epochs: int) -> list[str]:
+        return [sys.executable, "-m", "train", *_args(out, "--epochs", str(epochs))]
+
+    proc = subprocess.Popen(cmd(40), cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    state = out / RESUME_DIR / STATE_FILE
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and not state.is_file() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()[0]
+    proc.send_signal(signal.SIGTERM)
+    printed = " ".join(proc.communicate(timeout=120)[0].split())
+    assert proc.returncode == 143, printed
+    assert "interrupted (SIGTERM)" in printed and "rerun the same command" in printed
+    assert "Traceback" not in printed
+    done = json.loads(state.read_text())["epoch"]
+    assert 1 <= done < 40 and not list(out.rglob("*edgeloc-tmp*"))
+    rerun = subprocess.run(cmd(done + 1), cwd=root, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"resuming {out} after epoch {done}" in " ".join(rerun.stdout.split())

@@ -173,7 +173,7 @@ def summary_table(summary: dict[str, Any], config: Any, out: str | Path) -> Tabl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from runtime._cli import refuse_empty
+    from runtime._cli import refuse_empty, sigterm_stops, stop_exit_code, stop_reason
     from runtime.quiet import quiet_tensorflow
 
     # Before anything imports TensorFlow (the registries behind --help do): its start-up
@@ -189,11 +189,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         refuse_empty(args)  # an unset shell variable: --init "" trained from scratch silently
-        run(args, console)
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted[/yellow]; rerun the same command to resume {args.out} "
-                      "after its last finished epoch")
-        return 130
+        with sigterm_stops():  # SIGTERM (docker stop, a batch scheduler) stops it as Ctrl-C does
+            run(args, console)
+    except KeyboardInterrupt as stop:
+        console.print(f"[yellow]interrupted[/yellow] ({stop_reason(stop)}); rerun the same "
+                      f"command to resume {args.out} after its last finished epoch")
+        return stop_exit_code(stop_reason(stop))
     except UserError as err:  # bugs elsewhere keep their traceback
         console.print(f"[red]error:[/red] {err}")
         return 2

@@ -17,6 +17,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 
 from runtime import atomic
+from runtime._cli import raise_if_stopped
 from train.config import write_json_atomic
 
 RESUME_DIR = "resume"
@@ -151,6 +152,7 @@ class ResumeState(keras.callbacks.Callback):
             if old.name != name:
                 old.unlink(missing_ok=True)
         write_history(self.run_dir, self.history)
+        raise_if_stopped()  # a stop that TensorFlow swallowed ends the run here, all saved
 
 
 class RichProgress(keras.callbacks.Callback):
