@@ -190,3 +190,23 @@ def test_sigterm_stops_training_after_a_saved_epoch_and_the_rerun_resumes(tmp_pa
     rerun = subprocess.run(cmd(done + 1), cwd=root, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"resuming {out} after epoch {done}" in " ".join(rerun.stdout.split())
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("labels", ["none", "cat", "dog"], "lists 3 labels"),
+    ("image_size", 48, "says image_size 48 but the model takes 32x32"),
+])
+def test_a_config_of_another_run_is_refused_by_evaluate(runs, tmp_path, capsys, field, value,
+                                                        message):
+    """train.evaluate read a copied-over config.json (another run's labels or size) as this
+    model's and reported metrics for the wrong classes."""
+    run = tmp_path / "run"
+    shutil.copytree(runs / "base", run)
+    config = json.loads((run / "config.json").read_text())
+    config["model"][field] = value
+    (run / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert evaluate_main(["--model", str(run), "--size", "4"]) == 2
+    out = capsys.readouterr()
+    text = " ".join((out.out + out.err).split())
+    assert message in text and "another run's config" in text and "Traceback" not in text, text

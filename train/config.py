@@ -451,12 +451,32 @@ def load_run(path: str | Path, *, compile: bool = False) -> tuple[Any, dict[str,
     cfg_dir = model_path.parent
     if (cfg_dir / CONFIG_FILE).is_file():
         config = load_config(cfg_dir)
+        _check_fits(model, config, cfg_dir / CONFIG_FILE)
     elif os.path.lexists(cfg_dir / CONFIG_FILE):  # not "no config": a made-up one would guess
         raise ValueError(f"{cfg_dir / CONFIG_FILE} is not a regular file (a folder, a FIFO or "
                          "a broken link); restore the run's config.json or retrain")
     else:
         config = config_from_model(model)
     return model, config
+
+
+def _check_fits(model: Any, config: dict[str, Any], path: Path) -> None:
+    """Refuse a config.json that cannot be this model's (another run's, copied over): its
+    labels or input size would make every metric and export silently wrong."""
+    spec = config.get("model") if isinstance(config, dict) else None
+    spec = spec if isinstance(spec, dict) else {}  # a damaged config is load_config's to name
+    fix = "restore this run's config.json, or retrain"
+    side = tuple(model.inputs[0].shape[1:3])
+    size = spec.get("image_size")
+    if isinstance(size, int) and None not in side and side != (size, size):
+        raise ValueError(f"{path} says image_size {size} but the model takes {side[0]}x{side[1]} "
+                         f"pixels: it is another run's config; {fix}")
+    out = model.output
+    k = out["score"].shape[-1] if isinstance(out, dict) and "score" in out else None
+    labels = spec.get("labels")
+    if k and isinstance(labels, list) and len(labels) != k:
+        raise ValueError(f"{path} lists {len(labels)} labels {labels} but the model scores {k} "
+                         f"classes: it is another run's config; {fix}")
 
 
 def config_from_model(model: Any) -> dict[str, Any]:
