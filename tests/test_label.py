@@ -102,6 +102,8 @@ def test_label_cli_path_mistakes_name_the_fix(tmp_path: Path, capsys: pytest.Cap
     (["--min-neighbors", "-1"], "--min-neighbors must be 0-"),
     (["--label", "none"], "'none' is the no-object class"),  # wrote rows training refuses
     (["--label", " "], "cannot name an object"),
+    (["--images", ""], "--images is empty"),  # an unset variable: labelled the current folder
+    (["--out", " "], "--out is empty"),
 ])
 def test_label_cli_bad_flags_exit_2_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                    face_folder: Path, flags: list[str], message: str) -> None:

@@ -193,6 +193,9 @@ MAX_MIN_SIZE, MAX_MIN_NEIGHBORS = 100_000, 10_000
 
 def _bad_flag(args: argparse.Namespace) -> str | None:
     """The message for an out-of-range cascade flag, or None when all are usable."""
+    for flag, value in (("--images", args.images), ("--out", args.out)):
+        if not value.strip():  # an unset shell variable: Path("") is the current folder
+            return f"{flag} is empty ({value!r}); give it a path"
     if not MIN_SCALE_FACTOR <= args.scale_factor <= MAX_SCALE_FACTOR:  # NaN too
         return (f"--scale-factor must be above 1, within {MIN_SCALE_FACTOR:g}-{MAX_SCALE_FACTOR:g} "
                 f"(got {args.scale_factor:g}); the default 1.1 suits most photos")
@@ -206,9 +209,9 @@ def _bad_flag(args: argparse.Namespace) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(prog="python -m train.label", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", required=True, type=Path, help="folder of images (searched recursively)")
+    parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
     parser.add_argument("--cascade", required=True, choices=sorted(CASCADES), help="OpenCV Haar cascade")
-    parser.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    parser.add_argument("--out", required=True, help="CSV file to write")
     parser.add_argument("--largest", action="store_true", help="keep the largest of several detections")
     parser.add_argument("--keep-empty", action="store_true", help="write images without detection as negatives")
     parser.add_argument("--label", help="class name to write (default: face or cat, from the cascade)")
@@ -226,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         report = run(
-            args.images, args.cascade, args.out, largest=args.largest, keep_empty=args.keep_empty,
+            Path(args.images), args.cascade, Path(args.out), largest=args.largest, keep_empty=args.keep_empty,
             label=args.label, min_size=args.min_size, scale_factor=args.scale_factor,
             min_neighbors=args.min_neighbors, progress=sys.stderr.isatty(),
         )
