@@ -79,18 +79,31 @@ def open_source(
     specs = parse_specs(names, data_dir)
     if not isinstance(paste, PasteOptions):
         paste = paste_options(paste) if paste else None
-    sources = []
-    for s in specs:
-        source = get_source(s.name, **{**options, "split": split, "data_dir": s.data_dir})
+    sources = [get_source(s.name, **{**options, "split": split, "data_dir": s.data_dir})
+               for s in specs]
+    _check_disjoint(specs, sources)
+    for k, s in enumerate(specs):
         if paste is not None and paste.p > 0 and split == "train" and s.reads_files:
             size = options.get("size")
-            source = PasteSource(source, paste, seed=int(options.get("seed", 0)), size=size)
-        sources.append(source)
+            sources[k] = PasteSource(sources[k], paste, seed=int(options.get("seed", 0)), size=size)
     if len(sources) == 1:
         return sources[0]
     return MixSource(sources, [str(s) for s in specs], [s.weight for s in specs],
                      weighted=split == "train", seed=int(options.get("seed", 0)))
 
+
+def _check_disjoint(specs: Sequence[Any], sources: Sequence[Source]) -> None:
+    """Refuse file sources that share images: each splits its own images, so a shared one
+    could be trained on through one source and tested on through the other."""
+    for a in range(len(sources)):
+        for b in range(a + 1, len(sources)):
+            none: frozenset[str] = frozenset()
+            shared = getattr(sources[a], "images", none) & getattr(sources[b], "images", none)
+            if shared:
+                raise ValueError(f"--data {specs[a]} and {specs[b]} share {len(shared)} image(s) "
+                                 f"(e.g. {min(shared)}): each source splits its own images, so "
+                                 "one could be trained on and tested on; give each source its "
+                                 "own images")
 
 
 __all__ = ["SOURCES", "SourceFactory", "get_source", "open_source", "register"]

@@ -12,6 +12,7 @@ Images explicitly annotated with no object are negatives (label 0).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -141,6 +142,7 @@ class _Scan:
     records: list[tuple[Path, np.ndarray | None, str | None]]
     images: list[np.ndarray | None]
     problems: list[str]
+    pictures: list[int]  # per record: hard links of one file share a number (split together)
 
 
 _SCANS: dict[tuple, _Scan] = {}  # the last few datasets: train, val and test share one scan
@@ -180,14 +182,18 @@ def _scan(fmt: str, root: Path, entries: list[Entry], problems: list[str],
         else:
             records.append(record)
             images.append(probe[1])
-    _warn_case(sorted({name for _, box, name in records if box is not None}), fmt, root)
+    pictures, copies = _pictures([path for path, _, _ in records])
+    if copies:  # hard links are split together; copies may land in training and in the test
+        log.warning("%s %s: %d images are byte-identical copies of others under other names; the "
+                    "test may score pictures trained on: remove the copies", fmt, root, copies)
+    warn_case(sorted({name for _, box, name in records if box is not None}), fmt, root)
     if problems:
         shown = "\n  ".join(problems[:10])
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
         log.warning("%s %s: skipped %d entries:\n  %s%s", fmt, root, len(problems), shown, more)
     while len(_SCANS) >= _SCANS_KEPT:
         _SCANS.pop(next(iter(_SCANS)))
-    _SCANS[key] = _Scan(records, images, problems)
+    _SCANS[key] = _Scan(records, images, problems, pictures)
     return _SCANS[key]
 
 
@@ -209,10 +215,11 @@ class FileSource:
             first = f" (first problem: {scan.problems[0]})" if scan.problems else ""
             raise ValueError(f"{fmt} data at {root} has no usable image with an object{first}")
         self.labels = [NO_OBJECT, *sorted({name for _, box, name in records if box is not None})]
-        chosen = _split(len(records), options, f"{fmt} data at {root}")
+        self.images = frozenset(os.path.realpath(path) for path, _, _ in records)  # every split's
+        picked = set(_split(len(set(scan.pictures)), options, f"{fmt} data at {root}").tolist())
+        chosen = [i for i, picture in enumerate(scan.pictures) if picture in picked]
         if len(chosen) == 0:
             raise ValueError(f"{fmt} data at {root}: split {options.split!r} is empty; change val_fraction")
-        chosen = sorted(chosen)
         self.records = [records[i] for i in chosen]
         self.total = len(records)
         self._cache: dict[int, np.ndarray] = {}
@@ -290,9 +297,39 @@ def _merge(entries: list[Entry]) -> tuple[list[Entry], list[str]]:
             problems.append(f"{first.where or first.path}: image {first.path.name} is declared with "
                             f"different sizes ({', '.join(f'{w}x{h}' for w, h in sorted(sizes))}); fix them")
             continue
-        objects = [obj for e in group for obj in e.objects]
+        # a row listed twice is one object, not two
+        objects = list(dict.fromkeys(obj for e in group for obj in e.objects))
         merged.append(Entry(first.path, objects, first.where, first.normalized, next(iter(sizes), None)))
     return merged, problems
+
+
+def _pictures(paths: list[Path]) -> tuple[list[int], int]:
+    """(a picture number per path, shared by hard links so the split keeps them on one side;
+    how many files are byte-identical copies of another file, read only where sizes match).
+
+    Copies under other names are counted and warned about, not grouped: datasets (and this
+    project's tests) hold deliberate copies that are meant to be separate samples."""
+    keys: list[object] = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+            keys.append((info.st_size, info.st_dev, info.st_ino))
+        except OSError:  # vanished since the scan: its own picture
+            keys.append(str(path))
+    numbers: dict[object, int] = {}
+    pictures = [numbers.setdefault(key, len(numbers)) for key in keys]
+    files = {key: path for path, key in zip(paths, keys) if isinstance(key, tuple)}  # one per inode
+    sizes: dict[int, list[tuple[int, int, int]]] = {}
+    for key in files:
+        sizes.setdefault(key[0], []).append(key)
+    digests = []
+    for same in (group for group in sizes.values() if len(group) > 1):
+        for key in same:
+            try:
+                digests.append((key[0], hashlib.sha256(read_bytes(files[key])).digest()))
+            except (OSError, ValueError):  # swapped for something unreadable: the probe says why
+                pass
+    return pictures, len(digests) - len(set(digests))
 
 
 def _size_problem(entry: Entry, size: tuple[int, int], fmt: str) -> str | None:
@@ -315,7 +352,7 @@ def _rotated(path: Path) -> bool:
         return False
 
 
-def _warn_case(labels: list[str], fmt: str, root: Path) -> None:
+def warn_case(labels: list[str], fmt: str, root: Path | str) -> None:
     """Log labels that differ only in case: they are kept apart, which is rarely meant."""
     groups: dict[str, list[str]] = {}
     for name in labels:

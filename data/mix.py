@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.files import warn_case
 from data.sources import NO_OBJECT, Sample, Source
 
 FILE_FORMATS = ("csv", "voc", "yolo", "coco")  # sources that read --data-dir
@@ -89,6 +90,8 @@ class MixSource:
             raise ValueError("a mix needs at least one source")
         self.sources, self.names = list(sources), list(names)
         self.labels = [NO_OBJECT, *sorted({lab for s in sources for lab in s.labels[1:]})]
+        if weighted:  # once a run (val and test merge the same labels): "Cat", "cat" stay apart
+            warn_case(self.labels[1:], "--data", " ".join(self.names))
         self._maps = [[self.labels.index(lab) if k else 0 for k, lab in enumerate(s.labels)]
                       for s in self.sources]
         lengths = [len(s) for s in self.sources]
