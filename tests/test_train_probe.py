@@ -210,3 +210,17 @@ def test_a_config_of_another_run_is_refused_by_evaluate(runs, tmp_path, capsys, 
     out = capsys.readouterr()
     text = " ".join((out.out + out.err).split())
     assert message in text and "another run's config" in text and "Traceback" not in text, text
+
+
+def test_evaluate_refuses_another_seed_on_the_runs_own_files(runs, tmp_path, capsys):
+    """`train.evaluate --seed 5` on a run trained on files with seed 0 re-shuffled the split:
+    its test images then included training images, and the score rose without a word."""
+    run = tmp_path / "run"
+    shutil.copytree(runs / "base", run)
+    config = json.loads((run / "config.json").read_text())
+    config["data"].update({"source": "csv", "data_dir": str(tmp_path), "seed": 0})
+    (run / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert evaluate_main(["--model", str(run), "--seed", "5"]) == 2
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--seed 5 splits csv" in text and "trained on (seed 0)" in text, text

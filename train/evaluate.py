@@ -93,6 +93,7 @@ def run(model_path: str | Path, *, data: str | None = None, data_dir: str | None
     try:
         model, cfg = load_run(model_path)
         config = RunConfig.from_dict(cfg)
+        _check_same_split(config, data, data_dir, split, seed)
         config = _override_data(config, data, data_dir, size, seed)
         source = split_source(config, split)
     except (ValueError, OSError) as err:
@@ -115,6 +116,19 @@ def run(model_path: str | Path, *, data: str | None = None, data_dir: str | None
     write_json_atomic(target, report)
     console.print(f"wrote {target}")
     return report
+
+
+def _check_same_split(config: Any, data: str | None, data_dir: str | None, split: str,
+                      seed: int | None) -> None:
+    """Refuse another --seed on the run's own files: the seed shuffles the split, so the
+    held-out images would include images the run trained on (a silently inflated score)."""
+    own = not data and (data_dir is None or [data_dir] == config.data.data_dirs)
+    if own and split != "train" and config.data.data_dirs and seed not in (None, config.data.seed):
+        raise ValueError(
+            f"--seed {seed} splits {config.data.describe()} anew: its {split} images would include "
+            f"ones the run trained on (seed {config.data.seed}); leave --seed out, or evaluate "
+            "other data (--data, --data-dir)"
+        )
 
 
 def _override_data(config: Any, data: str | None, data_dir: str | None, size: int | None,
