@@ -7,7 +7,24 @@ STAMP := $(VENV)/.installed
 LEGACY := .venv-tflite-runtime
 LEGACY_STAMP := $(LEGACY)/.installed
 
-.PHONY: install demo test test-fast models arm64-check gpu-check clean
+.PHONY: help install demo test test-fast models arm64-check gpu-check clean
+
+# Every path below is relative to the repository root (`make -f path/Makefile` from another
+# folder would build a venv there and fail on a missing pyproject.toml).
+ifeq ($(wildcard pyproject.toml),)
+$(error run make in the edgeloc folder (make -C path/to/edgeloc TARGET), not from $(CURDIR))
+endif
+
+# A bare `make` lists the targets instead of installing the training stack.
+help:
+	@echo "make demo         install .venv, train the demo model, export it (TFLite, ONNX)"
+	@echo "make test         install .venv (and $(LEGACY)), run the test suite"
+	@echo "make test-fast    the same without the slow end-to-end tests"
+	@echo "make install      only create .venv with .[dev] (re-run when pyproject.toml changes)"
+	@echo "make models       re-create the shipped default models in $(MODELS)"
+	@echo "make arm64-check  the default models on emulated Raspberry Pi OS 64-bit"
+	@echo "make gpu-check    train and benchmark on an NVIDIA GPU (.venv-gpu)"
+	@echo "make clean        remove runs/, build outputs, $(LEGACY) and .venv-gpu"
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,12 +51,16 @@ test-fast: $(STAMP) $(LEGACY_STAMP)
 # tflite-runtime, the engine 32-bit Pi OS gets (its last release, 2.14, needs NumPy 1.x and
 # Python <= 3.11), in a side venv so its tests run against the real package. Where pip has
 # no wheel for this Python, the venv is left out and those tests skip, saying so.
+# Python 3.12+ is known to have none: skipped without a venv or a download on every run.
 $(LEGACY_STAMP): pyproject.toml
-	$(PY) -m venv $(LEGACY)
-	@if $(LEGACY)/bin/pip install -q -e . "tflite-runtime>=2.14,<2.15" "numpy<2"; then \
+	@newer=$$($(PY) -c 'import sys; print(sys.version_info >= (3, 12))') || exit 1; \
+	if [ "$$newer" = True ]; then \
+		echo "note: tflite-runtime 2.14 has no wheel for $$($(PY) -V); its tests will skip"; \
+	elif $(PY) -m venv $(LEGACY) && \
+		$(LEGACY)/bin/pip install -q -e . "tflite-runtime>=2.14,<2.15" "numpy<2"; then \
 		touch $@; \
 	else \
-		echo "note: no tflite-runtime wheel for $$($(PY) -V); its tests will skip"; \
+		echo "note: could not install tflite-runtime 2.14 (pip's reason above); its tests will skip"; \
 		rm -rf $(LEGACY); \
 	fi
 

@@ -20,6 +20,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from data.images import DEFAULT_MAX_PIXELS
+from runtime.backends import ALIASES, BACKENDS, FORMATS
 from runtime.errors import UserError
 from runtime.modelfile import MAX_THREADS, check_model_path
 
@@ -64,7 +65,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     """The flags every runtime CLI takes: model, engine, threads, integrity, image limit."""
     parser.add_argument(
         "--model", help="a .tflite or .onnx model, or a shipped one by name: cat, face "
-        "(default: cat, i.e. runtime/models/cat_int8.tflite)"
+        "(default: cat, i.e. runtime/models/cat_int8.tflite; cat_int8.onnx with --backend onnx)"
     )
     parser.add_argument(
         "--threads",
@@ -107,14 +108,20 @@ def drop_stdout() -> None:
         os.close(devnull)
 
 
-def resolve_model(model: str | None) -> Path:
+def resolve_model(model: str | None, backend: str = "auto") -> Path:
     """``--model`` (a path, or the name of a shipped model: ``cat``, ``face``) or the default
-    int8 model; a missing shipped model says how to build it."""
+    int8 model; a missing shipped model says how to build it. A shipped model asked for with
+    an ONNX backend (``--backend onnx``) is its ONNX twin, which ships beside it."""
     if model and (model not in SHIPPED or Path(model).exists()):  # a file named "face" wins
         path = Path(model).expanduser()
+        if not path.exists() and not path.suffix and len(path.parts) == 1:
+            raise UserError(f"no model file and no shipped model named {model!r}; shipped: "
+                            f"{', '.join(SHIPPED)}, or pass --model PATH to a .tflite or .onnx file")
         check_model_path(path)  # `--model .` is no file to name a sidecar or an output after
         return path
-    path = shipped(model) if model else DEFAULT_MODEL
+    key = ALIASES.get(backend, backend)  # an unknown backend is refused at load, naming the valid
+    fmt = BACKENDS[key].format if key in BACKENDS else key if key in FORMATS else "tflite"
+    path = shipped(model, fmt) if model else DEFAULT_MODEL.with_suffix(f".{fmt}")
     if not path.is_file():
         raise UserError(f"shipped model {path} is missing; run `make models` or pass --model PATH")
     return path

@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> InferSummary:
     refuse_empty(args, {"inputs": "an input"})
-    model = resolve_model(args.model)
+    model = resolve_model(args.model, args.backend)
     images = collect_images(args.inputs, args.recursive)  # bad paths fail before any write
     options = {"draw": args.draw, "threshold": args.threshold, "recursive": args.recursive,
                "max_pixels": args.max_pixels}

@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         refuse_empty(args)
         with sigterm_stops():  # SIGTERM stops like Ctrl-C: summary, clean exit
             summary = run(
-                resolve_model(args.model),
+                resolve_model(args.model, args.backend),
                 args.source,
                 threshold=args.threshold,
                 save=args.save,

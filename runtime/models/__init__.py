@@ -10,12 +10,12 @@ from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = MODELS_DIR / "cat_int8.tflite"
-SHIPPED = ("cat", "face")  # --model NAME: MODELS_DIR / NAME_int8.tflite
+SHIPPED = ("cat", "face")  # --model NAME: MODELS_DIR / NAME_int8.tflite (or .onnx)
 
 
-def shipped(name: str) -> Path:
-    """The int8 TFLite file of a shipped model (``cat``, ``face``)."""
-    return MODELS_DIR / f"{name}_int8.tflite"
+def shipped(name: str, fmt: str = "tflite") -> Path:
+    """The int8 file of a shipped model (``cat``, ``face``) in ``fmt`` (``tflite``, ``onnx``)."""
+    return MODELS_DIR / f"{name}_int8.{fmt}"
 
 
 __all__ = ["DEFAULT_MODEL", "MODELS_DIR", "SHIPPED", "shipped"]
