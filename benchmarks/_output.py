@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -106,12 +107,11 @@ def print_run(con: Console, results: dict[str, Any]) -> None:
     )
     con.print(cell_table(results["cells"], title))
     for line in _schema.reasons(results["cells"]):
-        con.print(f"  [dim]{line}[/dim]")
+        con.print(f"  [dim]{escape(line)}[/dim]")  # reasons name pip extras in brackets
     ev = results["eval"]
     con.print(
-        f"eval set: {ev['name']} ({ev['n']} images)"
-        if ev["name"]
-        else f"accuracy skipped: {ev['reason']}"
+        escape(f"eval set: {ev['name']} ({ev['n']} images)"
+               if ev["name"] else f"accuracy skipped: {ev['reason']}")
     )
     con.print(
         "[dim]latency = the model call only, after warm-up; Pi4/Pi5 columns are ESTIMATES "

@@ -9,7 +9,6 @@ skipped with the reason, so the table says what was not measured and why.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._runners import HAAR_CASCADES
+from runtime._cli import importable
 from runtime.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -212,14 +212,6 @@ def backend_names(installed: bool = False) -> list[str]:
     if installed:
         names += [p.replace("ExecutionProvider", "").lower() for p in ort_providers()[0]]
     return list(dict.fromkeys(names))
-
-
-def importable(module: str) -> bool:
-    """Whether a module can be found, without importing it (a broken finder counts as no)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def installed_reason(

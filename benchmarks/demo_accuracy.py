@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from benchmarks._realdata import add_real_data_args, bad_out, bad_real_data
@@ -228,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = check_output_folder(args.out, "--out")  # a file there was a traceback
         result = run(out, args.cats_dir, args.faces_dir, console)
     except UserError as err:  # from training: a run folder it may not use, say
-        console.print(f"[red]error:[/red] {err}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
         return 2
     return 0 if result["results"][0]["meets_target"] else 1
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from runtime.atomic import write_json, write_text
@@ -312,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             console=console,
         )
     except UserError as err:
-        console.print(f"[red]error:[/] {err}", highlight=False)
+        console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         return 2
     return 0 if met else 1
 

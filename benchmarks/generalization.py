@@ -42,6 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from benchmarks._fingerprint import cpu_model
@@ -469,7 +470,7 @@ def bad_inputs(args: argparse.Namespace, console: Console) -> bool:
             Localizer.load(model, threads=1)
         check_output_folder(args.out, "--out")
     except UserError as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
         return True
     return False
 

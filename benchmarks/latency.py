@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from rich.markup import escape
+
 from benchmarks import _matrix, _plan
 from benchmarks._fingerprint import default_device_name, fingerprint
 from benchmarks._runners import HAAR_CASCADES
@@ -380,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                 on_cell=bar,
             )
     except UserError as err:
-        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
         return 2
     out = out or _output.default_out(results["device"]["name"])
     paths = _output.write_all(results, out, plots=not args.no_plots)

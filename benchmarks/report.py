@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from benchmarks import _plots, _schema
 from benchmarks._schema import ResultsError, fmt, fmt_range
 from runtime.atomic import refuse_overwrite
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs, paths = run(args.results, args.out, plots=not args.no_plots)
     except (ResultsError, UserError) as err:
-        con.print(f"[red]error:[/red] {err}", soft_wrap=True)
+        con.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
         return 2
     header, rows = comparison(runs)
     table = Table(title=f"{len(runs)} device(s)", title_justify="left", header_style="bold")

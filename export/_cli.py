@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from export import make_models
 from export._graph import quiet_tensorflow
 from export._table import keras_row, row, table
@@ -38,7 +40,7 @@ from export.options import (
     VerifyOptions,
     check_not_empty,
 )
-from runtime._cli import sigterm_stops, stop_exit_code, stop_reason
+from runtime._cli import require_extra, sigterm_stops, stop_exit_code, stop_reason
 from runtime.errors import UserError
 
 IO_HELP = "input dtype (and int8 model outputs): uint8 raw pixels (default), int8, float32"
@@ -191,6 +193,7 @@ def run_cli(
         logging.getLogger("runtime.quiet").setLevel(logging.DEBUG)
     stops: list[str] = []
     try:
+        require_extra("export")
         if jobs is None:
             jobs = jobs_for(args.formats, args.quantize)
         settings = options(args)
@@ -208,7 +211,7 @@ def run_cli(
                 **settings,
             )
     except UserError as e:
-        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2
     except Exception:
         if not stops:  # a bug: keep its traceback
@@ -337,7 +340,7 @@ def main_make_models(argv: list[str] | None = None) -> int:
             raise UserError(f"--name {args.name!r} must be a plain file name stem (no folder "
                             "parts, not hidden), e.g. --name cat")
     except UserError as e:
-        Console(stderr=True).print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2
     run = Path(args.run)
     if not (run / "model.keras").is_file():

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from pathlib import Path
 
@@ -97,6 +97,27 @@ def refuse_empty(args: argparse.Namespace, names: dict[str, str] | None = None) 
         if any(isinstance(v, str) and not v.strip() for v in values):
             what = (names or {}).get(dest, f"--{dest.replace('_', '-')}")
             raise UserError(f"{what} is empty ({values[0]!r}); give it a value or leave it out")
+
+
+def importable(module: str) -> bool:
+    """Whether a module can be found, without importing it (a broken finder counts as no)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_extra(what: str, modules: Sequence[str] = ("keras", "tensorflow")) -> None:
+    """Raise UserError when ``what`` (training, export) needs modules of the ``train`` extra
+    that a runtime-only install lacks: one line with the pip command, not an import traceback."""
+    missing = [m for m in modules if not importable(m)]
+    if missing:
+        raise UserError(
+            f"{what} needs {' and '.join(missing)}, which this install lacks (the runtime alone "
+            "runs models): pip install 'edgeloc[train]' (pip install -e '.[train]' in a clone)"
+        )
 
 
 def drop_stdout() -> None:

@@ -115,3 +115,28 @@ def test_legacy_venv_is_not_retried_on_pythons_without_a_wheel(tmp_path):
         assert done.returncode == 0, done.stderr
         assert "has no wheel for Python 3.1" in done.stdout, done.stdout
         assert not (tmp_path / ".venv-tflite-runtime").exists()
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["-m", "train", "--help"], "training"),
+    (["-m", "train.evaluate", "--model", "runs/x"], "evaluation"),
+    (["-m", "export", "--model", "runs/x"], "export"),
+])
+def test_training_and_export_on_a_runtime_only_install_say_which_extra(tmp_path, argv, what):
+    """With the runtime extra alone (no Keras, no TensorFlow), `python -m train --help`,
+    train.evaluate and export ended in a ModuleNotFoundError traceback."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Hide:  # what a runtime-only install looks like to importlib\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('keras', 'tensorflow'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+    done = subprocess.run([sys.executable, *argv], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    printed = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 2, printed
+    assert f"{what} needs keras and tensorflow" in printed and "pip install 'edgeloc[train]'" in printed
+    assert "Traceback" not in printed

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from runtime.errors import UserError
@@ -173,13 +174,19 @@ def summary_table(summary: dict[str, Any], config: Any, out: str | Path) -> Tabl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from runtime._cli import refuse_empty, sigterm_stops, stop_exit_code, stop_reason
+    from runtime._cli import (refuse_empty, require_extra, sigterm_stops, stop_exit_code,
+                              stop_reason)
     from runtime.quiet import quiet_tensorflow
 
     # Before anything imports TensorFlow (the registries behind --help do): its start-up
     # lines go to the debug log unless -v asks for them.
     verbose = any(a in ("-v", "--verbose") for a in (sys.argv[1:] if argv is None else argv))
     quiet_tensorflow(verbose)
+    try:
+        require_extra("training")  # its flags come from registries that import Keras
+    except UserError as err:
+        Console(soft_wrap=True).print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
+        return 2
     try:
         args = parse_args(argv)
     except SystemExit as exit_:  # argparse printed its one-line usage error (or --help)
@@ -196,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"command to resume {args.out} after its last finished epoch")
         return stop_exit_code(stop_reason(stop))
     except UserError as err:  # bugs elsewhere keep their traceback
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {escape(str(err))}")
         return 2
     return 0
 

@@ -20,7 +20,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from runtime.contract import preprocess, to_xyxy
-from train.metrics import localization_report
 
 log = logging.getLogger(__name__)
 THRESHOLDS = (0.5, 0.75)
@@ -42,6 +41,8 @@ def evaluate_model(model: Any, source: Any, *, image_size: int, box_format: str,
                    labels: Sequence[str], batch_size: int = 32,
                    thresholds: tuple[float, ...] = THRESHOLDS) -> dict[str, Any]:
     """Evaluate ``model`` on every sample of ``source``; see train.metrics.localization_report."""
+    from train.metrics import localization_report  # Keras: after main's extra check
+
     samples = [source[i] for i in range(len(source))]
     pred_box, pred_score = predict_samples(model, samples, image_size, batch_size)
     true_box = np.stack([np.asarray(s.box, np.float64) for s in samples])  # xyxy
@@ -157,22 +158,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from runtime._cli import refuse_empty
+    from runtime._cli import refuse_empty, require_extra
     from runtime.errors import UserError
 
     args = parse_args(argv)
     console = Console()
     try:
+        require_extra("evaluation")
         refuse_empty(args)  # --data "" fell back to the run's source, --out "" to the default
         run(args.model, data=args.data, data_dir=args.data_dir, split=args.split, size=args.size,
             seed=args.seed, out=args.out, console=console)
     except UserError as err:
-        console.print(f"[red]error:[/red] {err}", soft_wrap=True)  # one line when piped
+        console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)  # one line when piped
         return 2
     return 0
 
 
-__all__ = ["evaluate_model", "localization_report", "main", "predict_samples", "run"]
+__all__ = ["evaluate_model", "main", "predict_samples", "run"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -275,6 +275,7 @@ def _latency(check: Check, guests: list[arm64_root.Guest],
 def main(argv: list[str] | None = None) -> int:
     """CLI: parse flags, run the check, print the table; 0 = arm64 agrees with x86."""
     from rich.console import Console
+    from rich.markup import escape
 
     parser = argparse.ArgumentParser(prog="python -m tools.pi.arm64_check", description=__doc__
                                      .split("\n\n")[0])
@@ -313,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         models = resolve_models(args.models, repo)
         check_flags(args, models)
     except ValueError as err:  # UserError too
-        console.print(f"[red]error:[/] {err}", soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(str(err))}", soft_wrap=True)
         return 2
     try:
         report, rows = run(models, suites=suites, cpus=cpus, repo=repo, cache=args.cache,
