@@ -24,7 +24,7 @@ help:
 	@echo "make models       re-create the shipped default models in $(MODELS)"
 	@echo "make arm64-check  the default models on emulated Raspberry Pi OS 64-bit"
 	@echo "make gpu-check    train and benchmark on an NVIDIA GPU (.venv-gpu)"
-	@echo "make clean        remove runs/, build outputs, $(LEGACY) and .venv-gpu"
+	@echo "make clean        remove build outputs, $(LEGACY) and .venv-gpu (never runs/)"
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -88,5 +88,6 @@ models: $(STAMP)
 	$(BIN)/python -m train --preset face --out runs/face
 	$(BIN)/python -m export.make_models --run runs/face --out $(MODELS)
 
+# Not runs/: it holds the user's trained runs (and make models' ~11-minute ones).
 clean:
-	rm -rf runs build dist *.egg-info $(LEGACY) .venv-gpu
+	rm -rf build dist *.egg-info $(LEGACY) .venv-gpu

@@ -140,3 +140,18 @@ def test_training_and_export_on_a_runtime_only_install_say_which_extra(tmp_path,
     assert done.returncode == 2, printed
     assert f"{what} needs keras and tensorflow" in printed and "pip install 'edgeloc[train]'" in printed
     assert "Traceback" not in printed
+
+
+@needs_make
+def test_make_clean_keeps_the_users_runs(tmp_path):
+    """`make clean` removed runs/: every trained run of the user (and make models' runs)."""
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    (tmp_path / "runs" / "mine").mkdir(parents=True)
+    (tmp_path / "runs" / "mine" / "model.keras").write_bytes(b"weights")
+    (tmp_path / "build" / "lib").mkdir(parents=True)
+    done = subprocess.run(["make", "clean"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "runs" / "mine" / "model.keras").read_bytes() == b"weights"
+    assert not (tmp_path / "build").exists()
