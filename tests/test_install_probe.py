@@ -20,6 +20,8 @@ from runtime.models import DEFAULT_MODEL, MODELS_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="GNU make is not installed")
+# As a user's shell runs it: not a sub-make of `make test` (its "Entering directory" lines).
+MAKE = ["env", "-u", "MAKEFLAGS", "-u", "MAKELEVEL", "-u", "MFLAGS", "make"]
 
 
 def test_shipped_names_load_their_onnx_twin_with_an_onnx_backend():
@@ -72,10 +74,10 @@ def _phony_targets() -> list[str]:
 @needs_make
 def test_bare_make_lists_every_target_and_installs_nothing():
     """A bare `make` used to run the first rule: create .venv and install the train stack."""
-    dry = subprocess.run(["make", "-n"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    dry = subprocess.run([*MAKE, "-n"], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert dry.returncode == 0, dry.stderr
     assert all(line.startswith("echo ") for line in dry.stdout.splitlines()), dry.stdout
-    shown = subprocess.run(["make", "help"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    shown = subprocess.run([*MAKE, "help"], cwd=REPO, capture_output=True, text=True, timeout=30)
     listed = {line.split()[1] for line in shown.stdout.splitlines() if line.startswith("make ")}
     assert set(_phony_targets()) - {"help"} <= listed, shown.stdout
 
@@ -84,7 +86,7 @@ def test_bare_make_lists_every_target_and_installs_nothing():
 def test_make_from_another_folder_says_where_to_run_it(tmp_path):
     """`make -f ../Makefile test` would build a .venv in the wrong folder, then fail on
     'No rule to make target pyproject.toml'."""
-    done = subprocess.run(["make", "-f", str(REPO / "Makefile"), "-n", "test"], cwd=tmp_path,
+    done = subprocess.run([*MAKE, "-f", str(REPO / "Makefile"), "-n", "test"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "run make in the edgeloc folder (make -C" in done.stderr, done.stderr
@@ -110,7 +112,7 @@ def test_legacy_venv_is_not_retried_on_pythons_without_a_wheel(tmp_path):
     for name in ("Makefile", "pyproject.toml"):
         shutil.copy(REPO / name, tmp_path / name)
     for _ in range(2):
-        done = subprocess.run(["make", f"PY={python}", ".venv-tflite-runtime/.installed"],
+        done = subprocess.run([*MAKE, f"PY={python}", ".venv-tflite-runtime/.installed"],
                               cwd=tmp_path, capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, done.stderr
         assert "has no wheel for Python 3.1" in done.stdout, done.stdout
@@ -150,7 +152,7 @@ def test_make_clean_keeps_the_users_runs(tmp_path):
     (tmp_path / "runs" / "mine").mkdir(parents=True)
     (tmp_path / "runs" / "mine" / "model.keras").write_bytes(b"weights")
     (tmp_path / "build" / "lib").mkdir(parents=True)
-    done = subprocess.run(["make", "clean"], cwd=tmp_path, capture_output=True, text=True,
+    done = subprocess.run([*MAKE, "clean"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "runs" / "mine" / "model.keras").read_bytes() == b"weights"
