@@ -171,12 +171,17 @@ def _interrupt(reason: str) -> KeyboardInterrupt:
 
 
 def _native_caller(frame: Any) -> bool:
-    """Is Python at a frame that TensorFlow's C++ code may be calling into? Its nest utilities
-    call ``isinstance`` (an ABC's ``__instancecheck__``) and ``__import__`` from C++: an
-    exception raised there comes out as a printed SystemError traceback, or not at all."""
+    """Is Python at a frame of TensorFlow's own package, which its C++ code may be calling
+    into? Its nest utilities call ``isinstance`` (an ABC's ``__instancecheck__``) and
+    ``__import__`` from C++: an exception raised there comes out as a printed SystemError
+    traceback, or not at all. (Keras's TensorFlow backend is plain Python: not deferred.)"""
+    tf = sys.modules.get("tensorflow")  # not imported: no such frame can be running
+    home = os.path.dirname(getattr(tf, "__file__", None) or "")
+    if not home:
+        return False
     while frame is not None and frame.f_code.co_filename.startswith("<frozen "):  # abc, importlib
         frame = frame.f_back
-    return frame is not None and f"{os.sep}tensorflow{os.sep}" in frame.f_code.co_filename
+    return frame is not None and frame.f_code.co_filename.startswith(home + os.sep)
 
 
 @contextlib.contextmanager
