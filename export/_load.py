@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
@@ -14,6 +13,7 @@ import numpy as np
 
 from runtime.contract import BOX_FORMATS, BOX_OUTPUT, NO_OBJECT, SCORE_OUTPUT
 from runtime.errors import UserError
+from runtime.integrity import sha256_file
 from runtime.paths import stat_path
 
 MODEL_SUFFIXES = (".tflite", ".onnx")  # what an export writes: replacing one is allowed
@@ -63,14 +63,6 @@ class LoadedModel:
         return [self.path] + sorted(
             p for p in self.out_dir.iterdir() if p.is_file() and p.suffix not in MODEL_SUFFIXES
         )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_model(model: Any) -> LoadedModel:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 from runtime.errors import UserError
 
@@ -86,5 +87,15 @@ def claims_digest(data: bytes) -> bool:
     return CLAIM in data
 
 
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB chunks (a run's model and resume files, the
+    model an export starts from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 __all__ = ["CLAIM", "DIGEST_KEY", "INTEGRITY", "PLACEHOLDER", "PREFIX", "check",
-           "claims_digest", "digest_of", "placeholder", "seal"]
+           "claims_digest", "digest_of", "placeholder", "seal", "sha256_file"]

@@ -116,7 +116,7 @@ def test_every_registered_format_and_precision_is_exported_here(capsys):
 
 @pytest.mark.parametrize("fmt,quantize", TFLITE + ONNX, ids=[f"{f}-{q}" for f, q in TFLITE + ONNX])
 def test_every_format_and_precision_agrees_with_keras(exported, reference, run_dir, fmt, quantize):
-    from export._load import sha256_file
+    from runtime.integrity import sha256_file
 
     result = exported[fmt, quantize]
     pixels, keras_box, keras_score = reference

@@ -4,7 +4,6 @@ state written after every epoch, and a rich progress display."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import math
 import time
@@ -17,6 +16,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 
 from runtime import atomic
+from runtime.integrity import sha256_file  # the resume state records the files' digests
 from runtime._cli import raise_if_stopped
 from train.config import write_json_atomic
 
@@ -77,16 +77,6 @@ def save_model_atomic(model: keras.Model, path: Path) -> None:
 
     with atomic.staged(path) as tmp:
         float32_copy(model).save(tmp)
-
-
-def sha256_file(path: Path) -> str:
-    """The SHA-256 of a file: the resume state records those of the weights and model files,
-    so a damaged or swapped one is refused on resume instead of trained on or evaluated."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -231,4 +221,4 @@ def _num(value: Any) -> Any:
 
 
 __all__ = ["RESUME_DIR", "STATE_FILE", "AtomicCheckpoint", "ResumableEarlyStopping", "ResumeState",
-           "RichProgress", "save_model_atomic", "sha256_file", "write_history"]
+           "RichProgress", "save_model_atomic", "write_history"]

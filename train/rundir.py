@@ -11,7 +11,8 @@ from typing import Any
 
 from runtime.atomic import TMP_MARK, write_text
 from runtime.errors import UserError
-from train.callbacks import RESUME_DIR, STATE_FILE, sha256_file
+from runtime.integrity import sha256_file
+from train.callbacks import RESUME_DIR, STATE_FILE
 from train.config import CONFIG_FILE, MODEL_FILE, RunConfig
 
 METRICS_FILE = "metrics.json"
