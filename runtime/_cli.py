@@ -20,7 +20,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from data.images import DEFAULT_MAX_PIXELS
-from runtime.backends import ALIASES, BACKENDS, FORMATS
+from runtime.backends import format_of
 from runtime.errors import UserError
 from runtime.modelfile import MAX_THREADS, check_model_path
 
@@ -140,8 +140,7 @@ def resolve_model(model: str | None, backend: str = "auto") -> Path:
                             f"{', '.join(SHIPPED)}, or pass --model PATH to a .tflite or .onnx file")
         check_model_path(path)  # `--model .` is no file to name a sidecar or an output after
         return path
-    key = ALIASES.get(backend, backend)  # an unknown backend is refused at load, naming the valid
-    fmt = BACKENDS[key].format if key in BACKENDS else key if key in FORMATS else "tflite"
+    fmt = format_of(backend) or "tflite"  # an unknown backend is refused at load, naming the valid
     path = shipped(model, fmt) if model else DEFAULT_MODEL.with_suffix(f".{fmt}")
     if not path.is_file():
         raise UserError(f"shipped model {path} is missing; run `make models` or pass --model PATH")
@@ -162,8 +161,11 @@ def stop_exit_code(reason: str) -> int:
     return EXIT_SIGTERM if reason == "SIGTERM" else EXIT_CTRL_C
 
 
-# The stop lists of the sigterm_stops blocks now running (innermost last).
-_ACTIVE: list[list[str]] = []
+DEFER_S = 0.05  # how long a stop that arrived in TensorFlow's frames waits before it is raised
+
+# The sigterm_stops blocks now running (innermost last): each one's recorded stops and its
+# deferred stop's timer, if one waits.
+_ACTIVE: list[tuple[list[str], list[threading.Timer]]] = []
 
 
 def _interrupt(reason: str) -> KeyboardInterrupt:
@@ -207,7 +209,7 @@ def sigterm_stops(stops: list[str] | None = None) -> Iterator[None]:
             recorded.append(reason)
         waiting.clear()
         if _native_caller(frame):
-            waiting.append(threading.Timer(0.05, _thread.interrupt_main, (signum,)))
+            waiting.append(threading.Timer(DEFER_S, _thread.interrupt_main, (signum,)))
             waiting[0].daemon = True
             waiting[0].start()
             return
@@ -217,7 +219,7 @@ def sigterm_stops(stops: list[str] | None = None) -> Iterator[None]:
     if stops is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         handled.append(signal.SIGINT)
     previous = {s: signal.signal(s, stop) for s in handled}
-    _ACTIVE.append(recorded)
+    _ACTIVE.append((recorded, waiting))
     try:
         yield
     finally:
@@ -233,8 +235,11 @@ def sigterm_stops(stops: list[str] | None = None) -> Iterator[None]:
 def raise_if_stopped() -> None:
     """Raise the stop a running ``sigterm_stops`` block recorded, if any: call it before
     committing a result, so a stop that library code swallowed does not end as a success."""
-    for recorded in _ACTIVE:
+    for recorded, waiting in _ACTIVE:
         if recorded:
+            for timer in waiting:  # raised here: the deferred one must not raise it again
+                timer.cancel()
+            waiting.clear()
             raise _interrupt(recorded[0])
 
 

@@ -145,6 +145,20 @@ class ResumeState(keras.callbacks.Callback):
         raise_if_stopped()  # a stop that TensorFlow swallowed ends the run here, all saved
 
 
+class StopCheck(keras.callbacks.Callback):
+    """Raise a recorded stop (SIGTERM, Ctrl-C) after the current training or validation
+    step. A stop that arrives while TensorFlow's own Python code is on top of the stack is
+    deferred (see ``runtime._cli.sigterm_stops``), and during ``fit`` that is nearly always:
+    without this check it waited for a moment in Keras's own code, or the epoch's end,
+    seconds to minutes later. Here, in plain Python between steps, raising is safe."""
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        raise_if_stopped()
+
+    def on_test_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        raise_if_stopped()
+
+
 class RichProgress(keras.callbacks.Callback):
     """A rich progress display: one bar for the run, one for the current epoch.
 

@@ -28,7 +28,7 @@ from rich.console import Console
 from runtime import atomic
 from runtime.errors import UserError
 from train.callbacks import (RESUME_DIR, STATE_FILE, AtomicCheckpoint, ResumableEarlyStopping,
-                             ResumeState, RichProgress, save_model_atomic)
+                             ResumeState, RichProgress, StopCheck, save_model_atomic)
 from train.config import (MODEL_FILE, PLACEMENT_FIELDS, RunConfig, load_config, save_config,
                           write_json_atomic)
 from train.losses import box_loss, check_loss, score_loss
@@ -281,7 +281,7 @@ def _fit(config: RunConfig, prep: Prepared, model: keras.Model, state: dict, run
     saver = ResumeState(out, history, state, checkpoint, stopper)
     bar = RichProgress(t.epochs, prep.steps_per_epoch, console, live=progress and out == run_dir)
     freeze = [FreezeBackbone(t.freeze_backbone)] if t.freeze_backbone else []
-    cbs = [*freeze, checkpoint, *([stopper] if stopper else []), saver, bar, *callbacks]
+    cbs = [StopCheck(), *freeze, checkpoint, *([stopper] if stopper else []), saver, bar, *callbacks]
     try:
         model.fit(prep.train_ds, validation_data=prep.val_ds, epochs=epochs,
                   initial_epoch=state["epoch"], steps_per_epoch=prep.steps_per_epoch,
