@@ -342,6 +342,15 @@ def installed(name: str) -> bool:
         return False
 
 
+def format_of(backend: str | None) -> str | None:
+    """The model format a ``--backend`` name implies (``tflite``/``onnx``), or None for
+    ``auto`` and for a name that is no backend (``open_backend`` refuses that one)."""
+    key = ALIASES.get(backend, backend) if backend is not None else None
+    if key in BACKENDS:
+        return BACKENDS[key].format
+    return key if key in FORMATS else None
+
+
 def open_backend(
     path: str | Path,
     backend: str = "auto",
@@ -388,5 +397,5 @@ def open_backend(
 
 
 __all__ = ["BACKENDS", "CONTRACT_KEY", "MAX_MODEL_BYTES", "MAX_THREADS", "PROVIDERS", "Backend",
-           "TensorInfo", "check_threads", "default_threads", "open_backend", "read_model",
+           "TensorInfo", "check_threads", "default_threads", "format_of", "open_backend", "read_model",
            "resolve_providers", "sniff_format"]
