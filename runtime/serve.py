@@ -338,3 +338,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("mjpeg %s: " + fmt, self.address_string(), *args)
+
+
+if __name__ == "__main__":  # the server runs inside the webcam CLI; say so, do not exit 0 silently
+    print("error: python -m runtime.serve is the library behind --serve; run python -m "
+          "runtime.webcam --source SOURCE --serve 127.0.0.1:8080", file=sys.stderr)
+    sys.exit(2)

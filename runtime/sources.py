@@ -260,6 +260,8 @@ def open_frames(
     suffix = path.suffix.lower()
     if suffix in IMAGE_EXTS or (suffix not in _MJPEG_EXTS and is_image_file(path)):
         return ImageSource([path], loop, max_pixels)
+    if info.st_size == 0:  # OpenCV's answer, "cannot decode", would send it to be converted
+        raise UserError(f"video {path} is empty (0 bytes); re-copy or re-record it")
     return CaptureSource(str(path), live=False, loop=loop, max_pixels=max_pixels)
 
 

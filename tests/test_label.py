@@ -138,3 +138,36 @@ def test_label_output_reads_back_with_odd_names_and_skips_non_utf8_names(
         h, w = sample.image.shape[:2]
         rel = Path(sample.name).relative_to(tmp_path).as_posix()
         np.testing.assert_allclose(sample.box * [w, h, w, h], written[rel], atol=1e-3)
+
+
+@pytest.mark.parametrize("name, link", [("model.keras", False), ("photo.jpg", False),
+                                        ("clip.mp4", False), ("labels.csv", True)])
+def test_label_refuses_an_out_that_is_no_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            face_folder: Path, name: str, link: bool) -> None:
+    # A file outside --images (a model, a photo, a video): the CSV replaced it, exit 1.
+    victim = tmp_path / ("model.keras" if link else name)
+    victim.write_bytes(b"precious bytes")
+    out = tmp_path / name if link else victim
+    if link:  # labels.csv -> model.keras: written through the link
+        out.symlink_to(victim)
+    assert main(["--images", str(face_folder), "--cascade", "frontalface", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert ".csv" in err and "Traceback" not in err
+    assert victim.read_bytes() == b"precious bytes"
+
+
+def test_a_run_that_labels_nothing_keeps_the_existing_csv(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], write_image: Callable[..., Path]
+) -> None:
+    # A rerun with the wrong folder or cascade replaced hand-corrected labels with a header.
+    walls = tmp_path / "walls"
+    write_image(walls / "brick.jpg", assets.load_image("brick"))
+    out = tmp_path / "labels.csv"
+    out.write_text("image,bbox,label\nphotos/one.jpg,\"[1, 2, 30, 40]\",face\n")
+    before = out.read_bytes()
+    assert main(["--images", str(walls), "--cascade", "frontalface", "--out", str(out)]) == 1
+    assert out.read_bytes() == before
+    assert "kept as it was" in " ".join(capsys.readouterr().out.split())
+    fresh = tmp_path / "new.csv"  # no CSV there yet: the header-only file is still written
+    assert main(["--images", str(walls), "--cascade", "frontalface", "--out", str(fresh)]) == 1
+    assert fresh.read_text().splitlines() == ["image,bbox,label"]

@@ -157,3 +157,14 @@ def test_ipv6_address_binds_and_serves():
         assert server.url.startswith("http://[::1]:")
         page = urllib.request.urlopen(server.url, timeout=5).read()
         assert b'src="/stream.mjpg"' in page
+
+
+def test_python_m_runtime_serve_points_to_webcam_serve():
+    # It exited 0 without a word: a user who guessed this CLI thought the server had run.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "runtime.serve"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and "runtime.webcam" in done.stderr and "--serve" in done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1

@@ -223,11 +223,14 @@ def test_bad_inputs_exit_2_with_a_message(
     model = str(runtime_models["u8"])
     bad_video = tmp_path / "broken.mp4"
     bad_video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    empty_video = tmp_path / "empty.mp4"
+    empty_video.touch()
     truncated = tmp_path / "cut.tflite"
     truncated.write_bytes(runtime_models["u8"].read_bytes()[:5000])
     cases = [
         (["--source", "7"], "no camera at index 7; pass --source video.mp4"),
         (["--source", str(bad_video)], "cannot decode video"),
+        (["--source", str(empty_video)], "is empty (0 bytes); re-copy"),  # was "convert it"
         (["--source", str(tmp_path / "none.mp4")], "not found"),
         (["--source", str(tmp_path / "*.png")], "no images match"),
         (["--threshold", "2"], "--threshold must be in [0, 1]"),

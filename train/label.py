@@ -50,6 +50,7 @@ class LabelReport:
     several: list[tuple[str, int]] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     bad_names: list[str] = field(default_factory=list)  # not UTF-8: the CSV cannot name them
+    kept: bool = False  # nothing to write, and --out held a CSV: left as it was
 
 
 def load_cascade(name: str) -> cv2.CascadeClassifier:
@@ -95,6 +96,7 @@ def run(
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; pass a CSV file name such as {out / 'labels.csv'}")
     refuse_overwrite([out], files, "--out")  # `--out photos/a.jpg` must not eat a photo
+    check_csv_name(out)
     detector = load_cascade(cascade)
     label = label or CASCADES[cascade][1]
     report = LabelReport(out=out, images=images, total=len(files))
@@ -131,12 +133,33 @@ def run(
         x1, y1, x2, y2 = (int(v) for v in boxes[0])
         rows.append([rel, f"[{x1}, {y1}, {x2}, {y2}]", label])
         report.labelled += 1
+    if not rows and out.is_file() and out.stat().st_size:
+        # A rerun with the wrong cascade or folder must not turn the user's (perhaps
+        # hand-corrected) labels into a header.
+        report.kept = True
+        return report
     with atomic_output(out, "--out", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["image", "bbox", "label"])
         writer.writerows(rows)
     report.written = len(rows)
     return report
+
+
+def check_csv_name(out: Path) -> None:
+    """Refuse an --out that is no ``.csv`` name, or a link to one that is not: the CSV would
+    replace a model, a video or a photo outside --images. A device or FIFO (``/dev/stdout``)
+    is written whatever its name."""
+    if out.exists() and not out.is_file():
+        return
+    if out.suffix.lower() != ".csv":
+        kind = f"a {out.suffix} file" if out.suffix else "a name without .csv"
+        raise UserError(f"--out {out} is {kind}, but the labels are a CSV file; pass a .csv "
+                        f"name such as {out.with_suffix('.csv').name}")
+    real = Path(os.path.realpath(out))
+    if real.suffix.lower() != ".csv":
+        raise UserError(f"--out {out} links to {real}, which is no .csv file; writing the "
+                        "labels there would destroy it: pass a new .csv path")
 
 
 def _progress(files: list[Path], enabled: bool):  # type: ignore[no-untyped-def]
@@ -178,7 +201,8 @@ def print_report(report: LabelReport, *, largest: bool, keep_empty: bool) -> Non
         ("images", report.total), ("labelled (one box)", report.labelled),
         ("no detection", len(report.zero)), ("several detections", len(report.several)),
         ("unreadable", len(report.unreadable)), ("name not UTF-8", len(report.bad_names)),
-        ("rows written", report.written), ("CSV", str(report.out)),
+        ("rows written", report.written),
+        ("CSV", f"{report.out} (kept as it was: nothing to write)" if report.kept else str(report.out)),
     ):
         summary.add_row(key, str(value))
     console.print(summary)
