@@ -165,6 +165,9 @@ def test_damaged_resume_files_are_one_line_errors(tmp_path, capsys, damage):
     (["--data", "blobs", "--lr", "nan"], "--lr must be a finite number, got nan"),
     (["--data", "blobs", "--lr", "inf"], "--lr must be a finite number, got inf"),
     (["--data", "blobs", "--decay-rate", "5"], "--decay-rate must be above 0 and at most 1, got 5"),
+    # NumPy's own words, naming no flag ("Seed must be between 0 and 2**32 - 1")
+    (["--data", "blobs", "--seed", "-1"], "--seed must be at least 0 and at most 4294967295, got -1"),
+    (["--data", "blobs", "--seed", "4294967296"], "--seed must be at least 0 and at most 4294967295"),
     (["--data", "blobs", "--negatives", "5"], "--negatives must be at least 0 and at most 1"),
     (["--preset", "real", "--data", "blobs", "--paste", "3"], "--paste must be at least 0 and at most 1"),
     # values that passed the checks, then ended in a traceback mid-training or trained junk

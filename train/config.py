@@ -352,6 +352,7 @@ _RANGES: dict[tuple[str, str], tuple[float, bool, float | None, bool]] = {
     ("data", "negatives"): (0, True, 1, True),
     ("data", "paste"): (0, True, 1, True),
     ("data", "val_fraction"): (0, False, 1, False),
+    ("data", "seed"): (0, True, 2**32 - 1, True),  # NumPy's and TensorFlow's seed range
 }
 
 
@@ -370,10 +371,15 @@ def check_numbers(config: RunConfig) -> None:
         low = value < lowest or (value == lowest and not low_ok)
         high = highest is not None and (value > highest or (value == highest and not high_ok))
         if low or high:
-            bound = f"at least {lowest:g}" if low_ok else f"above {lowest:g}"
+            bound = f"at least {_plain(lowest)}" if low_ok else f"above {_plain(lowest)}"
             if highest is not None:
-                bound += f" and {'at most' if high_ok else 'below'} {highest:g}"
-            raise ValueError(f"{flag} must be {bound}, got {value:g}")
+                bound += f" and {'at most' if high_ok else 'below'} {_plain(highest)}"
+            raise ValueError(f"{flag} must be {bound}, got {_plain(value)}")
+
+
+def _plain(value: float) -> str:
+    """A bound or a value as a user types it: 4294967295, not 4.29497e+09."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
 
 
 def _key_values(text: str) -> dict[str, Any]:
