@@ -54,7 +54,7 @@ def coco_source(options: SourceOptions) -> FileSource:
             continue
         file = next((f / name for f in folders if is_file(f / name)), path.parent / name)
         size = size if size and min(size) > 0 else None  # 0: unknown, as some exporters write
-        entries[image_id] = Entry(file, [], where, size=size)
+        entries[image_id] = Entry(file, [], where, size=size, whole=True)
     seen = set(ids)
     crowd: set[int] = set()
     for ann in anns:
@@ -99,6 +99,11 @@ def _load(path: Path) -> tuple[list, list, dict[int, str]]:
         if cats.setdefault(cat_id, name.strip()) != name.strip():
             raise ValueError(f"{path}: category id {cat_id} is named both {cats[cat_id]!r} and "
                              f"{name.strip()!r}; give each category its own id")
+    first: dict[str, int] = {}
+    for cat_id, name in cats.items():  # two ids of one name would silently train as one class
+        if first.setdefault(name, cat_id) != cat_id:
+            raise ValueError(f"{path}: categories {first[name]} and {cat_id} are both named {name!r}; "
+                             "give each category its own name (or move the annotations to one id)")
     return parts[0], parts[1], cats
 
 

@@ -48,6 +48,7 @@ class Entry:
     normalized: bool = False  # YOLO boxes are fractions of the (decoded) image size
     size: tuple[int, int] | None = None  # (width, height) the annotation declares, if any
     broken: bool = False  # a bad row or annotation of this image (already a problem): drop it
+    whole: bool = False  # lists all of its image's objects (a VOC XML, COCO image, YOLO label file)
 
 
 def require_data(path: Path | None, fmt: str, what: str) -> Path:
@@ -272,7 +273,9 @@ def _merge(entries: list[Entry]) -> tuple[list[Entry], list[str]]:
     image), rows of the same image (CSV, COCO) being several objects; and the problems.
 
     A ``broken`` entry drops its image (its problem is already listed); an image annotated
-    both with boxes and as a negative is a problem and dropped.
+    both with boxes and as a negative, or by two ``whole`` annotations that differ (two VOC
+    XMLs, two COCO image records, a linked copy with its own YOLO labels), is a problem and
+    dropped.
     """
     groups: dict[Path, list[Entry]] = {}
     merged, problems = [], []
@@ -291,6 +294,11 @@ def _merge(entries: list[Entry]) -> tuple[list[Entry], list[str]]:
             negative = next(e for e in group if not e.objects)
             problems.append(f"{boxed[0].where or first.path}: image {first.path.name} has a box here and "
                             f"an empty box (a negative) in {negative.where}; keep one of them")
+            continue
+        other = next((e for e in group if e.whole and e.objects != first.objects), None)
+        if other is not None:  # two complete annotations of one picture: which one is right?
+            problems.append(f"{first.where or first.path}: image {first.path.name} is annotated again, with "
+                            f"other boxes, in {other.where or other.path}; keep one annotation of it")
             continue
         sizes = {e.size for e in group if e.size is not None}
         if len(sizes) > 1:

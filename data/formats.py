@@ -223,7 +223,7 @@ def voc_source(options: SourceOptions) -> FileSource:
             continue
         try:
             objects = [_voc_object(obj) for obj in tree.iter("object")]
-            entries.append(Entry(image, objects, where, size=_voc_size(tree)))
+            entries.append(Entry(image, objects, where, size=_voc_size(tree), whole=True))
         except ValueError as err:
             problems.append(f"{where}: {err}")
             entries.append(Entry(image, where=where, broken=True))  # another XML may name it

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 from data.files import Entry, FileSource, number, read_text, require_data
@@ -31,16 +32,21 @@ def yolo_source(options: SourceOptions) -> FileSource:
     if not images:
         raise ValueError(f"no images under {root}")
     entries, problems = [], []
+    uses = Counter(_yolo_label_path(root, image) for image in images)
     for image in images:
         txt = _yolo_label_path(root, image)
         where = str(txt.relative_to(root)) if txt.is_relative_to(root) else str(txt)
+        if uses[txt] > 1 and os.path.lexists(txt):  # a.jpg and a.png: whose boxes are these?
+            problems.append(f"{where}: {image.relative_to(root)} shares this label file with another "
+                            f"image named {image.stem}.*; give each image its own name and label file")
+            continue
         try:
             lines = read_text(txt, "YOLO label file").splitlines() if os.path.lexists(txt) else []
             objects = [_yolo_object(line, names, names_file) for line in lines if line.strip()]
         except ValueError as err:
             problems.append(f"{where}: {err}")
             continue
-        entries.append(Entry(image, objects, where, normalized=True))
+        entries.append(Entry(image, objects, where, normalized=True, whole=True))
     if not any(_yolo_label_path(root, e.path).is_file() for e in entries) and not problems:
         raise ValueError(f"no YOLO label file (labels/NAME.txt) for any image under {root}")
     problems += _orphans(root, {_yolo_label_path(root, image) for image in images})
@@ -102,11 +108,22 @@ def _yolo_names(root: Path) -> tuple[dict[int, str], str]:
     for txt in (root / "classes.txt", root / "labels" / "classes.txt"):
         if os.path.lexists(txt):
             lines = read_text(txt, "YOLO classes file").splitlines()
-            return {i: n.strip() for i, n in enumerate(lines) if n.strip()}, txt.name
+            return _distinct({i: n.strip() for i, n in enumerate(lines) if n.strip()}, txt), txt.name
     for yaml in (root / "data.yaml", root / "dataset.yaml"):
         if os.path.lexists(yaml):
-            return yaml_names(read_text(yaml, "YOLO data file"), yaml), yaml.name
+            return _distinct(yaml_names(read_text(yaml, "YOLO data file"), yaml), yaml), yaml.name
     return {}, ""
+
+
+def _distinct(names: dict[int, str], path: Path) -> dict[int, str]:
+    """``names``, or a ValueError naming ``path`` when two class ids share a name: their
+    boxes would silently train as one class."""
+    first: dict[str, int] = {}
+    for cls, name in names.items():
+        if first.setdefault(name, cls) != cls:
+            raise ValueError(f"{path}: classes {first[name]} and {cls} are both named {name!r}; "
+                             "give each class its own name (or relabel one id as the other)")
+    return names
 
 
 def yaml_names(text: str, path: Path | str = "data.yaml") -> dict[int, str]:
@@ -121,8 +138,8 @@ def yaml_names(text: str, path: Path | str = "data.yaml") -> dict[int, str]:
         if len(keys) > 1:
             raise ValueError("'names' is given twice")
         nc = _yaml_nc(lines)
-        if not keys:
-            return {}
+        if not keys:  # ids only: nc still bounds them (class7 of nc: 2 is a typo, not a class)
+            return {i: f"class{i}" for i in range(nc or 0)}
         head = lines[keys[0]].split(":", 1)[1].strip()
         body = lines[keys[0] + 1 :]
         if head.startswith(("[", "{")):

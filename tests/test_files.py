@@ -455,3 +455,65 @@ def test_csv_one_image_under_two_spellings_and_box_with_negative(
     largest = get_source("csv", data_dir=tmp_path / "l.csv", split="all", multi="largest")
     assert names_of(largest) == ["a.jpg", "b.jpg", "d.jpg"] and largest.labels == ["none", "Cat", "cat"]
     assert "labels 'Cat' and 'cat' differ only in case; they are separate classes" in caplog.text
+
+
+def test_class_names_shared_by_two_ids_are_refused(tmp_path: Path, write_image: Callable[..., Path]) -> None:
+    # Two ids of one name were merged into one class without a word.
+    one_image(tmp_path / "images", write_image)
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text("7 0.3 0.3 0.2 0.2\n")
+    (tmp_path / "data.yaml").write_text("nc: 2\n")  # ids only: nc still bounds them (class7 passed)
+    with pytest.raises(ValueError, match="class 7 is not among the 2 names of data.yaml"):
+        get_source("yolo", data_dir=tmp_path, split="all")
+    (tmp_path / "labels" / "a.txt").write_text("1 0.3 0.3 0.2 0.2\n")
+    for name, text in (("data.yaml", "names: [cat, dog, cat]\n"), ("classes.txt", "cat\r\ncat \r\n")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=f"{name}: classes 0 and . are both named 'cat'"):
+            get_source("yolo", data_dir=tmp_path, split="all")
+    cats = [{"id": 1, "name": "cat"}, {"id": 2, "name": "cat "}]
+    (tmp_path / "ann.json").write_text(json.dumps({"images": [], "categories": cats}))
+    with pytest.raises(ValueError, match="categories 1 and 2 are both named 'cat'"):
+        get_source("coco", data_dir=tmp_path / "ann.json")
+
+
+def test_one_image_annotated_twice_with_other_boxes_is_a_problem(
+    tmp_path: Path, write_image: Callable[..., Path]
+) -> None:
+    # VOC: a second XML naming the same image was read as more objects (multi=largest: silent).
+    voc = tmp_path / "voc"
+    for name in ("a", "b", "c"):
+        one_image(voc / "images", write_image, f"{name}.jpg")
+    (voc / "annotations").mkdir()
+    (voc / "annotations" / "a.xml").write_text(voc_xml("a.jpg", [rect(0)]))
+    (voc / "annotations" / "a2.xml").write_text(voc_xml("a.jpg", [(1, 1, 20, 20)]))
+    (voc / "annotations" / "b.xml").write_text(voc_xml("b.jpg", [rect(0)]))
+    (voc / "annotations" / "c.xml").write_text(voc_xml("c.jpg", [rect(0)]))
+    (voc / "annotations" / "c2.xml").write_text(voc_xml("c.jpg", [rect(0)]))  # the same: one image
+    src = get_source("voc", data_dir=voc, split="all", multi="largest")
+    assert names_of(src) == ["b.jpg", "c.jpg"]
+    assert "a.xml: image a.jpg is annotated again, with other boxes, in annotations/a2.xml" in src.problems[0]
+    # COCO: two image records of one file.
+    coco = tmp_path / "coco"
+    for name in ("a", "b"):
+        one_image(coco, write_image, f"{name}.jpg")
+    images = [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "a.jpg"}, {"id": 3, "file_name": "b.jpg"}]
+    anns = [{"image_id": i, "bbox": box, "category_id": 1}
+            for i, box in ((1, [5, 4, 35, 26]), (2, [1, 1, 10, 10]), (3, [5, 4, 35, 26]))]
+    (coco / "ann.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                               "categories": [{"id": 1, "name": "cat"}]}))
+    src = get_source("coco", data_dir=coco, split="all", multi="largest")
+    assert names_of(src) == ["b.jpg"] and "annotated again" in src.problems[0]
+    # YOLO: a linked copy with its own labels, and two images sharing one label file.
+    yolo = tmp_path / "yolo"
+    for name in ("a.jpg", "b.jpg", "d.jpg", "d.png"):
+        one_image(yolo / "images", write_image, name)
+    os.symlink("a.jpg", yolo / "images" / "c.jpg")
+    (yolo / "labels").mkdir()
+    for name, line in (("a", "0 0.3 0.3 0.2 0.2"), ("c", "1 0.5 0.5 0.2 0.2"), ("b", "0 0.3 0.3 0.2 0.2"),
+                       ("d", "0 0.3 0.3 0.2 0.2")):
+        (yolo / "labels" / f"{name}.txt").write_text(line + "\n")
+    src = get_source("yolo", data_dir=yolo, split="all", multi="largest")
+    assert names_of(src) == ["b.jpg"]
+    text = "\n".join(src.problems)
+    assert "labels/a.txt: image a.jpg is annotated again, with other boxes, in labels/c.txt" in text
+    assert "labels/d.txt: images/d.png shares this label file with another image named d.*" in text
