@@ -206,11 +206,13 @@ def check_out(runs: Sequence[str], out: str | Path) -> Path:
     from runtime.paths import check_output_folder
 
     out_dir = Path(out).expanduser()
+    folders = {Path(r).expanduser().resolve(): r for r in runs}  # a/run, b/run: run-2 may be b/run
     for r, name in zip(runs, folder_names(runs)):
-        if (out_dir / name).resolve() == Path(r).expanduser().resolve():
-            raise UserError(f"--out {out} would put the variants of {r} into that run's own "
-                            f"folder, over its exported models; pass a folder such as "
-                            f"{out_dir / 'bench-export'}")
+        hit = folders.get((out_dir / name).resolve())
+        if hit is not None:
+            whose = "that run's own folder" if hit == r else f"the folder of --run {hit}"
+            raise UserError(f"--out {out} would put the variants of {r} into {whose}, over its "
+                            f"exported models; pass a folder such as {out_dir / 'bench-export'}")
     return check_output_folder(out_dir, "--out")
 
 

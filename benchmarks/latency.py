@@ -28,6 +28,7 @@ from benchmarks._fingerprint import default_device_name, fingerprint
 from benchmarks._runners import HAAR_CASCADES
 from benchmarks._schema import SCHEMA, SCHEMA_VERSION
 from runtime.atomic import refuse_overwrite, scratch_dir
+from runtime.contract import sidecar_path
 from runtime.errors import UserError
 from runtime.models import MODELS_DIR
 
@@ -310,12 +311,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def input_files(args: argparse.Namespace) -> list[Path]:
-    """The files a run reads: every file of the --model and --extra paths, and --video."""
+    """The files a run reads: every file of the --model and --extra paths (for a model file,
+    also its contract sidecar and its run's config.json), and --video."""
     files = [Path(args.video)] if args.video else []
     for spec in [args.model or DEFAULT_MODELS, *(args.extra or [])]:
         path = Path(spec).expanduser()
-        files += sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        files += (sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir()
+                  else [path, sidecar_path(path), path.parent / "config.json"])
     return files
+
+
+def outside_data(out: Path, folders: list[Path]) -> None:
+    """UserError when ``out`` lies in an eval data folder: a new .csv or .json there joins
+    the data set (a CSV or COCO folder then holds two and no longer loads)."""
+    real = out.expanduser().resolve()
+    for folder in (f for f in folders if f.is_dir()):
+        if folder.resolve() in real.parents:
+            raise UserError(f"--out {out} is inside the eval data {folder}; its files would join "
+                            "the data set: pass a path outside it")
 
 
 def writable_folder(folder: Path, *, create: bool) -> None:
@@ -355,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if out is not None:  # before measuring: never write over a model, data or video
             refuse_overwrite(_output.output_paths(out), input_files(args), folders=_data(args))
+            outside_data(out, _data(args))
         writable_folder((out or _output.default_out("device")).parent, create=out is not None)
         with _output.progress(console) as bar:
             results = run(

@@ -257,6 +257,12 @@ def test_export_accuracy_never_exports_into_the_run_folder(tmp_path, capsys, mon
         assert export_accuracy.main(["--run", str(run), *flags]) == 2, flags
         assert message in _one_line(capsys), flags
     assert (run / "model_int8.tflite").read_bytes() == b"the run's own gated export"
+    # Two runs of one name: the first one's variants went into OUT/demo, the second run itself.
+    other = tmp_path / "x" / "demo"
+    other.mkdir(parents=True)
+    (other / "model.keras").write_bytes(b"not loaded")
+    assert export_accuracy.main(["--run", str(other), "--run", str(run), "--out", str(tmp_path)]) == 2
+    assert "into the folder of --run" in _one_line(capsys)
 
 
 def test_demo_accuracy_checks_out_and_data_before_training(tmp_path, capsys):

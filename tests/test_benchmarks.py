@@ -390,7 +390,17 @@ def test_user_errors_exit_2(tmp_path, capsys):
     (empty / "notes.json").write_text("{}")  # e.g. a model's contract sidecar: an input
     fifo = tmp_path / "fifo.tflite"
     os.mkfifo(fifo)
+    run = tmp_path / "run"  # one model file: its sidecar and its run's config.json are inputs too
+    run.mkdir()
+    for name in ("m.onnx", "m.json", "config.json"):
+        (run / name).write_text("{}")
+    data = tmp_path / "data"  # an eval CSV folder: a second .csv there broke the data set
+    data.mkdir()
     cases = [
+        (["--model", str(run / "m.onnx"), "--out", str(run / "m")], "would overwrite the input"),
+        (["--model", str(run / "m.onnx"), "--out", str(run / "config.json")], "would overwrite the input"),
+        (["--model", str(empty), "--eval-dir", str(data), "--out", str(data / "sub" / "r.json")],
+         "is inside the eval data"),
         (["--model", str(empty)], "nothing to benchmark"),
         (["--model", str(tmp_path / "missing")], "not found"),
         (["--model", str(empty), "--threads", "two"], "--threads"),
@@ -420,6 +430,8 @@ def test_user_errors_exit_2(tmp_path, capsys):
         if "backend" in message:  # the valid names come from runtime.BACKENDS
             assert all(name in out for name in ("ai_edge_litert", "onnxruntime", "keras"))
     assert (empty / "notes.json").read_text() == "{}"
+    assert all((run / name).read_text() == "{}" for name in ("m.json", "config.json"))
+    assert not list(data.iterdir())
     results = tmp_path / "rep" / "report.csv"  # a results file where the report would go
     results.parent.mkdir()
     _schema.write_json(_fake_run("laptop", 1.0), results)
