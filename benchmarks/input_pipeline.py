@@ -64,6 +64,10 @@ def generate(folder: Path, count: int, width: int = 320, height: int = 240, seed
             raise UserError(f"{labels} is not a generated benchmark set; pass another --data-dir")
         if n == count:
             return labels
+    elif (folder / "images").is_dir() and any((folder / "images").iterdir()):
+        # Someone's own images (exported frames are often named 000000.jpg...): never replace them
+        raise UserError(f"{folder / 'images'} holds images but no generated labels.csv; pass "
+                        "another --data-dir (an empty or new folder)")
     (folder / "images").mkdir(parents=True, exist_ok=True)
 
     def one(i: int) -> str:

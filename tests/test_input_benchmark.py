@@ -87,3 +87,13 @@ def test_a_users_own_labels_csv_is_never_replaced(tmp_path, capsys):
     assert main(["--data-dir", str(tmp_path / "data"), "--images", "3", "--out", str(tmp_path / "r.json")]) == 2
     assert "not a generated benchmark set" in capsys.readouterr().err
     assert own.read_bytes() == before and not (own.parent / "images").exists()
+
+
+def test_a_users_own_images_without_labels_are_never_replaced(tmp_path, capsys):
+    # Exported frames named 000000.jpg... in DATA_DIR/<count>/images: generated over them.
+    frame = tmp_path / "data" / "3" / "images" / "000000.jpg"
+    frame.parent.mkdir(parents=True)
+    frame.write_bytes(b"my frame")
+    assert main(["--data-dir", str(tmp_path / "data"), "--images", "3", "--out", str(tmp_path / "r.json")]) == 2
+    assert "holds images but no generated labels.csv" in capsys.readouterr().err
+    assert frame.read_bytes() == b"my frame" and not (frame.parent.parent / "labels.csv").exists()
