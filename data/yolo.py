@@ -33,12 +33,19 @@ def yolo_source(options: SourceOptions) -> FileSource:
         raise ValueError(f"no images under {root}")
     entries, problems = [], []
     uses = Counter(_yolo_label_path(root, image) for image in images)
+    listings: dict[Path, dict[str, str]] = {}  # folder -> lower-case name -> name
     for image in images:
         txt = _yolo_label_path(root, image)
         where = str(txt.relative_to(root)) if txt.is_relative_to(root) else str(txt)
         if uses[txt] > 1 and os.path.lexists(txt):  # a.jpg and a.png: whose boxes are these?
             problems.append(f"{where}: {image.relative_to(root)} shares this label file with another "
                             f"image named {image.stem}.*; give each image its own name and label file")
+            continue
+        odd = None if os.path.lexists(txt) else _other_case(txt, listings)
+        if odd is not None:  # labels/a.TXT: not found on Linux, so a.jpg became a negative
+            problems.append(f"{odd.relative_to(root) if odd.is_relative_to(root) else odd}: "
+                            f"rename it to {txt.name} (YOLO label files end in .txt, in lower "
+                            f"case); {image.relative_to(root)} is skipped until then")
             continue
         try:
             lines = read_text(txt, "YOLO label file").splitlines() if os.path.lexists(txt) else []
@@ -61,6 +68,18 @@ def _orphans(root: Path, used: set[Path]) -> list[str]:
                    and "labels" in t.relative_to(root).parts[:-1])
     return [f"{t.relative_to(root)}: no image named {t.stem} ({', '.join(IMAGE_EXTS[:3])}, ...) for this "
             "label file; add the image or remove the label" for t in found]
+
+
+def _other_case(txt: Path, listings: dict[Path, dict[str, str]]) -> Path | None:
+    """The file beside ``txt`` whose name differs from it in case only (``a.TXT``), if any."""
+    folder = txt.parent
+    if folder not in listings:
+        try:
+            listings[folder] = {n.lower(): n for n in os.listdir(folder)}
+        except OSError:
+            listings[folder] = {}
+    name = listings[folder].get(txt.name.lower())
+    return folder / name if name is not None and name != txt.name else None
 
 
 def _yolo_label_path(root: Path, image: Path) -> Path:

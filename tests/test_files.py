@@ -517,3 +517,16 @@ def test_one_image_annotated_twice_with_other_boxes_is_a_problem(
     text = "\n".join(src.problems)
     assert "labels/a.txt: image a.jpg is annotated again, with other boxes, in labels/c.txt" in text
     assert "labels/d.txt: images/d.png shares this label file with another image named d.*" in text
+
+
+def test_a_yolo_label_file_in_other_case_is_a_problem(tmp_path: Path, write_image: Callable[..., Path]) -> None:
+    # labels/a.TXT is not labels/a.txt on Linux: a.jpg became a negative without a word.
+    for name in ("a", "b"):
+        one_image(tmp_path / "images", write_image, f"{name}.jpg")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.TXT").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "labels" / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    src = get_source("yolo", data_dir=tmp_path, split="all")
+    assert names_of(src) == ["b.jpg"]
+    assert any("labels/a.TXT: rename it to a.txt" in p and "images/a.jpg is skipped" in p
+               for p in src.problems), src.problems
