@@ -208,6 +208,11 @@ def run(
     return summary
 
 
+# Names that are videos, not images: runtime.webcam --source plays them.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mjpeg", ".mjpg", ".wmv",
+                  ".mpg", ".mpeg", ".3gp")
+
+
 def _one(
     loc: Localizer, path: Path, target: Path | None, max_pixels: int | None, summary: InferSummary
 ) -> dict[str, Any]:
@@ -231,6 +236,8 @@ def _one(
             drawn = True
     except (ImageError, ModelError) as err:
         record["error"] = str(err)
+        if kind == "image" and path.suffix.lower() in VIDEO_SUFFIXES:
+            record["error"] += f"; for a video run python -m runtime.webcam --source {path}"
     except (UserError, OSError) as err:  # writing the drawing: a full disk, a lost folder
         kind, record["error"] = "output", f"could not write {target}: {err}"
     if target is not None:  # where the drawing is: a numbered name for a duplicate

@@ -187,3 +187,15 @@ def test_infer_refuses_empty_names(runtime_models, tmp_path, capsys, monkeypatch
         captured = capsys.readouterr()
         assert message in captured.err and captured.out == "", argv
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["img_00.jpg"]
+
+
+def test_a_video_given_as_an_image_points_to_webcam(runtime_models, tmp_path, capsys):
+    # "not an image file (unknown format)" left the user guessing how to run a video.
+    images = write_images(tmp_path / "a", n=1)
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    rc = infer.main(["--model", str(runtime_models["u8"]), str(images[0]), str(clip)])
+    assert rc == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    error = next(line["error"] for line in lines if line["image"] == str(clip))
+    assert f"python -m runtime.webcam --source {clip}" in error
