@@ -14,7 +14,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from data.files import Entry, FileSource, is_file, outside, read_annotation, require_data
+from data.files import (Entry, FileSource, distinct_names, is_file, outside, read_annotation,
+                        require_data)
 from data.images import MAX_FILE_BYTES
 from data.sources import SourceOptions
 
@@ -99,11 +100,14 @@ def _load(path: Path) -> tuple[list, list, dict[int, str]]:
         if cats.setdefault(cat_id, name.strip()) != name.strip():
             raise ValueError(f"{path}: category id {cat_id} is named both {cats[cat_id]!r} and "
                              f"{name.strip()!r}; give each category its own id")
-    first: dict[str, int] = {}
-    for cat_id, name in cats.items():  # two ids of one name would silently train as one class
-        if first.setdefault(name, cat_id) != cat_id:
-            raise ValueError(f"{path}: categories {first[name]} and {cat_id} are both named {name!r}; "
-                             "give each category its own name (or move the annotations to one id)")
+    used: set[int] = set()
+    for ann in parts[1]:
+        try:
+            used.add(_int(ann["category_id"]))
+        except (KeyError, TypeError, ValueError):
+            pass  # a malformed annotation: reported where it is read
+    distinct_names(cats, path, "categories", "give each category its own name (or move the "
+                   "annotations to one id)", used=used)
     return parts[0], parts[1], cats
 
 

@@ -51,6 +51,19 @@ class Entry:
     whole: bool = False  # lists all of its image's objects (a VOC XML, COCO image, YOLO label file)
 
 
+def distinct_names(names: dict[int, str], where: object, kind: str, fix: str,
+                   used: set[int] | None = None) -> None:
+    """ValueError naming ``where`` when two ids (of those in ``used``, if given) share a name:
+    their objects would silently train as one class. An unused id may repeat a name (Roboflow's
+    COCO exports add a category 0 named after the project, often its one class)."""
+    first: dict[str, int] = {}
+    for cls, name in names.items():
+        if used is not None and cls not in used:
+            continue
+        if first.setdefault(name, cls) != cls:
+            raise ValueError(f"{where}: {kind} {first[name]} and {cls} are both named {name!r}; {fix}")
+
+
 def require_data(path: Path | None, fmt: str, what: str) -> Path:
     """``data_dir`` of a file source, or a ValueError saying what to pass."""
     if path is None:
@@ -295,7 +308,7 @@ def _merge(entries: list[Entry]) -> tuple[list[Entry], list[str]]:
             problems.append(f"{boxed[0].where or first.path}: image {first.path.name} has a box here and "
                             f"an empty box (a negative) in {negative.where}; keep one of them")
             continue
-        other = next((e for e in group if e.whole and e.objects != first.objects), None)
+        other = next((e for e in group if e.whole and set(e.objects) != set(first.objects)), None)
         if other is not None:  # two complete annotations of one picture: which one is right?
             problems.append(f"{first.where or first.path}: image {first.path.name} is annotated again, with "
                             f"other boxes, in {other.where or other.path}; keep one annotation of it")

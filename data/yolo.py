@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from data.files import Entry, FileSource, number, read_text, require_data
+from data.files import Entry, FileSource, distinct_names, number, read_text, require_data
 from data.images import IMAGE_EXTS, list_images
 from data.sources import SourceOptions
 
@@ -34,6 +34,7 @@ def yolo_source(options: SourceOptions) -> FileSource:
     entries, problems = [], []
     uses = Counter(_yolo_label_path(root, image) for image in images)
     listings: dict[Path, dict[str, str]] = {}  # folder -> lower-case name -> name
+    renamed: set[Path] = set()  # label files named in another case, reported as such
     for image in images:
         txt = _yolo_label_path(root, image)
         where = str(txt.relative_to(root)) if txt.is_relative_to(root) else str(txt)
@@ -42,10 +43,11 @@ def yolo_source(options: SourceOptions) -> FileSource:
                             f"image named {image.stem}.*; give each image its own name and label file")
             continue
         odd = None if os.path.lexists(txt) else _other_case(txt, listings)
-        if odd is not None:  # labels/a.TXT: not found on Linux, so a.jpg became a negative
-            problems.append(f"{odd.relative_to(root) if odd.is_relative_to(root) else odd}: "
-                            f"rename it to {txt.name} (YOLO label files end in .txt, in lower "
-                            f"case); {image.relative_to(root)} is skipped until then")
+        if odd is not None and odd not in uses:  # labels/a.TXT: not found on Linux, so a.jpg
+            renamed.add(odd)                     # became a negative
+            problems.append(f"{odd.relative_to(root) if odd.is_relative_to(root) else odd}: its name "
+                            f"differs in case from {txt.name}, the label file of "
+                            f"{image.relative_to(root)}; rename it (the image is skipped until then)")
             continue
         try:
             lines = read_text(txt, "YOLO label file").splitlines() if os.path.lexists(txt) else []
@@ -56,7 +58,7 @@ def yolo_source(options: SourceOptions) -> FileSource:
         entries.append(Entry(image, objects, where, normalized=True, whole=True))
     if not any(_yolo_label_path(root, e.path).is_file() for e in entries) and not problems:
         raise ValueError(f"no YOLO label file (labels/NAME.txt) for any image under {root}")
-    problems += _orphans(root, {_yolo_label_path(root, image) for image in images})
+    problems += _orphans(root, {_yolo_label_path(root, image) for image in images} | renamed)
     return FileSource("yolo", root, entries, problems, options)
 
 
@@ -103,8 +105,8 @@ def _yolo_object(line: str, names: dict[int, str], names_file: str
     if cls < 0:
         raise ValueError(f"class {cls} is negative; class ids count from 0")
     if names and cls not in names:
-        raise ValueError(f"class {cls} is not among the {len(names)} names of {names_file} "
-                         f"(ids {min(names)}-{max(names)}); fix the label or add the name")
+        raise ValueError(f"class {cls} is outside the {len(names)} classes {names_file} gives (ids "
+                         f"{min(names)}-{max(names)}); fix the label, or add the class there")
     if any(abs(v) > 2 for v in values):  # a box sticking out by more than a whole image
         raise ValueError(f"line {line.strip()[:60]!r} has values above 1: YOLO boxes are fractions of "
                          "the image size (0-1), not pixels; divide by the image's width and height")
@@ -135,13 +137,8 @@ def _yolo_names(root: Path) -> tuple[dict[int, str], str]:
 
 
 def _distinct(names: dict[int, str], path: Path) -> dict[int, str]:
-    """``names``, or a ValueError naming ``path`` when two class ids share a name: their
-    boxes would silently train as one class."""
-    first: dict[str, int] = {}
-    for cls, name in names.items():
-        if first.setdefault(name, cls) != cls:
-            raise ValueError(f"{path}: classes {first[name]} and {cls} are both named {name!r}; "
-                             "give each class its own name (or relabel one id as the other)")
+    distinct_names(names, path, "classes", "give each class its own name (or relabel one id as "
+                   "the other)")
     return names
 
 

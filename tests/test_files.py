@@ -302,7 +302,7 @@ def test_yolo_class_ids_outside_the_names_are_problems(tmp_path: Path, write_ima
     src = get_source("yolo", data_dir=tmp_path, split="all")
     assert names_of(src) == ["a.jpg", "d.jpg"] and src.labels == ["none", "cat, big", "dog"]
     text = "\n".join(src.problems)
-    assert "labels/b.txt: class 5 is not among the 2 names of data.yaml" in text
+    assert "labels/b.txt: class 5 is outside the 2 classes data.yaml gives" in text
     assert "labels/c.txt: class -1 is negative" in text
 
 
@@ -463,7 +463,7 @@ def test_class_names_shared_by_two_ids_are_refused(tmp_path: Path, write_image: 
     (tmp_path / "labels").mkdir()
     (tmp_path / "labels" / "a.txt").write_text("7 0.3 0.3 0.2 0.2\n")
     (tmp_path / "data.yaml").write_text("nc: 2\n")  # ids only: nc still bounds them (class7 passed)
-    with pytest.raises(ValueError, match="class 7 is not among the 2 names of data.yaml"):
+    with pytest.raises(ValueError, match="class 7 is outside the 2 classes data.yaml gives"):
         get_source("yolo", data_dir=tmp_path, split="all")
     (tmp_path / "labels" / "a.txt").write_text("1 0.3 0.3 0.2 0.2\n")
     for name, text in (("data.yaml", "names: [cat, dog, cat]\n"), ("classes.txt", "cat\r\ncat \r\n")):
@@ -471,9 +471,18 @@ def test_class_names_shared_by_two_ids_are_refused(tmp_path: Path, write_image: 
         with pytest.raises(ValueError, match=f"{name}: classes 0 and . are both named 'cat'"):
             get_source("yolo", data_dir=tmp_path, split="all")
     cats = [{"id": 1, "name": "cat"}, {"id": 2, "name": "cat "}]
-    (tmp_path / "ann.json").write_text(json.dumps({"images": [], "categories": cats}))
+    anns = [{"id": i, "image_id": 1, "category_id": c, "bbox": [1, 1, 9, 9]}
+            for i, c in ((1, 1), (2, "2"))]
+    images = [{"id": 1, "file_name": "images/a.jpg", "width": W, "height": H}]
+    (tmp_path / "ann.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                   "categories": cats}))
     with pytest.raises(ValueError, match="categories 1 and 2 are both named 'cat'"):
         get_source("coco", data_dir=tmp_path / "ann.json")
+    # Roboflow's exports add an unused category 0 named after the project (often its class)
+    cats = [{"id": 0, "name": "cat"}, {"id": 1, "name": "cat"}]
+    (tmp_path / "ann.json").write_text(json.dumps({"images": images, "annotations": anns[:1],
+                                                   "categories": cats}))
+    assert get_source("coco", data_dir=tmp_path / "ann.json", split="all").labels == ["none", "cat"]
 
 
 def test_one_image_annotated_twice_with_other_boxes_is_a_problem(
@@ -489,8 +498,11 @@ def test_one_image_annotated_twice_with_other_boxes_is_a_problem(
     (voc / "annotations" / "b.xml").write_text(voc_xml("b.jpg", [rect(0)]))
     (voc / "annotations" / "c.xml").write_text(voc_xml("c.jpg", [rect(0)]))
     (voc / "annotations" / "c2.xml").write_text(voc_xml("c.jpg", [rect(0)]))  # the same: one image
+    one_image(voc / "images", write_image, "d.jpg")  # the same objects in another order: one image
+    (voc / "annotations" / "d.xml").write_text(voc_xml("d.jpg", [rect(0), (1, 1, 20, 20)]))
+    (voc / "annotations" / "d2.xml").write_text(voc_xml("d.jpg", [(1, 1, 20, 20), rect(0)]))
     src = get_source("voc", data_dir=voc, split="all", multi="largest")
-    assert names_of(src) == ["b.jpg", "c.jpg"]
+    assert names_of(src) == ["b.jpg", "c.jpg", "d.jpg"]
     assert "a.xml: image a.jpg is annotated again, with other boxes, in annotations/a2.xml" in src.problems[0]
     # COCO: two image records of one file.
     coco = tmp_path / "coco"
@@ -528,5 +540,13 @@ def test_a_yolo_label_file_in_other_case_is_a_problem(tmp_path: Path, write_imag
     (tmp_path / "labels" / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     src = get_source("yolo", data_dir=tmp_path, split="all")
     assert names_of(src) == ["b.jpg"]
-    assert any("labels/a.TXT: rename it to a.txt" in p and "images/a.jpg is skipped" in p
-               for p in src.problems), src.problems
+    assert src.problems == ["labels/a.TXT: its name differs in case from a.txt, the label file of "
+                            "images/a.jpg; rename it (the image is skipped until then)"]
+    # A.jpg with labels/A.txt beside a negative a.jpg: A.txt is A.jpg's, not a misnamed a.txt
+    other = tmp_path / "other"
+    for name in ("A", "a"):
+        one_image(other / "images", write_image, f"{name}.jpg")
+    (other / "labels").mkdir()
+    (other / "labels" / "A.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    src = get_source("yolo", data_dir=other, split="all")
+    assert names_of(src) == ["A.jpg", "a.jpg"] and not src.problems, src.problems
