@@ -168,6 +168,17 @@ DEFER_S = 0.05  # how long a stop that arrived in TensorFlow's frames waits befo
 _ACTIVE: list[tuple[list[str], list[threading.Timer]]] = []
 
 
+_LOCK = threading.Lock()  # a deferred stop's timer against raise_if_stopped cancelling it
+
+
+def _redeliver(waiting: list[threading.Timer], signum: int) -> None:
+    """The deferred stop's timer: deliver the signal again, unless it was raised meanwhile
+    (``raise_if_stopped`` empties ``waiting``; ``cancel`` alone loses a timer already awake)."""
+    with _LOCK:
+        if waiting:
+            _thread.interrupt_main(signum)
+
+
 def _interrupt(reason: str) -> KeyboardInterrupt:
     return Terminated() if reason == "SIGTERM" else KeyboardInterrupt()
 
@@ -209,7 +220,7 @@ def sigterm_stops(stops: list[str] | None = None) -> Iterator[None]:
             recorded.append(reason)
         waiting.clear()
         if _native_caller(frame):
-            waiting.append(threading.Timer(DEFER_S, _thread.interrupt_main, (signum,)))
+            waiting.append(threading.Timer(DEFER_S, _redeliver, (waiting, signum)))
             waiting[0].daemon = True
             waiting[0].start()
             return
@@ -223,12 +234,15 @@ def sigterm_stops(stops: list[str] | None = None) -> Iterator[None]:
     try:
         yield
     finally:
-        for timer in waiting:
-            timer.cancel()
+        with _LOCK:
+            pending = bool(waiting)
+            for timer in waiting:
+                timer.cancel()
+            waiting.clear()
         for s, handler in previous.items():
             signal.signal(s, handler)
         _ACTIVE.pop()
-    if waiting:  # the block ended while a deferred stop waited: it still stops the run
+    if pending:  # the block ended while a deferred stop waited: it still stops the run
         raise _interrupt(recorded[-1])
 
 
@@ -237,9 +251,10 @@ def raise_if_stopped() -> None:
     committing a result, so a stop that library code swallowed does not end as a success."""
     for recorded, waiting in _ACTIVE:
         if recorded:
-            for timer in waiting:  # raised here: the deferred one must not raise it again
-                timer.cancel()
-            waiting.clear()
+            with _LOCK:  # raised here: the deferred one must not raise it again
+                for timer in waiting:
+                    timer.cancel()
+                waiting.clear()
             raise _interrupt(recorded[0])
 
 

@@ -192,35 +192,64 @@ def test_sigterm_stops_training_after_a_saved_epoch_and_the_rerun_resumes(tmp_pa
     assert f"resuming {out} after epoch {done}" in " ".join(rerun.stdout.split())
 
 
+def _tf_frame():
+    """A frame of code in TensorFlow's package: the stop handler defers a stop there."""
+    import os
+    import sys
+
+    import tensorflow as tf
+
+    namespace = {"sys": sys}
+    path = os.path.join(os.path.dirname(tf.__file__), "python", "edgeloc_test.py")
+    exec(compile("def f():\n    return sys._getframe()\n", path, "exec"), namespace)
+    return namespace["f"]()
+
+
 def test_a_deferred_stop_ends_training_after_the_current_step(monkeypatch):
     """A stop that arrived while TensorFlow's Python was on top of the stack (nearly always
     during fit) is deferred, and waited for the epoch's end: 262 s for the demo preset's
     400-step epoch on 2 loaded cores, past any scheduler's grace period. Training's first
     callback now raises it after the current step, and the deferred re-raise is cancelled."""
-    import os
     import signal
-    import sys
-
-    import tensorflow as tf
 
     from runtime._cli import Terminated, _ACTIVE, sigterm_stops
     from train.callbacks import StopCheck
 
-    def tf_frame():  # a frame of code in TensorFlow's package: the handler defers there
-        namespace = {"sys": sys}
-        path = os.path.join(os.path.dirname(tf.__file__), "python", "edgeloc_test.py")
-        exec(compile("def f():\n    return sys._getframe()\n", path, "exec"), namespace)
-        return namespace["f"]()
-
     monkeypatch.setattr("runtime._cli.DEFER_S", 60.0)  # so the timer cannot win the race here
     with sigterm_stops():
         handler = signal.getsignal(signal.SIGTERM)
-        handler(signal.SIGTERM, tf_frame())  # deferred: nothing raised here
+        handler(signal.SIGTERM, _tf_frame())  # deferred: nothing raised here
         recorded, waiting = _ACTIVE[-1]
-        assert recorded == ["SIGTERM"] and waiting
+        assert recorded == ["SIGTERM"] and len(waiting) == 1
+        timer = waiting[0]
         with pytest.raises(Terminated):
             StopCheck().on_train_batch_end(0)
-        assert not waiting  # the timer will not raise it a second time
+        assert not waiting and timer.finished.is_set()  # it will not raise it a second time
+
+
+def test_ctrl_c_in_tensorflow_is_deferred_to_the_step_end_as_sigterm_is(monkeypatch, tmp_path,
+                                                                        capsys):
+    """Training took only SIGTERM: Ctrl-C was raised wherever Python was, usually inside
+    TensorFlow's own frames, where an exception can come out as another error or be lost."""
+    import signal
+
+    from train.callbacks import StopCheck
+
+    raised_at_once = []
+
+    def run(args, console):  # the signal arrives during a step, in TensorFlow's frames
+        try:
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, _tf_frame())
+        except KeyboardInterrupt:
+            raised_at_once.append(True)
+            raise
+        StopCheck().on_train_batch_end(0)
+
+    monkeypatch.setattr("runtime._cli.DEFER_S", 60.0)
+    monkeypatch.setattr("train.__main__.run", run)
+    assert train_main(_args(tmp_path / "run")) == 130
+    assert not raised_at_once
+    assert "interrupted (Ctrl-C)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("field, value, message", [

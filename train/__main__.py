@@ -196,7 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         refuse_empty(args)  # an unset shell variable: --init "" trained from scratch silently
-        with sigterm_stops():  # SIGTERM (docker stop, a batch scheduler) stops it as Ctrl-C does
+        # SIGTERM (docker stop, a batch scheduler) stops it as Ctrl-C does; both are taken
+        # here, so one that arrives inside TensorFlow is raised after the current step.
+        with sigterm_stops([]):
             run(args, console)
     except KeyboardInterrupt as stop:
         console.print(f"[yellow]interrupted[/yellow] ({stop_reason(stop)}); rerun the same "
