@@ -168,6 +168,8 @@ def test_a_run_that_labels_nothing_keeps_the_existing_csv(
     assert main(["--images", str(walls), "--cascade", "frontalface", "--out", str(out)]) == 1
     assert out.read_bytes() == before
     assert "kept as it was" in " ".join(capsys.readouterr().out.split())
+    args = ["--images", str(walls), "--cascade", "frontalface", "--out", str(out), "--keep-empty"]
+    assert main(args) == 1 and out.read_bytes() == before  # not turned into negatives either
     fresh = tmp_path / "new.csv"  # no CSV there yet: the header-only file is still written
     assert main(["--images", str(walls), "--cascade", "frontalface", "--out", str(fresh)]) == 1
     assert fresh.read_text().splitlines() == ["image,bbox,label"]

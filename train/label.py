@@ -50,7 +50,7 @@ class LabelReport:
     several: list[tuple[str, int]] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     bad_names: list[str] = field(default_factory=list)  # not UTF-8: the CSV cannot name them
-    kept: bool = False  # nothing to write, and --out held a CSV: left as it was
+    kept: bool = False  # nothing labelled, and --out held a CSV: left as it was
 
 
 def load_cascade(name: str) -> cv2.CascadeClassifier:
@@ -133,9 +133,9 @@ def run(
         x1, y1, x2, y2 = (int(v) for v in boxes[0])
         rows.append([rel, f"[{x1}, {y1}, {x2}, {y2}]", label])
         report.labelled += 1
-    if not rows and out.is_file() and out.stat().st_size:
+    if not report.labelled and out.is_file() and out.stat().st_size:
         # A rerun with the wrong cascade or folder must not turn the user's (perhaps
-        # hand-corrected) labels into a header.
+        # hand-corrected) labels into a header, or into negatives with --keep-empty.
         report.kept = True
         return report
     with atomic_output(out, "--out", newline="") as fh:
@@ -202,7 +202,7 @@ def print_report(report: LabelReport, *, largest: bool, keep_empty: bool) -> Non
         ("no detection", len(report.zero)), ("several detections", len(report.several)),
         ("unreadable", len(report.unreadable)), ("name not UTF-8", len(report.bad_names)),
         ("rows written", report.written),
-        ("CSV", f"{report.out} (kept as it was: nothing to write)" if report.kept else str(report.out)),
+        ("CSV", f"{report.out} (kept as it was: nothing labelled)" if report.kept else str(report.out)),
     ):
         summary.add_row(key, str(value))
     console.print(summary)
