@@ -97,3 +97,7 @@ def test_a_users_own_images_without_labels_are_never_replaced(tmp_path, capsys):
     assert main(["--data-dir", str(tmp_path / "data"), "--images", "3", "--out", str(tmp_path / "r.json")]) == 2
     assert "holds images but no generated labels.csv" in capsys.readouterr().err
     assert frame.read_bytes() == b"my frame" and not (frame.parent.parent / "labels.csv").exists()
+    # The benchmark's own images, left by an interrupted run (its marker there), are redone.
+    (frame.parent.parent / ".edgeloc-bench").write_text("")
+    generate(frame.parent.parent, 3)
+    assert frame.read_bytes() != b"my frame" and (frame.parent.parent / "labels.csv").is_file()
