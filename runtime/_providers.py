@@ -30,6 +30,11 @@ def resolve_providers(requested: Any, available: list[str]) -> list[str]:
         return ["CPUExecutionProvider"]
     if isinstance(requested, str):
         requested = [p.strip() for p in requested.split(",") if p.strip()]
+    elif not isinstance(requested, list | tuple):
+        raise UserError(
+            f"providers must be a name or a list of names, got {requested!r}; valid: "
+            f"{', '.join(PROVIDERS)}"
+        )
     out = []
     for p in requested:
         full = PROVIDERS.get(str(p).lower(), p)

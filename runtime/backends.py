@@ -366,7 +366,7 @@ def open_backend(
     path = Path(path)
     threads = check_threads(threads)
     fmt, data = sniff_format(path)
-    key = ALIASES.get(backend, backend)
+    key = ALIASES.get(backend, backend) if isinstance(backend, str | None) else repr(backend)
     if key is not None and key not in BACKENDS and key not in FORMATS:
         valid = ", ".join([*ALIASES, *BACKENDS])
         raise UserError(f"unknown backend {backend!r}; valid: {valid}")

@@ -50,20 +50,31 @@ def preprocess(image: np.ndarray, size: int | tuple[int, int], *, bgr: bool = Fa
 
     Args:
         image: (h, w, 3) uint8 RGB (or BGR with ``bgr=True``, as OpenCV decodes), (h, w)
-            grayscale or (h, w, 4) with alpha.
+            or (h, w, 1) grayscale or (h, w, 4) with alpha.
         size: model input size, an int for square inputs or (height, width).
         bgr: the image is in OpenCV's BGR order.
     """
     height, width = (size, size) if isinstance(size, int) else size
-    if not isinstance(image, np.ndarray) or image.size == 0:
-        raise ValueError("preprocess() needs a non-empty numpy image array")
-    if image.dtype != np.uint8:
-        raise ValueError(f"preprocess() needs a uint8 image, got {image.dtype}")
+    if not isinstance(image, np.ndarray):
+        raise UserError(
+            f"the image must be a numpy array, got {type(image).__name__}; convert it with "
+            "np.asarray(image) (a PIL image gives RGB)"
+        )
+    if image.size == 0:
+        raise UserError(f"the image is empty (shape {image.shape}); pass a non-empty image")
+    if image.dtype != np.uint8:  # a float 0-1 image cast to uint8 would be all black
+        how = ("(image >> 8).astype(np.uint8) for 16-bit" if image.dtype == np.uint16 else
+               "np.clip(image * 255, 0, 255).astype(np.uint8) for floats in [0, 1]")
+        raise UserError(f"the image must be uint8 (0-255), got {image.dtype}; convert it first, "
+                        f"e.g. {how}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)  # gray has no channel order
         bgr = False
     elif image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"preprocess() needs an (h, w, 3) image, got shape {image.shape}")
+        batch = " (one image: image[0]; several: predict_batch)" if image.ndim == 4 else ""
+        raise UserError(f"the image must be (h, w, 3) RGB, got shape {image.shape}{batch}")
     elif image.shape[2] == 4:
         image = image[:, :, :3]
     # Resize first, then swap channels: the swap then touches only the small image.

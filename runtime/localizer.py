@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -79,7 +80,12 @@ class Localizer:
         self._backend = backend
         self.contract = contract
         self.path = path
-        self.threshold = float(threshold)
+        try:
+            self.threshold = float(threshold)
+        except (TypeError, ValueError):
+            self.threshold = math.nan
+        if not 0.0 <= self.threshold <= 1.0:  # 2 or NaN: no image would ever be `present`
+            raise UserError(f"threshold must be a score in [0, 1], got {threshold!r} (default 0.5)")
         self.backend_name = backend.name
         self.provider = backend.provider
         self._box_i, self._score_i = _pick_outputs(backend.outputs)
@@ -167,6 +173,12 @@ class Localizer:
         t0 = time.perf_counter()
         if pixels is None:
             pixels = preprocess(image, self._size, bgr=bgr)[None]  # (1, H, W, 3)
+        elif getattr(pixels, "shape", None) != (1, *self._size, 3) or pixels.dtype != np.uint8:
+            raise UserError(  # else the engine's error blames the model, or row 0 answers
+                f"pixels must be this model's prepare(image) output, (1, {self._size[0]}, "
+                f"{self._size[1]}, 3) uint8; got {getattr(pixels, 'shape', type(pixels))} "
+                f"{getattr(pixels, 'dtype', '')}"
+            )
         t1 = time.perf_counter()
         box, score = self.invoke(pixels)
         t2 = time.perf_counter()
@@ -174,6 +186,12 @@ class Localizer:
 
     def predict_batch(self, images: Sequence[np.ndarray], *, bgr: bool = False) -> list[Result]:
         """Localize one object in each image; batched in one call where the engine allows."""
+        if isinstance(images, np.ndarray) and images.ndim != 4:  # rows of one image, not images
+            raise UserError(
+                f"predict_batch() takes a list of images or an (N, h, w, 3) array, got one "
+                f"array of shape {images.shape}; use predict() for one image"
+            )
+        images = images if isinstance(images, (list, tuple, np.ndarray)) else list(images)
         if len(images) == 0:
             return []
         t0 = time.perf_counter()

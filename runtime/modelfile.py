@@ -98,6 +98,15 @@ def check_threads(threads: int | None) -> int:
     """The engine thread count: None picks ``default_threads()``; 1..MAX_THREADS else."""
     if threads is None:
         return default_threads()
+    try:  # 2.7 or True would silently run on 2 or 1 threads; "abc" or NaN is a traceback
+        whole = int(threads) == threads and not isinstance(threads, bool)
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole and not (isinstance(threads, str) and threads.strip().isdigit()):
+        raise UserError(
+            f"threads must be a whole number of CPU threads, got {threads!r}; leave "
+            "--threads out for one per core, at most 4"
+        )
     threads = int(threads)
     if not 1 <= threads <= MAX_THREADS:
         raise UserError(

@@ -55,8 +55,28 @@ def _frame(img: np.ndarray, x1: int, y1: int, x2: int, y2: int, color: tuple, th
         cv2.rectangle(img, (x1 + i, y1 + i), (x2 - i, y2 - i), color, 1)
 
 
+def _check_canvas(img: np.ndarray) -> None:
+    """Refuse an image OpenCV cannot draw on in place (else a deep cv2 traceback): gray,
+    read-only, or a view whose pixels are not packed (``rgb[:, :, ::-1]``, ``img[:, ::2]``)."""
+    if not (
+        isinstance(img, np.ndarray)
+        and img.ndim == 3
+        and img.shape[2] == 3
+        and img.flags.writeable
+        and img.strides[2] == img.itemsize
+        and img.strides[1] == 3 * img.itemsize
+    ):
+        shape = getattr(img, "shape", type(img).__name__)
+        raise UserError(
+            f"drawing needs a writable (h, w, 3) BGR image it can change in place, got {shape}"
+            " (gray, read-only or a reversed/strided view); pass a copy, np.array(img), or "
+            "cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) for gray"
+        )
+
+
 def draw_result(img: np.ndarray, result: Result, box: tuple | None = None) -> np.ndarray:
     """Draw the box and "label score" (or "no object") in place on a BGR image."""
+    _check_canvas(img)
     scale, thick, _ = _style(*img.shape[:2])
     if not result.present:
         text = f"no object ({result.label} {result.score:.2f})"
@@ -71,6 +91,7 @@ def draw_result(img: np.ndarray, result: Result, box: tuple | None = None) -> np
 
 def draw_hud(img: np.ndarray, fps: float, latency_ms: float) -> np.ndarray:
     """Draw frame rate and model latency in the top-left corner (pass ``HudValues`` output)."""
+    _check_canvas(img)
     scale, _, baseline = _style(*img.shape[:2])
     _text(img, f"{fps:5.1f} FPS  {latency_ms:5.1f} ms", (8, baseline), WHITE, scale)
     return img

@@ -10,6 +10,7 @@ import pytest
 
 from runtime import contract
 from runtime.contract import Contract
+from runtime.errors import UserError
 
 
 def test_preprocess_resizes_and_keeps_rgb_order():
@@ -32,19 +33,26 @@ def test_preprocess_accepts_gray_and_alpha():
     rgba = np.zeros((10, 10, 4), np.uint8)
     rgba[..., 3] = 255
     assert (contract.preprocess(rgba, 8) == 0).all()
+    gray = np.random.default_rng(0).integers(0, 256, (10, 12), dtype=np.uint8)
+    np.testing.assert_array_equal(contract.preprocess(gray[:, :, None], 8),
+                                  contract.preprocess(gray, 8))  # (h, w, 1) is gray too
 
 
 @pytest.mark.parametrize(
     "bad, message",
     [
-        (np.zeros((10, 10, 3), np.float32), "uint8"),
+        (np.zeros((10, 10, 3), np.float32), r"uint8.*astype\(np.uint8\)"),
+        (np.zeros((10, 10, 3), np.uint16), r"uint8.*image >> 8"),
+        (np.zeros((10, 10, 3), bool), "uint8"),
         (np.zeros((10, 10, 2), np.uint8), "shape"),
+        (np.zeros((1, 10, 10, 3), np.uint8), r"image\[0\].*predict_batch"),
         (np.zeros((0, 10, 3), np.uint8), "non-empty"),
         ("image.jpg", "numpy"),
+        ([[[0, 0, 0]]], r"np.asarray"),
     ],
 )
 def test_preprocess_rejects_bad_images(bad, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(UserError, match=message):  # one line naming the fix, no cast or crash
         contract.preprocess(bad, 8)
 
 

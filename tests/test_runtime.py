@@ -164,6 +164,32 @@ def test_backend_and_provider_choices(runtime_models):
         "CPUExecutionProvider",
     ]
 
+    for threads in (2.7, True, "abc", float("nan")):  # were 2 and 1 threads, or a traceback
+        with pytest.raises(UserError, match="threads must be a whole number"):
+            Localizer.load(runtime_models["u8"], threads=threads)
+    with pytest.raises(UserError, match=r"unknown backend \['onnx'\]; valid"):
+        Localizer.load(runtime_models["onnx"], backend=["onnx"])
+    with pytest.raises(UserError, match="providers must be a name or a list"):
+        Localizer.load(runtime_models["onnx"], providers=3)
+
+
+def test_library_arguments_that_would_answer_wrongly_are_refused(runtime_models):
+    for threshold in (float("nan"), 2, -0.1, None):  # NaN and 2: never `present`, no warning
+        with pytest.raises(UserError, match=r"threshold must be a score in \[0, 1\]"):
+            Localizer.load(runtime_models["u8"], threshold=threshold, threads=1)
+    loc = Localizer.load(runtime_models["u8"], threads=1)
+    img = _image()
+    with pytest.raises(UserError, match="use predict\\(\\) for one image"):
+        loc.predict_batch(img)  # was one "result" per row of the image
+    assert len(loc.predict_batch(im for im in (img, img))) == 2  # any iterable of images
+    assert len(loc.predict_batch(np.stack([img, img]))) == 2
+    pixels = loc.prepare(img)
+    assert loc.predict(img, pixels=pixels).box == loc.predict(img).box
+    for bad in (pixels[0], np.repeat(pixels, 2, axis=0), pixels.astype(np.float32),
+                np.zeros((1, 8, 8, 3), np.uint8)):  # blamed the model, or answered row 0
+        with pytest.raises(UserError, match="pixels must be this model's prepare"):
+            loc.predict(img, pixels=bad)
+
 
 def _bad_models(
     folder: Path, good_tflite: bytes, good_onnx: bytes
@@ -260,7 +286,7 @@ def test_unexpected_input_shape_or_dtype(tmp_path):
     with pytest.warns(UserWarning):
         loc = Localizer.load(ok)
     assert loc.contract.input_size == (48, 40)
-    with pytest.raises(ValueError, match="uint8 image"):
+    with pytest.raises(ValueError, match="must be uint8"):
         loc.predict(np.zeros((10, 10, 3), np.float32))
 
 

@@ -135,6 +135,14 @@ def test_cached_label_drawing_matches_opencv_and_clips_at_the_edges():
         assert out.shape == (240, 320, 3) and out.any()
     out = draw_result(np.zeros((20, 30, 3), np.uint8), res((0.0, 0.0, 1.0, 1.0), present=False))
     assert out.shape == (20, 30, 3)  # "no object" text wider than the frame: clipped
+    frame = np.zeros((240, 320, 3), np.uint8)
+    draw_result(frame[20:200, 10:300], res((40.0, 60.0, 100.0, 120.0)))  # a crop view: in place
+    assert frame[20:200, 10:300].any() and not frame[:20].any()
+    read_only = frame.copy()
+    read_only.flags.writeable = False
+    for bad in (read_only, frame[:, ::-1], frame[:, :, ::-1], frame[:, :, 0], frame[..., None]):
+        with pytest.raises(UserError, match="writable \\(h, w, 3\\) BGR image"):  # was cv2.error
+            draw_result(bad, res((40.0, 60.0, 200.0, 180.0)))
 
 
 def test_hud_values_refresh_at_their_rate():
