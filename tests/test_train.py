@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
+import threading
+from types import SimpleNamespace
 
 import cv2
 import keras
@@ -14,7 +18,7 @@ from rich.console import Console
 from train.__main__ import main as train_main
 from train.config import resolve_config
 from runtime.errors import UserError
-from train.evaluate import main as evaluate_main
+from train.evaluate import evaluate_model, main as evaluate_main
 from train.fit import RESUME_DIR, STATE_FILE, train
 
 STEPS = 12
@@ -279,7 +283,51 @@ def test_evaluate_never_writes_over_the_model_it_reads(tmp_path, capsys):
         assert "would overwrite the input" in " ".join(capsys.readouterr().out.split())
     assert evaluate_main(["--model", str(run), "--seed", "-1"]) == 2
     assert "--seed at least 0" in capsys.readouterr().out
+    # The run's resume state and exported models were replaced by the report, silently.
+    (run / "model_fp32.tflite").write_bytes(b"exported")
+    kept = {f: f.read_bytes() for f in (*(run / RESUME_DIR).iterdir(), run / "model_fp32.tflite")}
+    for out in kept:
+        capsys.readouterr()
+        assert evaluate_main(["--model", str(run), "--size", "4", "--out", str(out)]) == 2
+        assert "would overwrite the input" in " ".join(capsys.readouterr().out.split())
+    assert {f: f.read_bytes() for f in kept} == kept
     assert (run / "model.keras").read_bytes() == model
+    capsys.readouterr()  # a missing folder was a FileNotFoundError traceback after the work
+    assert evaluate_main(["--model", str(run), "--out", str(tmp_path / "no" / "r.json")]) == 2
+    assert "does not exist; create it first" in capsys.readouterr().out
+    # A FIFO (or /dev/null) was replaced by a regular file; it is written in place.
+    fifo, got = tmp_path / "fifo", {}
+    os.mkfifo(fifo)
+    reader = threading.Thread(target=lambda: got.update(text=fifo.read_text()), daemon=True)
+    reader.start()
+    assert evaluate_main(["--model", str(run), "--size", "4", "--out", str(fifo)]) == 0
+    reader.join(10)
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and json.loads(got["text"])["images"] == 4
+
+
+def test_evaluate_model_holds_one_batch_of_images_at_a_time():
+    fetched, at_call = [], []
+
+    class Source:  # every sample was decoded up front: ~200 KB each, --size 100000 = 20 GB
+        labels = ["none", "blob"]
+
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            fetched.append(i)
+            return SimpleNamespace(image=np.zeros((8, 8, 3), np.uint8), box=(0.1, 0.1, 0.5, 0.5),
+                                   label=1)
+
+    def model(batch, training=False):
+        at_call.append(len(fetched))
+        return {"box": np.tile([0.1, 0.1, 0.5, 0.5], (len(batch), 1)),
+                "score": np.tile([0.1, 0.9], (len(batch), 1))}
+
+    report = evaluate_model(model, Source(), image_size=8, box_format="xyxy",
+                            labels=["none", "blob"], batch_size=4)
+    assert at_call == [4, 8, 10] and fetched == list(range(10))
+    assert report["images"] == 10 and report["mean_iou"] == pytest.approx(1.0)
 
 
 def test_every_skipped_data_entry_is_listed_in_the_run(tmp_path, capsys):

@@ -9,6 +9,7 @@ so the figures describe what a deployed model sees.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -43,10 +44,18 @@ def evaluate_model(model: Any, source: Any, *, image_size: int, box_format: str,
     """Evaluate ``model`` on every sample of ``source``; see train.metrics.localization_report."""
     from train.metrics import localization_report  # Keras: after main's extra check
 
-    samples = [source[i] for i in range(len(source))]
-    pred_box, pred_score = predict_samples(model, samples, image_size, batch_size)
-    true_box = np.stack([np.asarray(s.box, np.float64) for s in samples])  # xyxy
-    true_label = _map_labels([s.label for s in samples], list(source.labels), list(labels))
+    # One batch of images in memory at a time: at ~200 KB a sample, --size 100000 held 20 GB.
+    boxes, scores, true_boxes, indices = [], [], [], []
+    for start in range(0, len(source), batch_size):
+        samples = [source[i] for i in range(start, min(start + batch_size, len(source)))]
+        box, score = predict_samples(model, samples, image_size, batch_size)
+        boxes.append(box)
+        scores.append(score)
+        true_boxes += [np.asarray(s.box, np.float64) for s in samples]  # xyxy
+        indices += [s.label for s in samples]
+    pred_box, pred_score = np.concatenate(boxes), np.concatenate(scores)
+    true_box = np.stack(true_boxes)
+    true_label = _map_labels(indices, list(source.labels), list(labels))
     report = localization_report(true_box, true_label, to_xyxy(pred_box, box_format), pred_score,
                                  list(labels), box_format="xyxy", thresholds=thresholds)
     return report
@@ -82,9 +91,11 @@ def run(model_path: str | Path, *, data: str | None = None, data_dir: str | None
         split: str = "test", size: int | None = None, seed: int | None = None,
         out: str | Path | None = None, console: Console | None = None) -> dict[str, Any]:
     """Load a run, evaluate it on ``data``/``split``, print a table and write the JSON."""
-    from train.config import RunConfig, load_run, write_json_atomic
-    from runtime.atomic import refuse_overwrite
+    from train.config import RunConfig, load_run
+    from runtime.atomic import atomic_output, refuse_overwrite
     from runtime.errors import UserError
+    from runtime.paths import check_output_file
+    from train.callbacks import RESUME_DIR
     from train.rundir import RUN_FILES
     from train.splits import split_source
 
@@ -103,18 +114,23 @@ def run(model_path: str | Path, *, data: str | None = None, data_dir: str | None
     run_dir = path if path.is_dir() else path.parent
     names = [config.data.source] if isinstance(config.data.source, str) else config.data.source
     tag = "+".join(n.split(":")[0] for n in names)
-    target = Path(out).expanduser() if out else run_dir / f"evaluation-{tag}-{split}.json"
-    if target.is_dir():
-        raise UserError(f"--out {target} is a folder; pass a file name for the JSON report")
-    refuse_overwrite(target, [path, *(run_dir / n for n in RUN_FILES), *config.data.data_dirs])
+    target = check_output_file(out or run_dir / f"evaluation-{tag}-{split}.json", "--out")
+    # The run's resume state and its exported models are its files too, not report names.
+    own = [*(run_dir / n for n in RUN_FILES), *(run_dir / RESUME_DIR).glob("*"),
+           *(f for ext in ("tflite", "onnx") for exported in run_dir.glob(f"*.{ext}")
+             for f in (exported, exported.with_suffix(".json")))]
+    refuse_overwrite(target, [path, *own, *config.data.data_dirs])
     m = config.model
-    report = evaluate_model(model, source, image_size=m.image_size, box_format=m.box_format,
-                            labels=m.labels)
-    report = {"model": str(model_path), "data": config.data.source,
-              "data_dir": config.data.data_dir, "split": split,
-              **{k: v for k, v in report.items() if k != "iou"}}
-    console.print(report_table(report, f"{config.data.describe()} / {split}"))
-    write_json_atomic(target, report)
+    # Opened first: an unwritable --out fails before the work; a device (/dev/null) or
+    # FIFO is written in place, never replaced by a regular file.
+    with atomic_output(target, "--out") as fh:
+        report = evaluate_model(model, source, image_size=m.image_size,
+                                box_format=m.box_format, labels=m.labels)
+        report = {"model": str(model_path), "data": config.data.source,
+                  "data_dir": config.data.data_dir, "split": split,
+                  **{k: v for k, v in report.items() if k != "iou"}}
+        console.print(report_table(report, f"{config.data.describe()} / {split}"))
+        fh.write(json.dumps(report, indent=2, default=str) + "\n")
     console.print(f"wrote {target}")
     return report
 
