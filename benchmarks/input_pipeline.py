@@ -52,6 +52,8 @@ MAX_SECONDS, MAX_STEPS, MAX_DEVICES = 600.0, 100_000, 64
 
 # ---------------------------------------------------------------------------------- dataset
 MARKER = ".edgeloc-bench"  # written before the first image: the folder's images are ours
+
+
 def generate(folder: Path, count: int, width: int = 320, height: int = 240, seed: int = 0) -> Path:
     """``count`` JPEG scenes with one box each and ``labels.csv`` (pixels, x1 y1 x2 y2)."""
     import cv2

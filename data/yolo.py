@@ -58,7 +58,7 @@ def yolo_source(options: SourceOptions) -> FileSource:
         entries.append(Entry(image, objects, where, normalized=True, whole=True))
     if not any(_yolo_label_path(root, e.path).is_file() for e in entries) and not problems:
         raise ValueError(f"no YOLO label file (labels/NAME.txt) for any image under {root}")
-    problems += _orphans(root, {_yolo_label_path(root, image) for image in images} | renamed)
+    problems += _orphans(root, set(uses) | renamed)
     return FileSource("yolo", root, entries, problems, options)
 
 

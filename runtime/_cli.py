@@ -179,6 +179,16 @@ def _redeliver(waiting: list[threading.Timer], signum: int) -> None:
             _thread.interrupt_main(signum)
 
 
+def _cancel(waiting: list[threading.Timer]) -> bool:
+    """Cancel a deferred stop's timer so it cannot redeliver; whether one was waiting."""
+    with _LOCK:
+        pending = bool(waiting)
+        for timer in waiting:
+            timer.cancel()
+        waiting.clear()
+    return pending
+
+
 def _interrupt(reason: str) -> KeyboardInterrupt:
     return Terminated() if reason == "SIGTERM" else KeyboardInterrupt()
 
@@ -234,11 +244,7 @@ def sigterm_stops(stops: list[str] | None = None) -> Iterator[None]:
     try:
         yield
     finally:
-        with _LOCK:
-            pending = bool(waiting)
-            for timer in waiting:
-                timer.cancel()
-            waiting.clear()
+        pending = _cancel(waiting)
         for s, handler in previous.items():
             signal.signal(s, handler)
         _ACTIVE.pop()
@@ -251,10 +257,7 @@ def raise_if_stopped() -> None:
     committing a result, so a stop that library code swallowed does not end as a success."""
     for recorded, waiting in _ACTIVE:
         if recorded:
-            with _LOCK:  # raised here: the deferred one must not raise it again
-                for timer in waiting:
-                    timer.cancel()
-                waiting.clear()
+            _cancel(waiting)  # raised here: the deferred one must not raise it again
             raise _interrupt(recorded[0])
 
 
