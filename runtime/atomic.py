@@ -144,9 +144,14 @@ def write_text(path: str | Path, text: str, *, newline: str | None = None) -> Pa
     return Path(path)
 
 
+def json_text(data: Any, *, indent: int | None = 2) -> str:
+    """``data`` as the JSON text every report and run file is written in (a final newline)."""
+    return json.dumps(data, indent=indent, default=str) + "\n"
+
+
 def write_json(path: str | Path, data: Any, *, indent: int | None = 2) -> Path:
     """Write ``data`` as JSON (plus a final newline) to ``path`` atomically."""
-    return write_text(path, json.dumps(data, indent=indent, default=str) + "\n")
+    return write_text(path, json_text(data, indent=indent))
 
 
 def scratch_root() -> Path:
@@ -333,6 +338,7 @@ __all__ = [
     "atomic_output",
     "commit",
     "identity",
+    "json_text",
     "refuse_overwrite",
     "remove_leftovers",
     "scratch_dir",

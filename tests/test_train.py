@@ -285,7 +285,9 @@ def test_evaluate_never_writes_over_the_model_it_reads(tmp_path, capsys):
     assert "--seed at least 0" in capsys.readouterr().out
     # The run's resume state and exported models were replaced by the report, silently.
     (run / "model_fp32.tflite").write_bytes(b"exported")
-    kept = {f: f.read_bytes() for f in (*(run / RESUME_DIR).iterdir(), run / "model_fp32.tflite")}
+    (run / "model_int8.onnx").write_bytes(b"exported")
+    (run / "model_int8.json").write_text("{}")  # an exported model's contract sidecar
+    kept = {f: f.read_bytes() for f in (*(run / RESUME_DIR).iterdir(), *run.glob("model_*"))}
     for out in kept:
         capsys.readouterr()
         assert evaluate_main(["--model", str(run), "--size", "4", "--out", str(out)]) == 2

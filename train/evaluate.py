@@ -9,7 +9,6 @@ so the figures describe what a deployed model sees.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -92,7 +91,9 @@ def run(model_path: str | Path, *, data: str | None = None, data_dir: str | None
         out: str | Path | None = None, console: Console | None = None) -> dict[str, Any]:
     """Load a run, evaluate it on ``data``/``split``, print a table and write the JSON."""
     from train.config import RunConfig, load_run
-    from runtime.atomic import atomic_output, refuse_overwrite
+    from runtime.atomic import atomic_output, json_text, refuse_overwrite
+    from runtime.backends import FORMATS
+    from runtime.contract import model_files
     from runtime.errors import UserError
     from runtime.paths import check_output_file
     from train.callbacks import RESUME_DIR
@@ -117,8 +118,7 @@ def run(model_path: str | Path, *, data: str | None = None, data_dir: str | None
     target = check_output_file(out or run_dir / f"evaluation-{tag}-{split}.json", "--out")
     # The run's resume state and its exported models are its files too, not report names.
     own = [*(run_dir / n for n in RUN_FILES), *(run_dir / RESUME_DIR).glob("*"),
-           *(f for ext in ("tflite", "onnx") for exported in run_dir.glob(f"*.{ext}")
-             for f in (exported, exported.with_suffix(".json")))]
+           *model_files(m for ext in FORMATS for m in run_dir.glob(f"*.{ext}"))]
     refuse_overwrite(target, [path, *own, *config.data.data_dirs])
     m = config.model
     # Opened first: an unwritable --out fails before the work; a device (/dev/null) or
@@ -130,7 +130,7 @@ def run(model_path: str | Path, *, data: str | None = None, data_dir: str | None
                   "data_dir": config.data.data_dir, "split": split,
                   **{k: v for k, v in report.items() if k != "iou"}}
         console.print(report_table(report, f"{config.data.describe()} / {split}"))
-        fh.write(json.dumps(report, indent=2, default=str) + "\n")
+        fh.write(json_text(report))
     console.print(f"wrote {target}")
     return report
 
