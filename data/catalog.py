@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from data import formats, synthetic
-from data.mix import MixSource, parse_specs
+from data.mix import MixSource, SourceSpec, parse_specs
 from data.paste import PasteOptions, PasteSource, paste_options
 from data.sources import ImageFolder, Source, SourceOptions
 
@@ -76,7 +76,7 @@ def open_source(
         folder = Path(names[0]).expanduser()
         if names[0] not in SOURCES and folder.is_dir():
             return ImageFolder(folder)
-    specs = parse_specs(names, data_dir)
+    specs = parse_data(names, data_dir)
     if not isinstance(paste, PasteOptions):
         paste = paste_options(paste) if paste else None
     sources = [get_source(s.name, **{**options, "split": split, "data_dir": s.data_dir})
@@ -90,6 +90,19 @@ def open_source(
         return sources[0]
     return MixSource(sources, [str(s) for s in specs], [s.weight for s in specs],
                      weighted=split == "train", seed=int(options.get("seed", 0)))
+
+
+def parse_data(spec: str | Sequence[str], data_dir: str | Path | Sequence[str | Path] | None = None,
+               ) -> list[SourceSpec]:
+    """``data.mix.parse_specs``, refusing a data folder given to a built-in synthetic source:
+    it reads none, and a run on the built-in data would look like a run on the folder."""
+    specs = parse_specs(spec, data_dir)
+    for s in specs:
+        if s.data_dir is not None and getattr(SOURCES.get(s.name), "__module__", None) == synthetic.__name__:
+            raise ValueError(f"--data {s.name} is built in and reads no --data-dir (got "
+                             f"{s.data_dir}); drop --data-dir, or name the folder's format "
+                             "(csv, voc, yolo, coco) in --data")
+    return specs
 
 
 def _check_disjoint(specs: Sequence[Any], sources: Sequence[Source]) -> None:
@@ -106,4 +119,4 @@ def _check_disjoint(specs: Sequence[Any], sources: Sequence[Source]) -> None:
                                  "own images")
 
 
-__all__ = ["SOURCES", "SourceFactory", "get_source", "open_source", "register"]
+__all__ = ["SOURCES", "SourceFactory", "get_source", "open_source", "parse_data", "register"]

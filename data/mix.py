@@ -43,7 +43,8 @@ def parse_specs(names: str | Sequence[str], data_dirs: str | Path | Sequence[str
     """``--data`` items (``NAME`` or ``NAME:WEIGHT``, comma lists allowed) and ``--data-dir``
     values (given to the file sources in order) -> specs.
 
-    A single non-file source may also take a data dir (a folder of images, for example).
+    A single non-file source may also take a data dir (a source a user registers may read
+    a folder); ``data.catalog.parse_data`` refuses one for the built-in synthetic sources.
     """
     items = [names] if isinstance(names, str) else list(names)
     items = [part.strip() for item in items for part in str(item).split(",") if part.strip()]

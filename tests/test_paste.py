@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from data.catalog import open_source
+from data.catalog import open_source, parse_data, register
 from data.mix import MixSource, parse_specs
 from data.paste import PasteOptions, PasteSource
 
@@ -129,3 +129,17 @@ def test_source_specs_pair_folders_with_file_sources() -> None:
         parse_specs(["voc:heavy"], ["a"])
     with pytest.raises(ValueError, match="2 --data-dir values for 1 file source"):
         parse_specs(["voc", "blobs"], ["a", "b"])
+
+
+def test_a_data_folder_given_to_a_built_in_source_is_refused(tmp_path, monkeypatch) -> None:
+    # It was ignored: a run on the built-in cats looked like a run on the user's folder.
+    for source in ("cat-on-scenes", "blobs", "cat-cutouts"):
+        with pytest.raises(ValueError, match=f"--data {source} is built in and reads no --data-dir"):
+            open_source(source, data_dir=str(tmp_path), size=2)
+    assert len(open_source("blobs", size=2)) == 2
+    # A source a user registers may read a folder of its own.
+    import data.catalog
+
+    monkeypatch.setattr(data.catalog, "SOURCES", dict(data.catalog.SOURCES))
+    register("my-folder")(lambda options: [options.data_dir])
+    assert [str(s.data_dir) for s in parse_data("my-folder", str(tmp_path))] == [str(tmp_path)]

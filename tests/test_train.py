@@ -145,6 +145,7 @@ def test_damaged_resume_files_are_one_line_errors(tmp_path, capsys, damage):
     (["--preset", "nope"], "--preset: invalid choice: 'nope' (choose from 'default', 'demo'"),
     (["--data", "voc"], "--data-dir"),
     (["--data", "voc", "--data-dir", "/nonexistent/dir"], "does not exist"),
+    (["--data", "cat-on-scenes", "--data-dir", "."], "--data cat-on-scenes is built in and reads no --data-dir"),
     (["--data", "blobs", "--backbone", "small_cnn", "--weights", "/nonexistent.h5"], "not found"),
     # --aug and --paste-opt: one KEY=VALUE parser, values checked before any work starts
     (["--data", "blobs", "--aug", "rotate"], "--aug 'rotate' is not KEY=VALUE"),

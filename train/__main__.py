@@ -123,9 +123,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if isinstance(value, list) and len(value) == 1:
             setattr(config.data, "source" if flag == "data" else flag, value[0])
     try:
-        from data.mix import parse_specs
+        from data.catalog import parse_data
 
-        parse_specs(config.data.source, config.data.data_dir)
+        parse_data(config.data.source, config.data.data_dir)
     except ValueError as err:
         raise UserError(str(err)) from None
     return config
