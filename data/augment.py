@@ -12,6 +12,8 @@ what ``--augment`` selects. What each camera operation imitates:
                  enclosing rectangle, so angles stay small)
     gamma        another sensor response / exposure curve
     white_balance  another colour temperature (independent gains per channel)
+    dim          a dim scene or an under-exposed sensor (one gain of 0.3-0.8 on all
+                 channels, before the noise; for cameras darker than the training photos)
     grayscale    monochrome and IR cameras
     blur         out-of-focus or motion blur (Gaussian or a line kernel)
     noise        sensor noise at low light
@@ -54,6 +56,7 @@ class Augment:
         gamma: probability of a gamma curve in [0.6, 1.6].
         white_balance: probability of per-channel gains of up to +-``wb_strength``.
         wb_strength: largest white-balance gain change.
+        dim: probability of an exposure gain of 0.3-0.8 (log-uniform) on all channels.
         grayscale: probability of turning the image grey (three equal channels).
         blur: probability of a Gaussian (70%) or motion (30%) blur.
         noise: probability of additive Gaussian noise (sigma 2..10 grey levels).
@@ -73,6 +76,7 @@ class Augment:
     gamma: float = 0.0
     white_balance: float = 0.0
     wb_strength: float = 0.2
+    dim: float = 0.0
     grayscale: float = 0.0
     blur: float = 0.15
     noise: float = 0.2
@@ -81,7 +85,7 @@ class Augment:
     @classmethod
     def geometry_only(cls, **changes: Any) -> Augment:
         """Only the box-moving augmentations."""
-        off = {"color": 0.0, "gamma": 0.0, "white_balance": 0.0, "grayscale": 0.0,
+        off = {"color": 0.0, "gamma": 0.0, "white_balance": 0.0, "dim": 0.0, "grayscale": 0.0,
                "blur": 0.0, "noise": 0.0, "jpeg": 0.0}
         return cls(**{**off, **changes})
 
@@ -135,8 +139,8 @@ class Augment:
         return replace(self, **changes)
 
 
-_SHARES = ("crop", "outside", "flip", "rotate", "color", "gamma", "white_balance", "grayscale",
-           "blur", "noise", "jpeg")  # probabilities (and outside, a share of the side)
+_SHARES = ("crop", "outside", "flip", "rotate", "color", "gamma", "white_balance", "dim",
+           "grayscale", "blur", "noise", "jpeg")  # probabilities (and outside, a share of the side)
 
 
 def parse_key_values(text: str, flag: str, words: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -280,8 +284,16 @@ def _gamma(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     return cv2.LUT(image, np.clip(255.0 * _LEVELS**gamma + 0.5, 0, 255).astype(np.uint8))
 
 
-def _white_balance(rng: np.random.Generator, image: np.ndarray, strength: float) -> np.ndarray:
-    gains = 1.0 + rng.uniform(-strength, strength, size=3)  # one per channel
+DIM_GAINS = (0.3, 0.8)  # the exposure gain range of ``Augment.dim`` (log-uniform)
+
+
+def exposure_gain(rng: np.random.Generator) -> float:
+    """One ``Augment.dim`` exposure gain."""
+    return float(np.exp(rng.uniform(np.log(DIM_GAINS[0]), np.log(DIM_GAINS[1]))))
+
+
+def _gains(image: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """Per-channel gains (white balance times exposure) through one table per channel."""
     tables = np.clip(255.0 * _LEVELS[:, None] * gains[None, :] + 0.5, 0, 255).astype(np.uint8)
     return cv2.LUT(image, tables[:, None, :])  # (256, 1, 3): a table per channel
 
@@ -320,8 +332,13 @@ def photometric(rng: np.random.Generator, image: np.ndarray, aug: Augment) -> np
         image = jitter_colors(rng, image, strength=aug.color_strength)
     if rng.random() < aug.gamma:
         image = _gamma(rng, image)
+    gains = np.ones(3)
     if rng.random() < aug.white_balance:
-        image = _white_balance(rng, image, aug.wb_strength)
+        gains = 1.0 + rng.uniform(-aug.wb_strength, aug.wb_strength, size=3)  # one per channel
+    if aug.dim and rng.random() < aug.dim:  # no draw when off: other runs' streams stay
+        gains = gains * exposure_gain(rng)
+    if np.any(gains != 1):
+        image = _gains(image, gains)
     if rng.random() < aug.grayscale:
         image = _grayscale(image)
     if rng.random() < aug.blur:

@@ -21,7 +21,7 @@ Parameters (``PARAMS``: name -> (shape, dtype)); each one's identity value turns
     hue         () float32        hue shift in OpenCV units (of 180)
     saturation  () float32        saturation factor
     gamma       () float32      v -> 255 (v / 255) ** gamma (1: off)
-    gains       (3,) float32    white balance, one gain per channel (1: off)
+    gains       (3,) float32    white balance times exposure (dim), one gain per channel (1: off)
     gray        () bool         three equal channels (RGB -> luma)
     kernel      (7, 7) float32  blur kernel, centred and zero-padded (a delta: off)
     noise       () float32      Gaussian noise sigma in grey levels (0: off), taken from the

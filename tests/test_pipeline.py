@@ -124,6 +124,26 @@ def test_photometric_augmentations_leave_the_box_alone() -> None:
     assert big.shape == (600, 700, 3)  # larger than the cached noise table
 
 
+def test_dim_scales_every_channel_by_one_exposure_gain_and_costs_no_draw_when_off() -> None:
+    grey = np.full((40, 50, 3), (200, 150, 100), np.uint8)
+    only_dim = Augment.photometric_only(color=0.0, blur=0.0, noise=0.0, dim=1.0)
+    ratios = []
+    for k in range(50):
+        out = photometric(np.random.default_rng(k), grey, only_dim)
+        ratio = out.reshape(-1, 3).mean(0) / (200, 150, 100)
+        assert np.ptp(ratio) < 0.02, ratio  # the same gain on all three channels
+        ratios.append(ratio[0])
+    assert 0.29 <= min(ratios) and max(ratios) <= 0.81 and max(ratios) - min(ratios) > 0.3
+    # dim=0 draws nothing: a run without it gets the same images as before it existed.
+    aug = Augment.photometric_only(white_balance=1.0, noise=1.0)
+    for k in range(5):
+        np.testing.assert_array_equal(photometric(np.random.default_rng(k), grey, aug),
+                                      photometric(np.random.default_rng(k), grey,
+                                                  aug.with_overrides({"dim": 0.0})))
+    with pytest.raises(ValueError, match="dim"):
+        Augment(dim=1.5)
+
+
 def test_negatives_stay_negative_under_augmentation() -> None:
     src = RectSource(4)
     for k in range(20):

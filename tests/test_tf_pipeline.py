@@ -21,7 +21,8 @@ from train.tf_pipeline import decoded_store, make_tf_dataset, resolve_pipeline
 
 EVERYTHING = AUGMENTS["camera"].with_overrides({"crop": 1.0, "rotate": 0.5, "color": 0.8,
                                                 "gamma": 0.5, "white_balance": 0.5, "blur": 0.5,
-                                                "noise": 0.5, "jpeg": 0.3, "grayscale": 0.2})
+                                                "noise": 0.5, "jpeg": 0.3, "grayscale": 0.2,
+                                                "dim": 0.4})
 
 
 def both(sample, params, size=64):
@@ -84,7 +85,7 @@ def test_identity_parameters_are_the_contract_resize():
 
 
 def test_tf_draws_follow_the_reference_probabilities_and_keep_the_box():
-    aug = Augment(crop=0.7, flip=0.5, rotate=0.3, color=0.8, blur=0.2, noise=0.4, jpeg=0.3)
+    aug = Augment(crop=0.7, flip=0.5, rotate=0.3, color=0.8, blur=0.2, noise=0.4, jpeg=0.3, dim=0.25)
     n, h, w = 4000, 120, 180
     boxes = np.tile(np.array([[0.3, 0.2, 0.6, 0.7]], np.float32), (n, 1))
     present = tf.ones(n, tf.bool)
@@ -95,7 +96,8 @@ def test_tf_draws_follow_the_reference_probabilities_and_keep_the_box():
     rotated = np.any(geo["rotation"].numpy() != np.eye(2, 3), axis=(1, 2))
     for rate, want in [(cropped.mean(), 0.7), (rotated.mean(), 0.3), (photo["flip"].numpy().mean(), 0.5),
                        (photo["color"].numpy().mean(), 0.8), ((photo["noise"].numpy() > 0).mean(), 0.4),
-                       ((photo["jpeg"].numpy() > 0).mean(), 0.3)]:
+                       ((photo["jpeg"].numpy() > 0).mean(), 0.3),
+                       ((photo["gains"].numpy()[:, 0] != 1).mean(), 0.25)]:
         assert abs(rate - want) < 0.03, (rate, want)
     # Every window keeps the whole (rotated) box and stays within `outside` of the image.
     moved = move_boxes(boxes, present, tf.fill([n], h), tf.fill([n], w), geo).numpy()

@@ -28,15 +28,15 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from data.augment import Augment
+from data.augment import DIM_GAINS, Augment
 from data.augment_params import KERNEL, PARAMS
 from train._tf_photometric import finish
 
 # Augment fields this module implements; any other field that is switched on (a later
 # addition to data.augment) makes the tf pipeline refuse the profile (see ``unsupported``).
 SUPPORTED = ("crop", "scale", "aspect", "outside", "fill", "flip", "rotate", "rotate_deg", "color",
-             "color_strength", "gamma", "white_balance", "wb_strength", "grayscale", "blur", "noise",
-             "jpeg")
+             "color_strength", "gamma", "white_balance", "wb_strength", "dim", "grayscale", "blur",
+             "noise", "jpeg")
 GEOMETRY = ("rotation", "window", "fill")  # drawn per sample; the other PARAMS per batch
 _F64 = tf.float64
 
@@ -114,6 +114,11 @@ def draw_photometric(seed: Any, aug: Augment, batch: Any, size: int) -> dict[str
     p["noise"] = tf.where(u() < aug.noise, u(2.0, 10.0), 0.0)
     p["noise_at"] = tf.floor(u(0.0, max(512, size) - size + 1.0, 2))
     p["jpeg"] = tf.where(u() < aug.jpeg, tf.floor(u(25.0, 91.0)), 0.0)
+    # Exposure (dim) multiplies the white-balance gains, as in the reference; drawn last so
+    # that the columns above do not move when it was added.
+    low, high = (math.log(g) for g in DIM_GAINS)
+    exposure = tf.where(u() < aug.dim, tf.exp(u(low, high)), 1.0)
+    p["gains"] = p["gains"] * exposure[:, None]
     return {k: tf.cast(p[k], PARAMS[k][1]) for k in PARAMS if k not in GEOMETRY}
 
 
