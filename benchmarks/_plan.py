@@ -18,11 +18,12 @@ from typing import Any
 
 from benchmarks._runners import HAAR_CASCADES
 from runtime._cli import importable
+from runtime.backends import FORMATS as RUNTIME_FORMATS
 from runtime.errors import UserError
 
 log = logging.getLogger(__name__)
 
-MODEL_SUFFIXES = {".tflite": "tflite", ".onnx": "onnx", ".keras": "keras"}
+MODEL_SUFFIXES = {**{f".{f}": f for f in RUNTIME_FORMATS}, ".keras": "keras"}
 FORMATS = ("tflite", "onnx", "keras", "haar")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 # ONNX Runtime providers always listed (GPU ones become skipped cells when absent).

@@ -92,13 +92,19 @@ def open_source(
                      weighted=split == "train", seed=int(options.get("seed", 0)))
 
 
+def reads_folder(name: str) -> bool:
+    """Whether source ``name`` may read a data folder: every source but the built-in
+    synthetic ones (a source a user registers may read a folder of its own)."""
+    return getattr(SOURCES.get(name), "__module__", None) != synthetic.__name__
+
+
 def parse_data(spec: str | Sequence[str], data_dir: str | Path | Sequence[str | Path] | None = None,
                ) -> list[SourceSpec]:
     """``data.mix.parse_specs``, refusing a data folder given to a built-in synthetic source:
     it reads none, and a run on the built-in data would look like a run on the folder."""
     specs = parse_specs(spec, data_dir)
     for s in specs:
-        if s.data_dir is not None and getattr(SOURCES.get(s.name), "__module__", None) == synthetic.__name__:
+        if s.data_dir is not None and not reads_folder(s.name):
             raise ValueError(f"--data {s.name} is built in and reads no --data-dir (got "
                              f"{s.data_dir}); drop --data-dir, or name the folder's format "
                              "(csv, voc, yolo, coco) in --data")
@@ -119,4 +125,4 @@ def _check_disjoint(specs: Sequence[Any], sources: Sequence[Source]) -> None:
                                  "own images")
 
 
-__all__ = ["SOURCES", "SourceFactory", "get_source", "open_source", "parse_data", "register"]
+__all__ = ["SOURCES", "SourceFactory", "get_source", "open_source", "parse_data", "reads_folder", "register"]

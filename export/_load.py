@@ -11,12 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from runtime.backends import SUFFIXES
 from runtime.contract import BOX_FORMATS, BOX_OUTPUT, NO_OBJECT, SCORE_OUTPUT
 from runtime.errors import UserError
 from runtime.integrity import sha256_file
 from runtime.paths import stat_path
 
-MODEL_SUFFIXES = (".tflite", ".onnx")  # what an export writes: replacing one is allowed
+MODEL_SUFFIXES = SUFFIXES  # what an export writes: replacing one is allowed
 
 
 @dataclass

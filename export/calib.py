@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from data.catalog import SOURCES, open_source
+from data.catalog import SOURCES, open_source, reads_folder
 from data.mix import FILE_FORMATS
 from data.sources import ImageFolder, Sample
 from export.options import DEFAULT_CALIB_SIZE, DEFAULT_SCREEN, CalibrationOptions, check_size
@@ -74,7 +74,7 @@ def run_source(
         if not folder.is_dir():
             raise UserError(f"{folder} is a file; pass a folder of images or a source name")
     if given_dir is not None and all(n in SOURCES for n in names) and not any(
-        n in FILE_FORMATS for n in names
+        reads_folder(n) for n in names
     ):  # a synthetic source makes its own images: the folder would be ignored
         flag, source_flag = ("--calib-dir", "--calib") if split == "train" else (
             "--verify-dir", "--verify-data")

@@ -39,6 +39,7 @@ from runtime.quiet import native_output_captured
 log = logging.getLogger(__name__)
 
 FORMATS = ("tflite", "onnx")
+SUFFIXES = tuple(f".{f}" for f in FORMATS)  # how a model file's name ends
 
 
 @dataclass
@@ -396,6 +397,6 @@ def open_backend(
     raise UserError(f"no engine for {fmt} models is installed; pip install {packages}")
 
 
-__all__ = ["BACKENDS", "CONTRACT_KEY", "MAX_MODEL_BYTES", "MAX_THREADS", "PROVIDERS", "Backend",
-           "TensorInfo", "check_threads", "default_threads", "format_of", "open_backend", "read_model",
+__all__ = ["BACKENDS", "CONTRACT_KEY", "MAX_MODEL_BYTES", "MAX_THREADS", "PROVIDERS", "SUFFIXES",
+           "Backend", "TensorInfo", "check_threads", "default_threads", "format_of", "open_backend", "read_model",
            "resolve_providers", "sniff_format"]

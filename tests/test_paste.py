@@ -143,3 +143,11 @@ def test_a_data_folder_given_to_a_built_in_source_is_refused(tmp_path, monkeypat
     monkeypatch.setattr(data.catalog, "SOURCES", dict(data.catalog.SOURCES))
     register("my-folder")(lambda options: [options.data_dir])
     assert [str(s.data_dir) for s in parse_data("my-folder", str(tmp_path))] == [str(tmp_path)]
+    # Export's --calib-dir / --verify-dir follow the same rule (data.catalog.reads_folder).
+    from export.calib import run_source
+    from runtime.errors import UserError
+
+    source, desc = run_source("my-folder", config={}, split="train", size=2, data_dir=tmp_path)
+    assert desc["data_dir"] == str(tmp_path) and len(source) == 1
+    with pytest.raises(UserError, match="is read only by a file source"):
+        run_source("blobs", config={}, split="train", size=2, data_dir=tmp_path)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.atomic import write_json, write_text
+from runtime.backends import SUFFIXES as MODEL_SUFFIXES
 from runtime.models import MODELS_DIR
 from tools.pi import arm64_root
 from tools.pi.arm64_compare import (EMULATED, IOU_MIN, SCORE_TOL, Row, compare, latency_table,
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODELS = (str(MODELS_DIR / "cat_int8.tflite"), str(MODELS_DIR / "cat_int8.onnx"))
-MODEL_SUFFIXES = (".tflite", ".onnx")
 
 
 # (background, width, height, cat height as a fraction of the image or 0 = none, x, y, ext)
