@@ -21,6 +21,16 @@ log = logging.getLogger(__name__)
 REF_ORDER = {"fp32": 0, "fp16": 1, "dynamic": 2, "int8": 3}
 
 
+def _reads_folder(source: str) -> bool:
+    """``data.catalog.reads_folder``; True where the training extras are not installed (the
+    source then fails to open with its own message)."""
+    try:
+        from data.catalog import reads_folder
+    except ImportError:
+        return True
+    return reads_folder(source)
+
+
 def build_evalset(
     variants: list[Variant],
     *,
@@ -54,6 +64,10 @@ def build_evalset(
         if guess is None:
             return None, "no eval set: pass --eval SOURCE or --eval-dir (a CSV or VOC folder)"
         source, data_dir = guess[0], data_dir or guess[1]
+    if explicit and data_dir and not _reads_folder(source):
+        raise UserError(f"--eval {source} is built in and reads no --eval-dir (got {data_dir}); "
+                        "drop --eval-dir, or name the folder's format (csv, voc, yolo, coco) "
+                        "in --eval")
     try:
         data = _evalset.from_source(
             source, data_dir=data_dir, split=split or "test", size=size, seed=seed
