@@ -102,3 +102,15 @@ def test_presets_and_flags_resolve_in_order():
     assert default.optimizer.decay_steps == 3600 and default.optimizer.staircase
     with pytest.raises(ValueError, match="demo"):
         resolve_config("nope")
+    # --aug adds to the real preset's dim light; a key given again wins.
+    from data.augment import get_augment
+
+    def augment(**flags):
+        c = resolve_config("real", **flags)
+        return get_augment(c.data.augment, c.data.augment_overrides)
+
+    assert augment().dim == 0.3 and augment().rotate == 0.3  # the camera profile, plus dim
+    both = augment(aug="rotate=0.5")
+    assert both.dim == 0.3 and both.rotate == 0.5
+    assert augment(aug="dim=0").dim == 0.0
+    assert resolve_config("demo", aug="dim=0.2").data.augment_overrides == "dim=0.2"  # none to add to
