@@ -113,4 +113,7 @@ def test_presets_and_flags_resolve_in_order():
     both = augment(aug="rotate=0.5")
     assert both.dim == 0.3 and both.rotate == 0.5
     assert augment(aug="dim=0").dim == 0.0
+    assert augment(augment="none") is None  # --no-augment still turns it all off
+    with pytest.raises(ValueError, match="need a profile other than 'none'"):
+        augment(augment="none", aug="dim=0.5")
     assert resolve_config("demo", aug="dim=0.2").data.augment_overrides == "dim=0.2"  # none to add to

@@ -324,6 +324,8 @@ def resolve_config(preset: str | None = None, **flags: Any) -> RunConfig:
             if name == "augment_overrides" and value and config.data.augment_overrides:
                 value = f"{config.data.augment_overrides},{value}"  # --aug adds to the preset's
             _set(config, section, {name: value})
+    if flags.get("augment") in ("none", False) and not flags.get("aug"):
+        config.data.augment_overrides = None  # --no-augment: the preset's changes have no profile
     check_numbers(config)
     from data.augment import get_augment
 
