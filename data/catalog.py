@@ -125,4 +125,5 @@ def _check_disjoint(specs: Sequence[Any], sources: Sequence[Source]) -> None:
                                  "own images")
 
 
-__all__ = ["SOURCES", "SourceFactory", "get_source", "open_source", "parse_data", "reads_folder", "register"]
+__all__ = ["SOURCES", "SourceFactory", "get_source", "open_source", "parse_data", "reads_folder",
+           "register"]

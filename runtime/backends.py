@@ -398,5 +398,5 @@ def open_backend(
 
 
 __all__ = ["BACKENDS", "CONTRACT_KEY", "MAX_MODEL_BYTES", "MAX_THREADS", "PROVIDERS", "SUFFIXES",
-           "Backend", "TensorInfo", "check_threads", "default_threads", "format_of", "open_backend", "read_model",
-           "resolve_providers", "sniff_format"]
+           "Backend", "TensorInfo", "check_threads", "default_threads", "format_of", "open_backend",
+           "read_model", "resolve_providers", "sniff_format"]

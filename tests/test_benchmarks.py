@@ -447,7 +447,8 @@ def test_missing_eval_source_and_video_are_user_errors(models_dir, tmp_path, cap
     for argv, message in (
         (["--eval-dir", str(tmp_path / "nope")], "not found"),
         (["--eval", "no-such-source"], "no-such-source"),
-        (["--eval", "blobs", "--eval-dir", str(tmp_path)], "--eval blobs is built in and reads no --eval-dir"),
+        (["--eval", "blobs", "--eval-dir", str(tmp_path)],
+         "--eval blobs is built in and reads no --eval-dir"),
         (["--video", str(tmp_path / "x.mp4")], "--video"),
     ):
         capsys.readouterr()

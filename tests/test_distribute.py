@@ -203,3 +203,11 @@ def test_runs_resume_across_placement_changes_and_new_fields(tmp_path):
         check_same_run(tmp_path, resolve_config(data="blobs", warmup_steps=10))
     with pytest.raises(ValueError, match="data.augment"):
         check_same_run(tmp_path, resolve_config(data="blobs", augment="camera"))
+    check_same_run(tmp_path, resolve_config(data="blobs", aug="dim=0"))  # the same settings
+    # A real-preset run from before the preset's dim light resumes with --aug dim=0.
+    old = resolve_config("real", data="blobs", aug="dim=0")
+    old.data.augment_overrides = None
+    save_config(old, tmp_path)
+    with pytest.raises(ValueError, match="data.augment"):
+        check_same_run(tmp_path, resolve_config("real", data="blobs"))
+    check_same_run(tmp_path, resolve_config("real", data="blobs", aug="dim=0"))

@@ -116,4 +116,4 @@ def test_presets_and_flags_resolve_in_order():
     assert augment(augment="none") is None  # --no-augment still turns it all off
     with pytest.raises(ValueError, match="need a profile other than 'none'"):
         augment(augment="none", aug="dim=0.5")
-    assert resolve_config("demo", aug="dim=0.2").data.augment_overrides == "dim=0.2"  # none to add to
+    assert resolve_config("demo", aug="dim=0.2").data.augment_overrides == "dim=0.2"

@@ -85,7 +85,8 @@ def test_identity_parameters_are_the_contract_resize():
 
 
 def test_tf_draws_follow_the_reference_probabilities_and_keep_the_box():
-    aug = Augment(crop=0.7, flip=0.5, rotate=0.3, color=0.8, blur=0.2, noise=0.4, jpeg=0.3, dim=0.25)
+    aug = Augment(crop=0.7, flip=0.5, rotate=0.3, color=0.8, blur=0.2, noise=0.4, jpeg=0.3,
+                  dim=0.25)
     n, h, w = 4000, 120, 180
     boxes = np.tile(np.array([[0.3, 0.2, 0.6, 0.7]], np.float32), (n, 1))
     present = tf.ones(n, tf.bool)

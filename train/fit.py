@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -144,14 +144,19 @@ class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
 
 def check_same_run(run_dir: Path, config: RunConfig) -> None:
     """Refuse to resume a run directory that holds a different configuration."""
+    from data.augment import get_augment
+
     old = load_config(run_dir)
     new = config.to_dict()
     for cfg in (old, new):
         cfg.get("training", {}).pop("epochs", None)  # more epochs may extend a run
         cfg.pop("preset", None)
-        augment = cfg.get("data", {}).get("augment")
-        if isinstance(augment, bool):  # a run from before the profiles: True was "basic"
-            cfg["data"]["augment"] = "basic" if augment else "none"
+        # Augmentation is compared as the settings it resolves to (camera with dim=0 is the
+        # camera profile; a run from before the profiles stored True for basic).
+        data = cfg.setdefault("data", {})
+        aug = get_augment(data.get("augment", RunConfig().data.augment),
+                          data.pop("augment_overrides", None))
+        data["augment"] = None if aug is None else asdict(aug)
         for section, names in PLACEMENT_FIELDS.items():  # another machine may resume it
             for name in names:
                 cfg.get(section, {}).pop(name, None)
