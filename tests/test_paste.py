@@ -140,7 +140,9 @@ def test_a_data_folder_given_to_a_built_in_source_is_refused(tmp_path, monkeypat
     # A source a user registers may read a folder of its own.
     import data.catalog
 
-    monkeypatch.setattr(data.catalog, "SOURCES", dict(data.catalog.SOURCES))
+    # The registry itself, not a copy (export.calib holds the same dict by name); the entry
+    # is removed again after the test.
+    monkeypatch.setitem(data.catalog.SOURCES, "my-folder", None)
     register("my-folder")(lambda options: [options.data_dir])
     assert [str(s.data_dir) for s in parse_data("my-folder", str(tmp_path))] == [str(tmp_path)]
     # Export's --calib-dir / --verify-dir follow the same rule (data.catalog.reads_folder).
