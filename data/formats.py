@@ -245,7 +245,9 @@ def _voc_tree(xml_path: Path) -> ET.Element:
 
 def _voc_object(obj: ET.Element) -> tuple[tuple[float, float, float, float], str]:
     name = obj.findtext("name")
-    if name is not None and not name.strip():
+    if name is None:  # was class "object": a class of its own beside the named ones
+        raise ValueError("an <object> has no <name>; write its class name")
+    if not name.strip():
         raise ValueError("an <object> has an empty <name>; write its class name")
     bb = obj.find("bndbox")
     if bb is None:
@@ -259,7 +261,7 @@ def _voc_object(obj: ET.Element) -> tuple[tuple[float, float, float, float], str
             box.append(number(text))
         except ValueError:
             raise ValueError(f"<{key}> {text.strip()[:40]!r} is not a number") from None
-    return tuple(box), (name or "object").strip()  # type: ignore[return-value]
+    return tuple(box), name.strip()  # type: ignore[return-value]
 
 
 def _voc_size(tree: ET.Element) -> tuple[int, int] | None:

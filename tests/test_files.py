@@ -308,7 +308,7 @@ def test_yolo_class_ids_outside_the_names_are_problems(tmp_path: Path, write_ima
 
 def test_voc_namespaces_names_and_filenames(tmp_path: Path, write_image: Callable[..., Path]) -> None:
     root = tmp_path / "voc"
-    for name in ("ns", "blank", "bare", "up", "abs", "gone", "stem"):
+    for name in ("ns", "blank", "noname", "bare", "up", "abs", "gone", "stem"):
         one_image(root / "images", write_image, f"{name}.jpg")
     one_image(tmp_path, write_image, "outside.jpg")
     ann = root / "annotations"
@@ -316,6 +316,8 @@ def test_voc_namespaces_names_and_filenames(tmp_path: Path, write_image: Callabl
     ns = voc_xml("ns.jpg", [rect(0)]).replace("<annotation>", '<annotation xmlns="http://x.org/voc">')
     (ann / "ns.xml").write_text(ns)  # was read as a negative: no <object> without the namespace
     (ann / "blank.xml").write_text(voc_xml("blank.jpg", [rect(0)], name="  "))
+    noname = voc_xml("noname.jpg", [rect(0)]).replace("<name>cat</name>", "")
+    (ann / "noname.xml").write_text(noname)  # was class "object", beside "cat"
     (ann / "bare.xml").write_text(voc_xml("bare.jpg", [rect(0)]))
     (ann / "up.xml").write_text(voc_xml("../../outside.jpg", [rect(0)]))
     (ann / "abs.xml").write_text(voc_xml(str(tmp_path / "outside.jpg"), [rect(0)]))
@@ -326,6 +328,8 @@ def test_voc_namespaces_names_and_filenames(tmp_path: Path, write_image: Callabl
     assert src[names_of(src).index("ns.jpg")].label == 1 and framed(src[names_of(src).index("ns.jpg")])
     text = "\n".join(src.problems)
     assert "blank.xml: an <object> has an empty <name>" in text
+    assert "noname.xml: an <object> has no <name>; write its class name" in text
+    assert src.labels == ["none", "cat"]
     assert "up.xml: <filename> '../../outside.jpg' points outside the dataset" in text
     assert "abs.xml: <filename>" in text and text.count("points outside the dataset") == 2
     assert "gone.xml: image typo.jpg not found" in text
