@@ -3,7 +3,8 @@
     python -m benchmarks.generalization --cats-dir ../shared/datasets/cats/train \\
         --faces-dir ../shared/datasets/faces/train [--preset real] [--baseline demo] \\
         [--train-flags "--epochs 6 --paste 0.5"] [--label NAME] [--seeds 0,1,2] \\
-        [--default-model runtime/models/cat_int8.tflite] [--default-before OLD.tflite] [--out DIR]
+        [--default-model runtime/models/cat_int8.tflite] [--default-before OLD.tflite] \\
+        [--default-face-model runtime/models/face_int8.tflite] [--out DIR]
 
 1. trains ``--preset`` (and, for the before/after table, ``--baseline``) on the real cats
    (VOC) and the real faces (CSV), and evaluates each run on its own held-out test half
@@ -12,8 +13,9 @@
    faces -> ``faces-on-scenes`` test split (other faces on unseen backgrounds) and
    ``portraits`` (the two built-in portrait photos, uncomposited, at many framings);
 2. evaluates the default (built-in data only) cat model through the lean runtime on every
-   real cat photo, before and after;
-3. runs OpenCV's Haar face cascade on the face sets, as a classic baseline;
+   real cat photo, before and after, and the default face model on every real face photo;
+3. runs OpenCV's Haar face cascade on the face sets (and, with the face model, on every real
+   face photo), as a classic baseline;
 4. with ``--cats-groups``/``--faces-groups REGEX``, a real-photo proxy for "another source":
    the photos are grouped by the regex's first group on their file names (cat breeds;
    the webcam selfies vs the face-mask collection), the recipe trains on the largest group
@@ -323,14 +325,22 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
             own = own_test_half(RunConfig.from_dict(load_config(out / measured.folder(kind))))
             doc["haar"] = {name: haar_faces(src) for name, src in {"own test half": own, **sets}.items()}
-    if args.cats_dir:
+    for kind, fmt, data_dir, models in (
+            ("cats", "voc", args.cats_dir, [("before", args.default_before),
+                                             ("after", args.default_model)]),
+            ("faces", "csv", args.faces_dir, [("after", args.default_face_model)])):
+        models = [(when, path) for when, path in models if path]
+        if not models:
+            continue
         from data.catalog import open_source
 
-        all_cats = open_source("voc", data_dir=args.cats_dir, split="all")
-        for label, path in [("before", args.default_before), ("after", args.default_model)]:
-            if path:
-                doc["default_models"].append({"model": str(path), "when": label,
-                                              "real cats (all)": evaluate_exported(Path(path), all_cats)})
+        name, every = f"real {kind} (all)", open_source(fmt, data_dir=data_dir, split="all")
+        for when, path in models:
+            doc["default_models"].append({"model": str(path), "when": when, "dataset": kind,
+                                          "sets": {name: evaluate_exported(Path(path), every)}})
+        if kind == "faces":  # the classic detector on the same photos, for comparison
+            doc["haar"][name] = haar_faces(every)
+        _save(out, doc)
     _save(out, doc)
     console.print(tables(doc))
     return doc
@@ -367,8 +377,9 @@ def rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
     for name, f in doc.get("haar", {}).items():
         out.append(("faces", "Haar cascade", "-", name, *figures(f)))
     for d in doc["default_models"]:
-        out.append(("cats", f"default model ({d['when']}: {Path(d['model']).name})", "-",
-                    "real cats (all)", *figures(d["real cats (all)"])))
+        for name, f in d["sets"].items():
+            out.append((d["dataset"], f"default model ({d['when']}: {Path(d['model']).name})",
+                        "-", name, *figures(f)))
     return out
 
 
@@ -465,9 +476,15 @@ def bad_inputs(args: argparse.Namespace, console: Console) -> bool:
         console.print(f"[red]error:[/red] {models[0][0]} is scored on the real cats; pass "
                       "--cats-dir too")
         return True
+    if args.default_face_model and not args.faces_dir:
+        console.print("[red]error:[/red] --default-face-model is scored on the real faces; pass "
+                      "--faces-dir too")
+        return True
+    models.append(("--default-face-model", args.default_face_model))
     try:
         for _, model in models:
-            Localizer.load(model, threads=1)
+            if model:
+                Localizer.load(model, threads=1)
         check_output_folder(args.out, "--out")
     except UserError as err:
         console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
@@ -503,6 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--baseline", help="a second recipe for the before/after table (e.g. demo)")
     p.add_argument("--default-model", help="the default cat model to score on all real cats")
     p.add_argument("--default-before", help="an older default model, for before/after")
+    p.add_argument("--default-face-model", help="the default face model to score on all real "
+                   "faces (with the Haar cascade on the same photos)")
     p.add_argument("--cats-groups", metavar="REGEX",
                    help="group the cat photos by this regex on file names (e.g. '([A-Za-z]+)_' "
                    "for breeds): train on the largest group, score the others")

@@ -302,6 +302,7 @@ def test_generalization_checks_models_and_out_before_training(tmp_path, capsys, 
 
     class Args:  # a damaged --default-model was found after every run had trained
         cats_dir, faces_dir, default_model, default_before = str(faces), None, str(MODEL), str(damaged)
+        default_face_model = None
         out = str(tmp_path / "out")
 
     from rich.console import Console
@@ -310,3 +311,17 @@ def test_generalization_checks_models_and_out_before_training(tmp_path, capsys, 
     with con.capture() as cap:
         assert generalization.bad_inputs(Args, con)
     assert "damaged TFLite model" in cap.get()
+    # The face model is scored on the real faces: without them it is refused, and a damaged
+    # one is found before anything trains, as the cat model is.
+    Args.default_model = Args.default_before = None
+    Args.default_face_model = str(damaged)
+    with con.capture() as cap:
+        assert generalization.bad_inputs(Args, con)
+    assert "--default-face-model is scored on the real faces; pass --faces-dir" in cap.get()
+    Args.faces_dir = str(faces)
+    with con.capture() as cap:
+        assert generalization.bad_inputs(Args, con)
+    assert "damaged TFLite model" in cap.get()
+    Args.default_face_model = str(MODELS_DIR / "face_int8.tflite")
+    with con.capture() as cap:
+        assert not generalization.bad_inputs(Args, con), cap.get()

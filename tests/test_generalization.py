@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from benchmarks.generalization import main
+from runtime.models import MODELS_DIR
 
+FACE_MODEL = MODELS_DIR / "face_int8.tflite"
 TINY = "--epochs 1 --steps-per-epoch 2 --batch-size 4 --train-size 8 --image-size 32 --alpha 0.5"
 
 
@@ -37,7 +39,7 @@ def test_recipe_flags_seeds_and_groups_end_to_end(tmp_path: Path, write_image: C
     out = tmp_path / "out"
     code = main(["--faces-dir", str(faces), "--preset", "real", "--train-flags", TINY,
                  "--label", "tiny", "--seeds", "0,1", "--faces-groups", "([ab])_",
-                 "--out", str(out)])
+                 "--default-face-model", str(FACE_MODEL), "--out", str(out)])
     assert code == 0, capsys.readouterr().out
     doc = json.loads((out / "generalization.json").read_text())
     runs = {(r["dataset"], r["seed"]): r for r in doc["runs"]}
@@ -53,9 +55,15 @@ def test_recipe_flags_seeds_and_groups_end_to_end(tmp_path: Path, write_image: C
     group = runs[("faces (a only)", 0)]["sets"]
     assert group["other real group"]["images"] == 8  # i % 3 == 0 of 24 are group b
     assert {"own test half", "faces-on-scenes test", "portraits"} <= set(group)
-    assert set(doc["haar"]) == {"own test half", "faces-on-scenes test", "portraits"}
+    assert set(doc["haar"]) == {"own test half", "faces-on-scenes test", "portraits",
+                                "real faces (all)"}
+    # The default face model and the cascade on every real face photo (24, none a negative).
+    [face] = doc["default_models"]
+    assert face["dataset"] == "faces" and set(face["sets"]) == {"real faces (all)"}
+    assert face["sets"]["real faces (all)"]["images"] == doc["haar"]["real faces (all)"]["images"] == 24
     md = (out / "generalization.md").read_text()
     assert "| faces | tiny (seed 1) |" in md
+    assert "| faces | default model (after: face_int8.tflite) | - | real faces (all) | 24 |" in md
     # The spread over the two seeds: one row per dataset and set, its mean inside its range.
     spread = [line for line in md.splitlines() if " | tiny | " in line]
     assert len(spread) == 3 + 4  # own, faces-on-scenes, portraits; + the group runs' four sets
