@@ -236,8 +236,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # cat-on-scenes (0.73 vs 0.64); on the faces it cost 1-2 test images (one seed each;
     # distractors, weight EMA and other scene shares did not travel better: BENCHMARKS.md
     # section 7). Dim light (an exposure gain of 0.3-0.8 on 30% of samples) on top: the
-    # one camera operation that travelled on every proxy measured (section 7, tenth round).
-    # 3600 steps: 460-590 s on 2 cores with AVX-512, 1000-1250 s with AVX2 only.
+    # one camera operation that travelled on every proxy measured (section 7, tenth round);
+    # on evenly lit built-in faces it cost 0.09 CorLoc over three seeds (eleventh round).
+    # 3600 steps: 410-590 s on 2 cores with AVX-512, 1000-1250 s with AVX2 only.
     "real": {
         "data": {"train_size": 4000, "paste": 0.7, "paste_options": {"scale": [0.1, 1.0]},
                  "augment": "camera", "augment_overrides": "dim=0.3"},
