@@ -340,7 +340,6 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                                           "sets": {name: evaluate_exported(Path(path), every)}})
         if kind == "faces":  # the classic detector on the same photos, for comparison
             doc["haar"][name] = haar_faces(every)
-        _save(out, doc)
     _save(out, doc)
     console.print(tables(doc))
     return doc
@@ -470,21 +469,18 @@ def bad_inputs(args: argparse.Namespace, console: Console) -> bool:
     if not args.cats_dir and not args.faces_dir:
         console.print("[red]error:[/red] nothing to measure: pass --cats-dir and/or --faces-dir")
         return True
-    models = [(f, m) for f, m in (("--default-model", args.default_model),
-                                  ("--default-before", args.default_before)) if m]
-    if models and not args.cats_dir:
-        console.print(f"[red]error:[/red] {models[0][0]} is scored on the real cats; pass "
-                      "--cats-dir too")
-        return True
-    if args.default_face_model and not args.faces_dir:
-        console.print("[red]error:[/red] --default-face-model is scored on the real faces; pass "
-                      "--faces-dir too")
-        return True
-    models.append(("--default-face-model", args.default_face_model))
+    models = [(flag, model, kind) for flag, model, kind in (
+        ("--default-model", args.default_model, "cats"),
+        ("--default-before", args.default_before, "cats"),
+        ("--default-face-model", args.default_face_model, "faces")) if model]
+    for flag, _, kind in models:
+        if not getattr(args, f"{kind}_dir"):
+            console.print(f"[red]error:[/red] {flag} is scored on the real {kind}; pass "
+                          f"--{kind}-dir too")
+            return True
     try:
-        for _, model in models:
-            if model:
-                Localizer.load(model, threads=1)
+        for _, model, _ in models:
+            Localizer.load(model, threads=1)
         check_output_folder(args.out, "--out")
     except UserError as err:
         console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
